@@ -1,0 +1,32 @@
+"""Cell specs: what each recurrent cell of the LSTM family computes, its parameters and its init.
+
+See :mod:`carousel.cells.spec` for the dataclass and the packed layout, :mod:`carousel.cells.lstm`,
+:mod:`carousel.cells.gru` and :mod:`carousel.cells.elman` for the variants and their equations.
+"""
+
+from carousel.cells import init
+from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS, Activation, get_activation
+from carousel.cells.elman import elman_step
+from carousel.cells.gru import gru_step
+from carousel.cells.lstm import lstm_step
+from carousel.cells.spec import VARIANTS, CellSpec, CellWeights, make_spec, register_variant
+
+STEPS = {"lstm": lstm_step, "gru": gru_step, "elman": elman_step}
+"""One step of each family, in PyTorch ops: ``step(spec, gates_x, state, weights) -> (h_t, state)``."""
+
+__all__ = [
+    "ACTIVATIONS",
+    "GATE_ACTIVATIONS",
+    "STEPS",
+    "VARIANTS",
+    "Activation",
+    "CellSpec",
+    "CellWeights",
+    "elman_step",
+    "get_activation",
+    "gru_step",
+    "init",
+    "lstm_step",
+    "make_spec",
+    "register_variant",
+]

@@ -1,0 +1,178 @@
+r"""Named initialisers.
+
+An initialiser is a function that takes a :class:`ParameterGroup` (the parameters of one direction
+of one layer) and fills them in place. Layers take one initialiser or a sequence of them through
+``init=``; they run in order, after the default, on every group::
+
+    carousel.LSTM(8, 64, init=[carousel.init.uniform(0.1), carousel.init.chrono(t_max=1000)])
+
+=========================  ====================================================================
+``torch_default``          :math:`U(-1/\sqrt{H}, 1/\sqrt{H})` for every parameter, in torch's order
+                           (always applied first, so a seeded layer equals a seeded ``torch.nn``)
+``uniform(bound)``         :math:`U(-bound, bound)` for every parameter (the 1997 paper: 0.1, 0.2)
+``forget_bias(value)``     forget-gate bias :math:`b_f = value` (Gers et al. 2000; Jozefowicz et
+                           al. 2015 recommend 1)
+``chrono(t_max)``          :math:`b_f \sim \log U[1, T_{max} - 1]`, :math:`b_i = -b_f` (Tallec &
+                           Ollivier 2018)
+``gate_bias(gate, v)``     bias of one gate block set to ``v`` (scalar or one value per unit),
+                           e.g. the 1997 paper's staggered output-gate biases -1, -2, -3, -4
+``orthogonal_recurrent``   each gate block of ``weight_hh`` (its :math:`h` columns) orthogonal
+=========================  ====================================================================
+
+Where a cell has two biases (``bias_ih`` and ``bias_hh``, as torch), the bias initialisers set
+``bias_ih`` of the block and zero ``bias_hh`` of the block, so their sum is the value asked for.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import Parameter
+
+from carousel.cells.spec import CellSpec
+
+
+@dataclass
+class ParameterGroup:
+    """The parameters of one direction of one layer.
+
+    Attributes:
+        spec: the cell.
+        hidden_size: ``H``.
+        proj_size: projection width, 0 for none.
+        layer: layer index, from 0.
+        direction: 0 forward, 1 reverse.
+        params: parameters by name without the layer suffix (``weight_ih``, ``weight_hh``,
+            ``bias_ih``, ``bias_hh`` or ``bias``, ``weight_peephole``, ``weight_hr``), in
+            registration order.
+    """
+
+    spec: CellSpec
+    hidden_size: int
+    proj_size: int
+    layer: int
+    direction: int
+    params: dict[str, Parameter]
+
+    def rows(self, gate: str) -> slice:
+        """Row range of ``gate`` in the packed weights and biases; ``ValueError`` if absent."""
+        slices = self.spec.gate_slices(self.hidden_size)
+        if gate not in slices:
+            raise ValueError(
+                f"gate {gate!r} does not exist in variant {self.spec.variant!r} "
+                f"(gates {self.spec.gates})"
+            )
+        return slices[gate]
+
+    def set_gate_bias(self, gate: str, value: Tensor | float) -> None:
+        """Make the effective bias of ``gate``'s block equal ``value`` (see module docstring)."""
+        rows = self.rows(gate)
+        if "bias" in self.params:
+            self.params["bias"][rows] = value
+        elif "bias_ih" in self.params:
+            self.params["bias_ih"][rows] = value
+            self.params["bias_hh"][rows] = 0.0
+        else:
+            raise ValueError("this layer has no biases (bias=False); a bias initialiser needs them")
+
+
+Initializer = Callable[[ParameterGroup], None]
+
+
+def torch_default(group: ParameterGroup) -> None:
+    r"""Every parameter :math:`U(-1/\sqrt{H}, 1/\sqrt{H})`, exactly as ``torch.nn.LSTM/GRU/RNN``."""
+    bound = 1.0 / math.sqrt(group.hidden_size)
+    with torch.no_grad():
+        for param in group.params.values():
+            param.uniform_(-bound, bound)
+
+
+def uniform(bound: float) -> Initializer:
+    """Every parameter uniform in ``[-bound, bound]`` (the 1997 paper uses 0.2 and 0.1)."""
+    if not bound > 0:
+        raise ValueError(f"bound must be positive; got {bound!r}")
+
+    def init(group: ParameterGroup) -> None:
+        with torch.no_grad():
+            for param in group.params.values():
+                param.uniform_(-bound, bound)
+
+    init.__name__ = f"uniform({bound})"
+    return init
+
+
+def gate_bias(gate: str, values: float | Sequence[float]) -> Initializer:
+    """Set the bias of one gate block: a scalar, or one value per unit of the block.
+
+    Example: ``gate_bias("o", [-1, -2, -3, -4])`` gives four memory blocks the 1997 paper's
+    staggered output-gate biases.
+    """
+
+    def init(group: ParameterGroup) -> None:
+        rows = group.rows(gate)
+        width = rows.stop - rows.start
+        target = next(iter(group.params.values()))
+        value = torch.as_tensor(values, dtype=target.dtype, device=target.device)
+        if value.dim() > 1 or (value.dim() == 1 and value.numel() != width):
+            raise ValueError(
+                f"values for gate {gate!r} must be a scalar or {width} numbers; got {list(value.shape)}"
+            )
+        with torch.no_grad():
+            group.set_gate_bias(gate, value)
+
+    init.__name__ = f"gate_bias({gate!r}, {values!r})"
+    return init
+
+
+def forget_bias(value: float = 1.0) -> Initializer:
+    """Forget-gate bias :math:`b_f = value` (positive values make cells remember at the start)."""
+    init = gate_bias("f", value)
+    init.__name__ = f"forget_bias({value})"
+    return init
+
+
+def chrono(t_max: float) -> Initializer:
+    r"""Chrono initialisation (Tallec & Ollivier 2018): :math:`b_f \sim \log U[1, T_{max}-1]`, :math:`b_i = -b_f`.
+
+    A cell with forget bias :math:`b_f` keeps a fraction :math:`\sigma(b_f)` of its content per step,
+    so its characteristic forgetting time is about :math:`e^{b_f}` steps: spread over
+    :math:`[1, T_{max}]`, the cells cover every time scale up to the longest expected dependency.
+    """
+    if not t_max > 2:
+        raise ValueError(f"t_max must exceed 2 (the range is [1, t_max - 1]); got {t_max!r}")
+
+    def init(group: ParameterGroup) -> None:
+        rows = group.rows("f")
+        target = next(iter(group.params.values()))
+        forget = torch.log(
+            torch.empty(rows.stop - rows.start, dtype=target.dtype, device=target.device).uniform_(
+                1, t_max - 1
+            )
+        )
+        with torch.no_grad():
+            group.set_gate_bias("f", forget)
+            if group.spec.has_input_gate:
+                group.set_gate_bias("i", -forget)
+
+    init.__name__ = f"chrono({t_max})"
+    return init
+
+
+def orthogonal_recurrent(gain: float = 1.0) -> Initializer:
+    """Each gate block of ``weight_hh`` (its columns reading :math:`h_{t-1}`) a (semi-)orthogonal matrix."""
+
+    def init(group: ParameterGroup) -> None:
+        weight = group.params["weight_hh"]
+        width = group.spec.output_size(group.hidden_size, group.proj_size)
+        with torch.no_grad():
+            for gate in group.spec.gates:
+                rows = group.rows(gate)
+                block = torch.empty(rows.stop - rows.start, width, dtype=weight.dtype)
+                weight[rows, :width] = torch.nn.init.orthogonal_(block, gain=gain).to(weight.device)
+
+    init.__name__ = f"orthogonal_recurrent({gain})"
+    return init

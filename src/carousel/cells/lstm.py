@@ -1,0 +1,398 @@
+r"""The LSTM family: its variants as named specs, and one step of the cell in PyTorch ops.
+
+Notation (per step :math:`t`, batch rows omitted). :math:`x_t` input, :math:`h_{t-1}` previous
+output, :math:`c_{t-1}` previous cell state, :math:`W_\ast` rows of ``weight_ih``, :math:`R_\ast`
+rows of ``weight_hh``, :math:`p_\ast` peephole (diagonal) weights, :math:`\sigma` the gate
+activation, :math:`g` the candidate (cell input) activation, :math:`h` the output activation.
+
+The forget-gate LSTM of Gers, Schmidhuber & Cummins (2000), the math of ``torch.nn.LSTM``:
+
+.. math::
+    i_t &= \sigma(W_i x_t + R_i h_{t-1} + b_i) \\
+    f_t &= \sigma(W_f x_t + R_f h_{t-1} + b_f) \\
+    z_t &= g(W_g x_t + R_g h_{t-1} + b_g) \\
+    c_t &= f_t \odot c_{t-1} + i_t \odot z_t \\
+    o_t &= \sigma(W_o x_t + R_o h_{t-1} + b_o) \\
+    y_t &= o_t \odot h(c_t), \qquad h_t = y_t \text{ (or } W_{hr} y_t \text{ with a projection)}
+
+Peepholes (Gers & Schmidhuber 2000) add :math:`p_i \odot c_{t-1}` and :math:`p_f \odot c_{t-1}`
+to the nets of :math:`i_t, f_t` and :math:`p_o \odot c_t` to the net of :math:`o_t`.
+
+Greff, Srivastava, Koutník, Steunebrink & Schmidhuber (2017), "LSTM: A Search Space Odyssey",
+define eight variants, each as ONE change to their baseline, the peephole LSTM above; carousel
+follows the paper, so every Greff variant has peepholes unless ``peepholes=False`` is given, and
+``np`` is ``vanilla`` under another name. Any LSTM variant takes ``peepholes=`` to add or drop them.
+
+Memory blocks (Hochreiter & Schmidhuber 1997): with ``block_size=S`` the gates have
+``hidden_size / S`` units, and gate unit ``j`` serves cells ``jS .. jS + S - 1``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from carousel.cells.activations import ACTIVATIONS
+from carousel.cells.spec import CellSpec, CellWeights, register_variant
+
+GERS_2000 = "Gers, Schmidhuber & Cummins (2000), Learning to Forget: Continual Prediction with LSTM"
+PEEPHOLE_2000 = "Gers & Schmidhuber (2000), Recurrent Nets that Time and Count"
+GREFF_2017 = "Greff et al. (2017), LSTM: A Search Space Odyssey, IEEE TNNLS 28(10)"
+HOCHREITER_1997 = "Hochreiter & Schmidhuber (1997), Long Short-Term Memory, Neural Computation 9(8)"
+
+
+def _lstm(
+    variant: str,
+    gates: tuple[str, ...],
+    reference: str,
+    *,
+    peepholes: bool,
+    gate_activation: str = "sigmoid",
+    candidate_activation: str = "tanh",
+    output_activation: str = "tanh",
+    coupled_input_forget: bool = False,
+    gate_feedback: str = "none",
+    block_size: int = 1,
+    truncate_gradient: bool = False,
+    num_biases: int = 2,
+    cell_bias: bool = True,
+) -> CellSpec:
+    return CellSpec(
+        family="lstm",
+        variant=variant,
+        gates=gates,
+        gate_activation=gate_activation,
+        candidate_activation=candidate_activation,
+        output_activation=output_activation,
+        peepholes=peepholes,
+        coupled_input_forget=coupled_input_forget,
+        gate_feedback=gate_feedback,
+        block_size=block_size,
+        truncate_gradient=truncate_gradient,
+        num_biases=num_biases,
+        cell_bias=cell_bias,
+        reference=reference,
+    )
+
+
+@register_variant("vanilla")
+def vanilla(
+    *,
+    peepholes=False,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""The forget-gate LSTM of Gers et al. (2000), exactly ``torch.nn.LSTM``.
+
+    .. math::
+        i_t = \sigma(W_i x_t + R_i h_{t-1} + b_i),\;
+        f_t = \sigma(W_f x_t + R_f h_{t-1} + b_f),\;
+        z_t = \tanh(W_g x_t + R_g h_{t-1} + b_g),\\
+        c_t = f_t \odot c_{t-1} + i_t \odot z_t,\;
+        o_t = \sigma(W_o x_t + R_o h_{t-1} + b_o),\;
+        h_t = o_t \odot \tanh(c_t)
+
+    Gate order ``(i, f, g, o)`` and two biases, as in torch, so its state_dicts load unchanged.
+    """
+    return _lstm("vanilla", ("i", "f", "g", "o"), GERS_2000, **locals())
+
+
+@register_variant("peephole")
+def peephole(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""The peephole LSTM of Gers & Schmidhuber (2000); the baseline of Greff et al. (2017).
+
+    .. math::
+        i_t = \sigma(W_i x_t + R_i h_{t-1} + p_i \odot c_{t-1} + b_i),\;
+        f_t = \sigma(W_f x_t + R_f h_{t-1} + p_f \odot c_{t-1} + b_f),\\
+        c_t = f_t \odot c_{t-1} + i_t \odot g(W_g x_t + R_g h_{t-1} + b_g),\\
+        o_t = \sigma(W_o x_t + R_o h_{t-1} + p_o \odot c_t + b_o),\;
+        h_t = o_t \odot h(c_t)
+
+    The peephole weights are the parameter ``weight_peephole`` of shape ``(3, H)``, rows
+    ``(p_i, p_f, p_o)``.
+    """
+    return _lstm("peephole", ("i", "f", "g", "o"), PEEPHOLE_2000, **locals())
+
+
+@register_variant("nig")
+def nig(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""NIG, no input gate (Greff et al. 2017): the peephole LSTM with :math:`i_t = 1`.
+
+    .. math:: c_t = f_t \odot c_{t-1} + g(W_g x_t + R_g h_{t-1} + b_g)
+
+    Packed gates ``(f, g, o)``.
+    """
+    return _lstm("nig", ("f", "g", "o"), GREFF_2017, **locals())
+
+
+@register_variant("nfg")
+def nfg(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""NFG, no forget gate (Greff et al. 2017): the peephole LSTM with :math:`f_t = 1`.
+
+    .. math:: c_t = c_{t-1} + i_t \odot z_t
+
+    This is the constant error carousel of the 1997 paper. Packed gates ``(i, g, o)``.
+    """
+    return _lstm("nfg", ("i", "g", "o"), GREFF_2017, **locals())
+
+
+@register_variant("nog")
+def nog(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""NOG, no output gate (Greff et al. 2017): the peephole LSTM with :math:`o_t = 1`.
+
+    .. math:: h_t = h(c_t)
+
+    Packed gates ``(i, f, g)``.
+    """
+    return _lstm("nog", ("i", "f", "g"), GREFF_2017, **locals())
+
+
+@register_variant("niaf")
+def niaf(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="identity",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""NIAF, no input activation function (Greff et al. 2017): the peephole LSTM with :math:`g(x) = x`.
+
+    .. math:: c_t = f_t \odot c_{t-1} + i_t \odot (W_g x_t + R_g h_{t-1} + b_g)
+    """
+    return _lstm("niaf", ("i", "f", "g", "o"), GREFF_2017, **locals())
+
+
+@register_variant("noaf")
+def noaf(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="identity",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""NOAF, no output activation function (Greff et al. 2017): the peephole LSTM with :math:`h(x) = x`.
+
+    .. math:: h_t = o_t \odot c_t
+
+    With ``gate_activation="hard_sigmoid"`` this is the LSTM of the ECE 417 lecture (seed 004).
+    """
+    return _lstm("noaf", ("i", "f", "g", "o"), GREFF_2017, **locals())
+
+
+@register_variant("np")
+def np_(
+    *,
+    peepholes=False,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""NP, no peepholes (Greff et al. 2017): the peephole LSTM without :math:`p_i, p_f, p_o`.
+
+    That is the forget-gate LSTM, so ``np`` computes exactly what ``vanilla`` computes.
+    """
+    return _lstm("np", ("i", "f", "g", "o"), GREFF_2017, **locals())
+
+
+@register_variant("cifg")
+def cifg(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""CIFG, coupled input and forget gate (Greff et al. 2017): :math:`f_t = 1 - i_t`.
+
+    .. math:: c_t = (1 - i_t) \odot c_{t-1} + i_t \odot z_t
+
+    Packed gates ``(i, g, o)``; peepholes on ``i`` and ``o``. The GRU couples its gates the same way.
+    """
+    return _lstm("cifg", ("i", "g", "o"), GREFF_2017, coupled_input_forget=True, **locals())
+
+
+@register_variant("fgr")
+def fgr(
+    *,
+    peepholes=True,
+    gate_activation="sigmoid",
+    candidate_activation="tanh",
+    output_activation="tanh",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""FGR, full gate recurrence (Greff et al. 2017): every gate also sees all gates of the last step.
+
+    .. math::
+        i_t = \sigma(W_i x_t + R_i h_{t-1} + p_i \odot c_{t-1} + b_i
+              + R_{ii} i_{t-1} + R_{fi} f_{t-1} + R_{oi} o_{t-1})
+
+    and likewise for :math:`f_t` and :math:`o_t`: nine extra :math:`H \times H` matrices. They are
+    the last ``3H`` columns of ``weight_hh`` (shape ``(4H, 4H)``); the columns of the cell-input
+    rows that would read the gates are held at zero by a fixed mask. The state carries the gate
+    activations: ``(h, c, gates)``.
+    """
+    return _lstm("fgr", ("i", "f", "g", "o"), GREFF_2017, gate_feedback="gates", **locals())
+
+
+@register_variant("1997")
+def lstm1997(
+    *,
+    peepholes=False,
+    gate_activation="sigmoid",
+    candidate_activation="g1997",
+    output_activation="h1997",
+    block_size=1,
+    truncate_gradient=False,
+    cell_bias=True,
+):
+    r"""The original LSTM of Hochreiter & Schmidhuber (1997): memory blocks, no forget gate.
+
+    With blocks of ``S = block_size`` cells sharing one input gate and one output gate, for cell
+    :math:`c_j` of block :math:`k`:
+
+    .. math::
+        y^{in_k}(t) &= \sigma(net_{in_k}(t)),\quad y^{out_k}(t) = \sigma(net_{out_k}(t)) \\
+        s_{c_j}(t) &= s_{c_j}(t-1) + y^{in_k}(t)\, g(net_{c_j}(t)),\quad s_{c_j}(0) = 0 \\
+        y^{c_j}(t) &= y^{out_k}(t)\, h(s_{c_j}(t))
+
+    with :math:`g(x) = 4\sigma(x) - 2 \in [-2, 2]` and :math:`h(x) = 2\sigma(x) - 1 \in [-1, 1]`.
+    Every net input reads the external input, the previous cell outputs AND the previous gate
+    activations, plus one bias: ``weight_hh`` has ``H + 2H/S`` columns (recurrent source
+    :math:`[y^c(t-1), y^{in}(t-1), y^{out}(t-1)]`) and the single bias is ``bias_l{k}``. This is the
+    connectivity from which the paper's weight counts follow (adding problem: 2 inputs, 2 blocks of
+    2 cells: 8 units x 11 sources = 88 weights).
+
+    ``truncate_gradient=True`` gives the paper's learning rule: errors arriving at the net inputs of
+    gates and cells update the incoming weights but are not propagated back in time; only the cell
+    state carries error back. It is off by default so that the layer computes the exact gradient.
+    The state is ``(h, c, gates)``. Packed gates ``(i, g, o)``.
+    """
+    return _lstm(
+        "1997", ("i", "g", "o"), HOCHREITER_1997, gate_feedback="all", num_biases=1, **locals()
+    )
+
+
+def lstm_step(
+    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """One step of any LSTM variant, in differentiable PyTorch ops.
+
+    Args:
+        spec: the cell.
+        gates_x: ``(B, G)`` input projection :math:`W x_t + b` for this step.
+        state: ``(h, c)`` or ``(h, c, gates)`` with shapes ``(B, H_out)``, ``(B, H)``,
+            ``(B, spec.feedback_size(H))``.
+        weights: the layer's :class:`CellWeights` (masks applied).
+
+    Returns:
+        ``(h_t, new_state)``: the output ``(B, H_out)`` and the state tuple of the next step.
+    """
+    h, c = state[0], state[1]
+    hidden_size = c.shape[-1]
+    source = torch.cat((h, state[2]), dim=-1) if spec.feedback_gates else h
+    peep_cell = c
+    if spec.truncate_gradient:
+        source, peep_cell = source.detach(), c.detach()
+    net = gates_x + source @ weights.weight_hh.T  # (B, G)
+
+    rows = spec.gate_slices(hidden_size)
+    gate_act = ACTIVATIONS[spec.gate_activation].forward
+    peep = (
+        dict(zip(spec.peephole_gates, weights.weight_peephole, strict=True))
+        if spec.peepholes
+        else {}
+    )
+
+    def gate(name: str, cell: Tensor) -> Tensor:
+        gate_net = net[:, rows[name]]
+        if name in peep:
+            gate_net = gate_net + peep[name] * cell
+        return gate_act(gate_net)
+
+    def per_cell(gate_value: Tensor) -> Tensor:  # (B, H/S) -> (B, H): one gate serves S cells
+        return (
+            gate_value.repeat_interleave(spec.block_size, dim=-1)
+            if spec.block_size > 1
+            else gate_value
+        )
+
+    input_gate = gate("i", peep_cell) if spec.has_input_gate else None
+    if "f" in spec.gates:
+        forget_gate = gate("f", peep_cell)
+    elif spec.coupled_input_forget:
+        forget_gate = 1 - input_gate
+    else:
+        forget_gate = None
+    candidate = ACTIVATIONS[spec.candidate_activation].forward(net[:, rows["g"]])
+
+    cell = c if forget_gate is None else per_cell(forget_gate) * c
+    cell = cell + (candidate if input_gate is None else per_cell(input_gate) * candidate)
+
+    output_gate = None
+    if spec.has_output_gate:
+        output_gate = gate("o", cell.detach() if spec.truncate_gradient else cell)
+    output = ACTIVATIONS[spec.output_activation].forward(cell)
+    if output_gate is not None:
+        output = per_cell(output_gate) * output
+    if weights.weight_hr is not None:
+        output = output @ weights.weight_hr.T
+
+    if not spec.feedback_gates:
+        return output, (output, cell)
+    values = {"i": input_gate, "f": forget_gate, "o": output_gate}
+    fed_back = torch.cat([values[g] for g in spec.feedback_gates], dim=-1)
+    return output, (output, cell, fed_back)

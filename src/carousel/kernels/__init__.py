@@ -1,0 +1,130 @@
+"""The kernel registry: one selection point between the reference loop and the fused backends.
+
+A backend runs a recurrent stack for a :class:`Workload`. It provides either ``run_direction`` (one
+direction of one layer; the layer does the stacking) or ``run_stack`` (all layers at once), says
+which workloads it cannot run (``unsupported``) and how long it expects to take (``cost``, relative
+units, used by ``"auto"``).
+
+=================  ==========================================================================
+``reference``      the per-step PyTorch loop with autograd; every cell and option; the spec
+``torch-native``   ``torch._VF.lstm/gru/rnn_*``, what ``torch.nn`` runs; stock cells only
+=================  ==========================================================================
+
+``backend="auto"`` picks, per call, the supported backend of lowest ``cost``. The environment
+variable ``CAROUSEL_BACKEND`` (a backend name) overrides ``"auto"`` everywhere, for debugging.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from carousel.cells import CellSpec
+from carousel.kernels import reference, torch_native
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a backend is asked to run: the cell, the stack's shape and the data's."""
+
+    spec: CellSpec
+    device: torch.device
+    dtype: torch.dtype
+    steps: int
+    batch: int
+    input_size: int
+    hidden_size: int
+    proj_size: int
+    num_layers: int
+    num_directions: int
+    has_lengths: bool
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend.
+
+    Attributes:
+        name: registry key, the value of a layer's ``backend=``.
+        description: one line for ``carousel backends`` and error messages.
+        run_direction: ``(spec, x, state, weights, lengths, reverse) -> (output, state)``, see
+            :func:`carousel.kernels.reference.run_direction`; or ``None``.
+        run_stack: see :func:`carousel.kernels.torch_native.run_stack`; or ``None``.
+        unsupported: ``workload -> None`` when it can run it, else the reason it cannot.
+        cost: ``workload -> float``, the expected time in arbitrary units (``"auto"`` takes the least).
+    """
+
+    name: str
+    description: str
+    unsupported: Callable[[Workload], str | None]
+    cost: Callable[[Workload], float]
+    run_direction: Callable | None = None
+    run_stack: Callable | None = None
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    """Add ``backend`` to the registry (replacing one of the same name)."""
+    if (backend.run_direction is None) == (backend.run_stack is None):
+        raise ValueError("a backend provides exactly one of run_direction and run_stack")
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+def _reference_cost(work: Workload) -> float:
+    # Per-step Python overhead dominates small problems; it is never the fastest choice when a
+    # fused backend supports the workload, so its cost is set well above theirs.
+    return 1e3 * work.steps * work.num_layers * work.num_directions
+
+
+register(
+    Backend(
+        name="reference",
+        description="per-step PyTorch loop with autograd (the executable specification)",
+        unsupported=lambda work: None,
+        cost=_reference_cost,
+        run_direction=reference.run_direction,
+    )
+)
+register(
+    Backend(
+        name="torch-native",
+        description="torch's fused RNN operators (oneDNN / cuDNN); stock LSTM, GRU, RNN cells",
+        unsupported=lambda work: torch_native.unsupported(work.spec, work.proj_size),
+        cost=lambda work: float(work.steps * work.num_layers * work.num_directions),
+        run_stack=torch_native.run_stack,
+    )
+)
+
+
+def check_backend_name(name: str) -> None:
+    """Raise ``ValueError`` if ``name`` is neither ``"auto"`` nor a registered backend."""
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}; got {name!r}")
+
+
+def select(name: str, work: Workload) -> Backend:
+    """The backend that runs ``work``: the one named, or for ``"auto"`` the cheapest supported.
+
+    Raises:
+        ValueError: the named backend is unknown or cannot run this workload (with the reason).
+    """
+    if name == "auto":
+        name = os.environ.get("CAROUSEL_BACKEND", "auto")
+    check_backend_name(name)
+    if name != "auto":
+        backend = BACKENDS[name]
+        reason = backend.unsupported(work)
+        if reason is not None:
+            raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
+        return backend
+    candidates = [b for b in BACKENDS.values() if b.unsupported(work) is None]
+    return min(candidates, key=lambda b: b.cost(work))
+
+
+__all__ = ["BACKENDS", "Backend", "Workload", "check_backend_name", "register", "select"]

@@ -1,0 +1,89 @@
+"""The reference backend: the per-step loop in plain PyTorch ops, differentiated by autograd.
+
+It is the executable specification: it supports every cell and option, and every fused kernel is
+tested against it (outputs, final states and every gradient). It is written for clarity:
+
+1. one GEMM for the input projections of all steps, :math:`W_{ih} x_t + b` for every ``t``;
+2. per step, the family's step function from :mod:`carousel.cells` (one recurrent GEMM and the
+   pointwise math);
+3. variable lengths by holding the state of finished sequences (``torch.where``) and zeroing their
+   outputs; the reverse direction by reversing every sequence within its own length.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from carousel.cells import STEPS, CellSpec, CellWeights
+
+
+def reverse_index(steps: int, lengths: Tensor | None, device: torch.device) -> Tensor:
+    """Time indices ``(T, B)`` that reverse each sequence within its length; padding stays put.
+
+    For a sequence of length ``n``: ``n-1, ..., 1, 0, n, n+1, ..., T-1``. Applying the gather twice
+    is the identity.
+    """
+    time = torch.arange(steps, device=device).unsqueeze(1)  # (T, 1)
+    if lengths is None:
+        return (steps - 1 - time).expand(steps, 1)
+    lengths = lengths.to(device).unsqueeze(0)  # (1, B)
+    return torch.where(time < lengths, lengths - 1 - time, time)
+
+
+def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """Reverse every sequence of ``x`` ``(T, B, F)`` within its own length."""
+    if lengths is None:
+        return x.flip(0)
+    index = reverse_index(x.shape[0], lengths, x.device)  # (T, B)
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+
+
+def run_direction(
+    spec: CellSpec,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: CellWeights,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """Run one direction of one layer over a padded sequence.
+
+    Args:
+        spec: the cell.
+        x: ``(T, B, I)`` time-major input.
+        state: the initial state, one ``(B, size)`` tensor per ``spec.state_names``.
+        weights: the layer's :class:`~carousel.cells.CellWeights`.
+        lengths: ``(B,)`` int64 on the CPU, each in ``[1, T]``, or ``None`` (all ``T``).
+        reverse: run from each sequence's last valid step back to its first.
+
+    Returns:
+        ``(output, final_state)``: ``(T, B, H_out)`` with zeros past each length, and the state
+        after each sequence's last valid step.
+    """
+    step = STEPS[spec.family]
+    steps = x.shape[0]
+    if reverse:
+        x = reverse_padded(x, lengths)
+    gates_x = x @ weights.weight_ih.T  # (T, B, G)
+    if weights.bias is not None:
+        gates_x = gates_x + weights.bias
+    active = None
+    if lengths is not None:
+        active = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
+        active = active.to(x.device).unsqueeze(-1)  # (T, B, 1)
+
+    outputs = []
+    for t in range(steps):
+        output, new_state = step(spec, gates_x[t], state, weights)
+        if active is not None:
+            new_state = tuple(
+                torch.where(active[t], new, old) for new, old in zip(new_state, state, strict=True)
+            )
+            output = output * active[t]
+        state = new_state
+        outputs.append(output)
+    output = torch.stack(outputs)  # (T, B, H_out)
+    if reverse:
+        output = reverse_padded(output, lengths)
+    return output, state

@@ -1,0 +1,528 @@
+r"""Recurrent layers: drop-in replacements for ``torch.nn.LSTM``, ``GRU`` and ``RNN``.
+
+A layer runs a cell (:mod:`carousel.cells`) over time, stacks ``num_layers`` of them, optionally in
+both directions, with dropout between layers. It takes the same constructor arguments, the same
+forward signature and returns the same values as its torch counterpart, with the same parameter
+names, shapes and default initialisation, so a ``torch.nn`` state_dict loads unchanged. On top of
+that it takes keyword-only ``variant=`` (any cell of the family), cell options, named initialisers
+(``init=``) and ``backend=``, and its ``forward`` takes ``lengths=`` for padded batches.
+
+Shapes (as in torch):
+
+- ``N`` batch size, ``L`` sequence length, ``D`` 2 if bidirectional else 1,
+  ``H_in`` input size, ``H_cell`` hidden size, ``H_out`` ``proj_size`` if > 0 else hidden size.
+- input: ``(L, N, H_in)``, ``(N, L, H_in)`` with ``batch_first``, ``(L, H_in)`` unbatched, or a
+  :class:`~torch.nn.utils.rnn.PackedSequence`.
+- output: ``(L, N, D * H_out)`` (``batch_first``: ``(N, L, D * H_out)``); zeros past each length.
+- states: ``h``: ``(D * num_layers, N, H_out)``, ``c``: ``(D * num_layers, N, H_cell)``, and for
+  cells with gate feedback (``fgr``, ``1997``) ``gates``: ``(D * num_layers, N, F)`` with
+  ``F = spec.feedback_size(H_cell)``. Unbatched input drops the ``N`` axis.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+from carousel import kernels
+from carousel.cells import CellSpec, CellWeights, make_spec
+from carousel.cells.init import Initializer, ParameterGroup, torch_default
+from carousel.nn import checks
+
+
+class Recurrent(nn.Module):
+    """A multi-layer recurrent network over any registered cell.
+
+    :class:`LSTM`, :class:`GRU` and :class:`RNN` are this layer with the family fixed and torch's
+    argument order; use ``Recurrent`` directly to choose the cell by name (e.g. in experiment
+    configurations): ``Recurrent(2, 8, variant="gru")``.
+
+    Args:
+        input_size: features of the input, ``H_in``.
+        hidden_size: ``H_cell``, the number of cells (units) per layer and direction.
+        num_layers: stacked layers.
+        bias: if ``False`` the layers have no biases.
+        batch_first: input and output are ``(N, L, F)`` instead of ``(L, N, F)``; states are not
+            affected.
+        dropout: dropout probability on the outputs of every layer but the last (training only).
+        bidirectional: run a second direction from the end; outputs are concatenated.
+        proj_size: LSTM only; if > 0, :math:`h_t = W_{hr} y_t` of that width.
+        device, dtype: where and in which precision the parameters live.
+        variant: the cell, a name from :data:`carousel.cells.VARIANTS` or a :class:`CellSpec`.
+        backend: ``"auto"`` (the fastest backend that supports the call) or a name from
+            :data:`carousel.kernels.BACKENDS`.
+        init: a named initialiser (:mod:`carousel.cells.init`) or a sequence of them, applied in
+            order after torch's default initialisation.
+        **cell_options: options of the variant (``peepholes``, ``gate_activation``, ...).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        variant: str | CellSpec = "vanilla",
+        backend: str = "auto",
+        init: Initializer | Sequence[Initializer] | None = None,
+        **cell_options,
+    ) -> None:
+        super().__init__()
+        checks.check_layer_arguments(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+        )
+        kernels.check_backend_name(backend)
+        spec = make_spec(variant, **cell_options)
+        spec.check_sizes(hidden_size, proj_size)
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout acts between stacked layers, so it needs num_layers > 1; got "
+                f"dropout={dropout} and num_layers={num_layers}",
+                stacklevel=2,
+            )
+        self.spec = spec
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.backend = backend
+        self.init = _as_initializers(init)
+        factory = {"device": device, "dtype": dtype}
+
+        output_size = spec.output_size(hidden_size, proj_size)
+        self._group_names: list[dict[str, str]] = []
+        for layer in range(num_layers):
+            for direction in range(self.num_directions):
+                layer_input = input_size if layer == 0 else output_size * self.num_directions
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                names = {}
+                for short, shape in spec.parameter_shapes(
+                    layer_input, hidden_size, proj_size, bias
+                ).items():
+                    names[short] = short + suffix
+                    setattr(self, short + suffix, nn.Parameter(torch.empty(shape, **factory)))
+                self._group_names.append(names)
+        recurrent_mask = spec.recurrent_mask(hidden_size, proj_size)
+        bias_mask = spec.bias_mask(hidden_size) if bias else None
+        self.register_buffer("recurrent_mask", _to(recurrent_mask, factory), persistent=False)
+        self.register_buffer("bias_mask", _to(bias_mask, factory), persistent=False)
+        self.reset_parameters()
+
+    # ---- parameters ------------------------------------------------------------------------
+
+    @property
+    def num_directions(self) -> int:
+        """2 if bidirectional else 1."""
+        return 2 if self.bidirectional else 1
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The parameters of each (layer, direction), in order ``l0, l0_reverse, l1, ...``."""
+        groups = []
+        for index, names in enumerate(self._group_names):
+            layer, direction = divmod(index, self.num_directions)
+            params = {short: getattr(self, full) for short, full in names.items()}
+            groups.append(
+                ParameterGroup(
+                    self.spec, self.hidden_size, self.proj_size, layer, direction, params
+                )
+            )
+        return groups
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Parameters per (layer, direction), as ``torch.nn.RNNBase.all_weights``."""
+        return [list(group.params.values()) for group in self.parameter_groups()]
+
+    def reset_parameters(self) -> None:
+        """torch's default initialisation, then this layer's ``init`` in order."""
+        groups = self.parameter_groups()
+        for group in groups:
+            torch_default(group)
+        for initializer in self.init:
+            for group in groups:
+                initializer(group)
+
+    def flatten_parameters(self) -> None:
+        """Does nothing; present so code written for ``torch.nn.LSTM`` runs unchanged."""
+
+    def num_weights(self) -> int:
+        """Trainable weights, masked-out entries not counted (the 1997 paper's weight counts)."""
+        total = 0
+        for group in self.parameter_groups():
+            for short, param in group.params.items():
+                if short == "weight_hh" and self.recurrent_mask is not None:
+                    total += int(self.recurrent_mask.sum())
+                elif short.startswith("bias") and self.bias_mask is not None:
+                    total += int(self.bias_mask.sum())
+                else:
+                    total += param.numel()
+        return total
+
+    def cell_weights(self, layer: int, direction: int = 0) -> CellWeights:
+        """What the backends compute with for one (layer, direction): masks applied, biases summed."""
+        group = self.parameter_groups()[layer * self.num_directions + direction]
+        return CellWeights.from_parameters(
+            self.spec, group.params, self.recurrent_mask, self.bias_mask
+        )
+
+    # ---- forward ----------------------------------------------------------------------------
+
+    def forward(self, input, hx=None, *, lengths=None):
+        """Run the stack over ``input``.
+
+        Args:
+            input: see the module docstring for shapes; a padded tensor or a ``PackedSequence``.
+            hx: the initial state, zeros if ``None``: a tensor ``h_0`` (GRU, RNN), a tuple
+                ``(h_0, c_0)`` (LSTM) or ``(h_0, c_0, gates_0)`` (cells with gate feedback).
+            lengths: for padded batched input, the valid length of each sequence, ``(N,)``
+                integers in ``[1, L]``; steps past a length are skipped (the state is held, the
+                output is zero), and the reverse direction starts at each sequence's last step.
+
+        Returns:
+            ``(output, h_n)`` with the same structure as ``hx``.
+        """
+        packed = isinstance(input, PackedSequence)
+        param = next(self.parameters())
+        if packed:
+            if lengths is not None:
+                raise ValueError(
+                    "lengths must be None for a PackedSequence input (it carries its own)"
+                )
+            checks.check_input_tensor(input.data, "input.data", param, self.input_size, ndims=(2,))
+            x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+            batched = True
+        else:
+            checks.check_input_tensor(input, "input", param, self.input_size, ndims=(2, 3))
+            batched = input.dim() == 3
+            x = input if batched else input.unsqueeze(1)
+            if batched and self.batch_first:
+                x = x.transpose(0, 1)
+            if not batched and lengths is not None:
+                raise ValueError("lengths must be None for unbatched (2-D) input")
+        steps, batch = x.shape[0], x.shape[1]
+        if lengths is not None and not packed:
+            lengths = checks.check_lengths(lengths, batch, steps)
+        if lengths is not None and bool((lengths == steps).all()):
+            lengths = None
+
+        state = self._initial_state(hx, batch, batched, x)
+        work = kernels.Workload(
+            spec=self.spec,
+            device=x.device,
+            dtype=x.dtype,
+            steps=steps,
+            batch=batch,
+            input_size=self.input_size,
+            hidden_size=self.hidden_size,
+            proj_size=self.proj_size,
+            num_layers=self.num_layers,
+            num_directions=self.num_directions,
+            has_lengths=lengths is not None,
+        )
+        backend = kernels.select(self.backend, work)
+        if backend.run_stack is not None:
+            flat = [p for group in self.parameter_groups() for p in group.params.values()]
+            output, final = backend.run_stack(
+                self.spec,
+                x,
+                state,
+                flat,
+                lengths,
+                has_biases=self.bias,
+                num_layers=self.num_layers,
+                dropout=self.dropout,
+                training=self.training,
+                bidirectional=self.bidirectional,
+            )
+        else:
+            output, final = self._run_directions(backend, x, state, lengths)
+
+        if packed:
+            output = _pack_like(output, lengths, input)
+        elif not batched:
+            output = output.squeeze(1)
+            final = tuple(s.squeeze(1) for s in final)
+        elif self.batch_first:
+            output = output.transpose(0, 1)
+        return output, (final[0] if len(final) == 1 else final)
+
+    def _run_directions(self, backend, x, state, lengths):
+        """Stack layers and directions around a backend's ``run_direction``."""
+        finals: list[list[Tensor]] = [[] for _ in state]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                index = layer * self.num_directions + direction
+                output, final = backend.run_direction(
+                    self.spec,
+                    layer_input,
+                    tuple(s[index] for s in state),
+                    self.cell_weights(layer, direction),
+                    lengths,
+                    direction == 1,
+                )
+                outputs.append(output)
+                for collected, tensor in zip(finals, final, strict=True):
+                    collected.append(tensor)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            if self.dropout > 0 and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        return layer_input, tuple(torch.stack(collected) for collected in finals)
+
+    def _initial_state(self, hx, batch: int, batched: bool, x: Tensor) -> tuple[Tensor, ...]:
+        sizes = self.spec.state_sizes(self.hidden_size, self.proj_size)
+        stacked = self.num_layers * self.num_directions
+        if hx is None:
+            return tuple(x.new_zeros(stacked, batch, size) for size in sizes)
+        return checks.check_state(
+            hx, self.spec.state_names, sizes, stacked, batch, batched, x, type(self).__name__
+        )
+
+    def extra_repr(self) -> str:
+        text = f"{self.input_size}, {self.hidden_size}"
+        defaults = {
+            "num_layers": 1,
+            "bias": True,
+            "batch_first": False,
+            "dropout": 0.0,
+            "bidirectional": False,
+            "proj_size": 0,
+        }
+        for name, default in defaults.items():
+            value = getattr(self, name)
+            if value != default:
+                text += f", {name}={value}"
+        if self.spec != make_spec(self._default_variant()):
+            text += f", cell={self.spec.describe()}"
+        if self.backend != "auto":
+            text += f", backend={self.backend!r}"
+        if self.init:
+            text += ", init=[" + ", ".join(getattr(i, "__name__", repr(i)) for i in self.init) + "]"
+        return text
+
+    def _default_variant(self) -> str:
+        return "vanilla"
+
+
+class LSTM(Recurrent):
+    r"""Drop-in ``torch.nn.LSTM`` that runs any cell of the LSTM family.
+
+    With the defaults it computes exactly ``torch.nn.LSTM`` (the forget-gate LSTM of Gers et al.
+    2000; equations in :func:`carousel.cells.lstm.vanilla`), with the same parameters, and
+    ``torch.manual_seed(s)`` gives it the same initial weights. Keyword-only extras:
+
+    Args:
+        variant: ``"vanilla"`` (default), ``"1997"``, ``"peephole"``, ``"nig"``, ``"nfg"``,
+            ``"nog"``, ``"niaf"``, ``"noaf"``, ``"np"``, ``"cifg"``, ``"fgr"``; see
+            :mod:`carousel.cells.lstm` for each one's equations and source.
+        peepholes: add (``True``) or drop (``False``) peephole connections; ``None``: the variant's.
+        gate_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (CReLU, clip(x, 0, 1)).
+        candidate_activation: squashing of the cell input, e.g. ``"tanh"``, ``"identity"``, ``"g1997"``.
+        output_activation: squashing of the cell state before the output gate, e.g. ``"tanh"``,
+            ``"identity"`` (:math:`h = o \odot c`), ``"h1997"``.
+        block_size: cells per memory block sharing their gates (1997 paper).
+        truncate_gradient: the 1997 paper's truncated backpropagation (see the ``1997`` variant).
+        cell_bias: ``False`` leaves the cell inputs unbiased (only gates biased).
+        backend, init: see :class:`Recurrent`.
+
+    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        variant: str | CellSpec = "vanilla",
+        peepholes: bool | None = None,
+        gate_activation: str | None = None,
+        candidate_activation: str | None = None,
+        output_activation: str | None = None,
+        block_size: int | None = None,
+        truncate_gradient: bool | None = None,
+        cell_bias: bool | None = None,
+        backend: str = "auto",
+        init: Initializer | Sequence[Initializer] | None = None,
+    ) -> None:
+        spec = make_spec(variant)
+        if spec.family != "lstm":
+            raise ValueError(
+                f"variant must be an LSTM variant for carousel.LSTM; {spec.variant!r} is a "
+                f"{spec.family} cell (use carousel.GRU, carousel.RNN or carousel.nn.Recurrent)"
+            )
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            proj_size,
+            device,
+            dtype,
+            variant=spec,
+            backend=backend,
+            init=init,
+            peepholes=peepholes,
+            gate_activation=gate_activation,
+            candidate_activation=candidate_activation,
+            output_activation=output_activation,
+            block_size=block_size,
+            truncate_gradient=truncate_gradient,
+            cell_bias=cell_bias,
+        )
+
+
+class GRU(Recurrent):
+    r"""Drop-in ``torch.nn.GRU`` (Cho et al. 2014); equations in :func:`carousel.cells.gru.gru`.
+
+    Keyword-only extras: ``gate_activation`` (``"sigmoid"``, ``"hard_sigmoid"``),
+    ``candidate_activation`` (squashing of :math:`n_t`), ``backend``, ``init``.
+    Returns ``(output, h_n)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        gate_activation: str | None = None,
+        candidate_activation: str | None = None,
+        backend: str = "auto",
+        init: Initializer | Sequence[Initializer] | None = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            variant="gru",
+            backend=backend,
+            init=init,
+            gate_activation=gate_activation,
+            candidate_activation=candidate_activation,
+        )
+
+    def _default_variant(self) -> str:
+        return "gru"
+
+
+class RNN(Recurrent):
+    r"""Drop-in ``torch.nn.RNN``, the Elman network: :math:`h_t = \phi(W x_t + b_{ih} + R h_{t-1} + b_{hh})`.
+
+    ``nonlinearity`` is ``"tanh"`` or ``"relu"`` and comes fourth, as in torch. Keyword-only extras:
+    ``backend``, ``init``. Returns ``(output, h_n)``.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+        init: Initializer | Sequence[Initializer] | None = None,
+    ) -> None:
+        super().__init__(
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
+            variant="elman",
+            backend=backend,
+            init=init,
+            nonlinearity=nonlinearity,
+        )
+        self.nonlinearity = nonlinearity
+
+    def _default_variant(self) -> str:
+        return "elman"
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        return text + (
+            f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else ""
+        )
+
+
+def _as_initializers(init) -> tuple[Initializer, ...]:
+    if init is None:
+        return ()
+    if callable(init):
+        return (init,)
+    if isinstance(init, Sequence) and all(callable(i) for i in init):
+        return tuple(init)
+    raise TypeError(f"init must be an initialiser or a sequence of them; got {init!r}")
+
+
+def _to(mask: Tensor | None, factory: dict) -> Tensor | None:
+    return None if mask is None else mask.to(**{k: v for k, v in factory.items() if v is not None})
+
+
+def _pack_like(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack a padded ``(T, B, F)`` output with the batch order and batch sizes of ``like``."""
+    if like.sorted_indices is not None:
+        order = like.sorted_indices
+        output = output.index_select(1, order)
+        lengths = lengths.index_select(0, order.cpu())
+    data = pack_padded_sequence(output, lengths, enforce_sorted=True).data
+    return PackedSequence(data, like.batch_sizes, like.sorted_indices, like.unsorted_indices)

@@ -1,0 +1,46 @@
+"""Comparisons of outputs, states and gradients shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def flatten(value) -> list[torch.Tensor]:
+    """Tensors of a nested output/state structure, in order (PackedSequence -> its data)."""
+    if isinstance(value, torch.nn.utils.rnn.PackedSequence):
+        return [value.data]
+    if isinstance(value, torch.Tensor):
+        return [value]
+    return [t for item in value for t in flatten(item)]
+
+
+def forward_backward(module, inputs, upstream):
+    """Run ``module(*inputs)``, backpropagate ``upstream`` (one random tensor per output tensor)
+    and return the flat outputs and the gradients of every parameter and every float input."""
+    module.zero_grad()
+    for t in flatten(inputs):
+        t.grad = None
+    outputs = flatten(module(*inputs))
+    loss = sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True))
+    loss.backward()
+    grads = {name: p.grad.clone() for name, p in module.named_parameters()}
+    for i, t in enumerate(flatten(inputs)):
+        if t.requires_grad:
+            grads[f"input{i}"] = t.grad.clone()
+    return [o.detach() for o in outputs], grads
+
+
+def assert_same(actual, expected, dtype=torch.float32, what=""):
+    """Assert two lists/dicts of tensors are equal within the dtype's tolerance."""
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys(), what
+        for key in expected:
+            torch.testing.assert_close(
+                actual[key], expected[key], **TOLERANCE[dtype], msg=f"{what} {key}"
+            )
+        return
+    assert len(actual) == len(expected), what
+    for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+        torch.testing.assert_close(a, e, **TOLERANCE[dtype], msg=f"{what} [{i}]")
