@@ -76,6 +76,7 @@ def add_parser(subparsers) -> None:
     """Register ``carousel train``."""
     parser = subparsers.add_parser(
         "train",
+        allow_abbrev=False,
         help="train a model on a task",
         description=(
             "Train a model on TASK into the run directory --out. Every setting below also reads "

@@ -88,8 +88,20 @@ class Seq2Seq(nn.Module):
     def greedy(self, source: Tensor, mask: Tensor | None = None, max_length: int = 50) -> Tensor:
         """The most likely token at every step, ``(B, L)`` with ``L <= max_length``; after its
         ``end_token`` a row holds ``end_token``."""
-        tokens, _ = self.beam_search(source, mask, beam_width=1, max_length=max_length)
-        return tokens
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1; got {max_length}")
+        _, state = self.encoder(source, mask)
+        last = torch.full((source.shape[0],), self.start_token, device=source.device)
+        finished = torch.zeros_like(last, dtype=torch.bool)
+        tokens = []
+        for _ in range(max_length):
+            log_probs, state = self._next(last, state)  # (B, V)
+            last = torch.where(finished, self.end_token, log_probs.argmax(-1))
+            tokens.append(last)
+            finished = finished | (last == self.end_token)
+            if bool(finished.all()):
+                break
+        return torch.stack(tokens, dim=1)
 
     @torch.no_grad()
     def beam_search(

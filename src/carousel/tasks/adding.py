@@ -7,8 +7,9 @@ that exactly two pairs are marked with 1 and the first and the last pair carry -
 2. :math:`X_1` is one of the first 10 pairs, marked;
 3. :math:`X_2` is one of the first :math:`T/2 - 1` still-unmarked pairs (positions
    :math:`0 \dots \lfloor T/2 \rfloor - 1` without :math:`X_1`'s), marked;
-4. the first and the last pair get marker -1, except that a marked first pair keeps its 1 and,
-   as the paper says, :math:`X_1` is then set to zero (its value is 0).
+4. the first and the last pair get marker -1, except that a marked first pair keeps its 1 and
+   its value is set to 0 (the paper: ":math:`X_1` is set to zero in the rare case where the
+   first pair of the sequence got marked"; here that holds whichever of the two marks it).
 
 The target, given only at the end, is :math:`0.5 + (X_1 + X_2) / 4`; a sequence is *correct* if
 the absolute error of the output at its end is below 0.04. The loss is the squared error. The
@@ -84,12 +85,14 @@ class AddingTask(Task):
         second = torch.randint(0, short // 2 - 1, (count,), generator=rng)
         second = second + (second >= first).long()  # skip X1's position
         rows = torch.arange(count)
-        values[rows, first] = torch.where(first == 0, 0.0, values[rows, first])
         markers = torch.zeros(count, steps)
         markers[:, 0] = -1.0
         markers[rows, lengths - 1] = -1.0
         markers[rows, first] = 1.0
         markers[rows, second] = 1.0
+        values[:, 0] = torch.where(
+            markers[:, 0] == 1, 0.0, values[:, 0]
+        )  # a marked first pair adds 0
         mask = torch.arange(steps) < lengths.unsqueeze(1)  # (B, T)
         x = torch.stack([values, markers], dim=-1) * mask.unsqueeze(-1)  # (B, T, 2)
         y = 0.5 + (values[rows, first] + values[rows, second]) / 4  # (B,)

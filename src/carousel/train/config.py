@@ -111,15 +111,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        from carousel.tasks import TASKS
+
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; the tasks are {sorted(TASKS)}")
+        # Every option of the task, defaults filled in, so that configurations compare equal.
+        options = options_from_dict(
+            TASKS[self.task].Options, self.task_options, f"task {self.task!r}"
+        )
+        self.task_options = dataclasses.asdict(options)
         self.check()
 
     def check(self) -> None:
         """Raise ``ValueError`` for values out of range or options that do not go together
         (task and model combinations are checked when the task and the model are built)."""
-        from carousel.tasks import TASKS
-
-        if self.task not in TASKS:
-            raise ValueError(f"unknown task {self.task!r}; the tasks are {sorted(TASKS)}")
         positive = {
             "hidden_size": self.model.hidden_size,
             "num_layers": self.model.num_layers,
@@ -188,15 +193,15 @@ class Config:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} in {where}; the tasks are {sorted(TASKS)}")
         task_options = data.get("task_options", {})
-        # Validate (and normalise) the task's options now, so that bad ones fail before training.
-        options = options_from_dict(TASKS[task].Options, task_options, f"task {task!r}")
+        if not isinstance(task_options, dict):
+            raise ValueError(f"[task_options] in {where} must be a table; got {task_options!r}")
         sections = {}
         for name, section in SECTIONS.items():
             values = data.get(name, {})
             if not isinstance(values, dict):
                 raise ValueError(f"[{name}] in {where} must be a table; got {values!r}")
             sections[name] = options_from_dict(section, values, f"[{name}]")
-        return cls(task=task, task_options=dataclasses.asdict(options), **sections)
+        return cls(task=task, task_options=task_options, **sections)
 
     def differences(self, other: Config, ignore: tuple[str, ...] = ()) -> list[str]:
         """``"section.name: mine != other's"`` for every differing setting not in ``ignore``."""
@@ -219,6 +224,8 @@ def _flatten(data: dict) -> dict:
 def read_config_file(path: str | Path) -> dict:
     """The settings in a ``.toml`` or ``.json`` file, as nested dicts (not yet validated)."""
     path = Path(path)
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"config file must end in .toml or .json; got {str(path)!r}")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -228,8 +235,6 @@ def read_config_file(path: str | Path) -> dict:
             return json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"config file {str(path)!r} is not valid JSON: {error}") from None
-    if path.suffix != ".toml":
-        raise ValueError(f"config file must end in .toml or .json; got {str(path)!r}")
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
