@@ -186,3 +186,18 @@ def test_build_makes_every_head():
         model = models.build(io, config)
         assert type(model) is cls
         assert model.encoder.layer.dropout == 0.1 and model.encoder.layer.batch_first
+
+
+def test_initialisers_are_parsed_not_evaluated():
+    from carousel.models import parse_init
+
+    model = models.build(
+        ModelIO("regressor", 2, 1), ModelConfig(hidden_size=4, init="forget_bias(1.0)")
+    )
+    layer = model.encoder.layer
+    forget = slice(4, 8)  # (i, f, g, o) blocks of 4 rows
+    assert torch.equal(layer.bias_ih_l0[forget] + layer.bias_hh_l0[forget], torch.ones(4))
+    assert len(parse_init("uniform(0.1), gate_bias('i', [-3, -6])")) == 2
+    for bad in ("__import__('os').getcwd()", "uniform(bound)", "print(1)", "uniform(0.1"):
+        with pytest.raises(ValueError, match="literal arguments"):
+            parse_init(bad)

@@ -44,7 +44,8 @@ def test_toml_file(tmp_path):
             {"task": "adding", "optim": {"optimizer": "adam", "momentum": 0.9}},
             "momentum applies to optimizer sgd",
         ),
-        ({"task": "adding", "optim": {"optimizer": "rmsprop"}}, "optimizer must be one of"),
+        ({"task": "adding", "optim": {"optimizer": "rmsprop"}}, "'optimizer' must be one of"),
+        ({"task": "adding", "task_options": {"output_activation": "relu"}}, "must be one of"),
         (
             {"task": "adding", "optim": {"warmup_steps": 10}, "train": {"steps": 10}},
             "fewer than steps",
@@ -68,6 +69,13 @@ def test_bad_config_files(tmp_path):
         read_config_file(broken)
     with pytest.raises(ValueError, match=r"\.toml or \.json"):
         read_config_file(tmp_path / "x.yaml")
+
+
+def test_settings_changed_after_construction_are_checked_again():
+    config = Config("adding")
+    config.optim.schedule = "exponential"
+    with pytest.raises(ValueError, match="'schedule' must be one of"):
+        config.check()
 
 
 def test_every_setting_has_help():

@@ -14,11 +14,44 @@
 
 from __future__ import annotations
 
+import ast
+
 from torch import nn
 
+from carousel.cells import init as initializers
 from carousel.models.heads import Classifier, Encoder, LanguageModel, Regressor, Tagger
 from carousel.models.seq2seq import Seq2Seq
 from carousel.nn import Recurrent
+
+INITIALIZERS = ("uniform", "forget_bias", "chrono", "gate_bias", "orthogonal_recurrent")
+"""The initialiser factories of :mod:`carousel.cells.init` that :func:`parse_init` accepts."""
+
+
+def parse_init(text: str) -> list:
+    """Named initialisers from text such as ``"uniform(0.1), gate_bias('i', [-3, -6])"``.
+
+    The text is a comma-separated list of calls of :data:`INITIALIZERS` with literal arguments;
+    it is parsed, never evaluated. An empty text gives no initialiser.
+    """
+    if not text.strip():
+        return []
+    try:
+        calls = ast.parse(f"[{text}]", mode="eval").body.elts
+        result = []
+        for call in calls:
+            if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
+                raise ValueError
+            if call.func.id not in INITIALIZERS:
+                raise ValueError
+            args = [ast.literal_eval(arg) for arg in call.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+            result.append(getattr(initializers, call.func.id)(*args, **kwargs))
+        return result
+    except (SyntaxError, ValueError, TypeError):
+        raise ValueError(
+            f"init must be calls of {', '.join(INITIALIZERS)} with literal arguments, "
+            f'e.g. "forget_bias(1.0)" or "uniform(0.1), gate_bias(\'i\', [-3, -6])"; got {text!r}'
+        ) from None
 
 
 def build(io, config) -> nn.Module:
@@ -48,6 +81,8 @@ def build(io, config) -> nn.Module:
             "use it with classifier, regressor or tagger heads"
         )
 
+    init = parse_init(config.init)
+
     def encoder(vocab_size: int = 0) -> Encoder:
         layer = Recurrent(
             embedding_size if vocab_size else io.input_size,
@@ -59,6 +94,7 @@ def build(io, config) -> nn.Module:
             proj_size=config.proj_size,
             variant=config.variant,
             backend=config.backend,
+            init=init,
             **cell_options,
         )
         return Encoder(layer, vocab_size, config.dropout)

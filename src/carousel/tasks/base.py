@@ -250,7 +250,8 @@ def generator(seed: int, *stream: object) -> torch.Generator:
 
 
 def options_from_dict(cls: type, values: dict, where: str):
-    """Build the dataclass ``cls`` from ``values``, rejecting unknown keys and wrong types."""
+    """Build the dataclass ``cls`` from ``values``, rejecting unknown keys, wrong types and values
+    outside a field's ``choices`` (in its metadata)."""
     known = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -258,6 +259,9 @@ def options_from_dict(cls: type, values: dict, where: str):
     checked = {}
     for name, value in values.items():
         checked[name] = check_type(value, known[name].type, f"{where} option {name!r}")
+        choices = known[name].metadata.get("choices")
+        if choices is not None and checked[name] not in choices:
+            raise ValueError(f"{where} option {name!r} must be one of {choices}; got {value!r}")
     return cls(**checked)
 
 

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carousel.tasks.base import check_type, options_from_dict
+from carousel.tasks.base import options_from_dict
 
 
 def _option(default, help: str, **extra):
@@ -56,6 +56,9 @@ class ModelConfig:
     peepholes: bool | None = _option(None, "LSTM: add/drop peephole connections")
     gate_activation: str | None = _option(None, "gate squashing: sigmoid or hard_sigmoid")
     truncate_gradient: bool | None = _option(None, "the 1997 paper's truncated gradient")
+    init: str = _option(
+        "", 'initialisers after torch\'s default, e.g. "forget_bias(1.0)" or "chrono(100)"'
+    )
     backend: str = _option("auto", "kernel backend: auto, or a name from carousel info")
 
 
@@ -123,8 +126,14 @@ class Config:
         self.check()
 
     def check(self) -> None:
-        """Raise ``ValueError`` for values out of range or options that do not go together
-        (task and model combinations are checked when the task and the model are built)."""
+        """Raise ``ValueError``/``TypeError`` for settings of the wrong type, out of range, or
+        that do not go together (task and model combinations are checked when the task and the
+        model are built)."""
+        for name, section in SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, section):
+                raise TypeError(f"{name} must be a {section.__name__}; got {type(value).__name__}")
+            options_from_dict(section, dataclasses.asdict(value), f"[{name}]")  # types, choices
         positive = {
             "hidden_size": self.model.hidden_size,
             "num_layers": self.model.num_layers,
@@ -153,13 +162,6 @@ class Config:
                 raise ValueError(f"{name} must be >= 0; got {value}")
         if not 0 <= self.model.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1); got {self.model.dropout}")
-        for section, name in (("optim", "optimizer"), ("optim", "schedule")):
-            choices = next(f for f in dataclasses.fields(SECTIONS[section]) if f.name == name)
-            allowed = choices.metadata["choices"]
-            if getattr(getattr(self, section), name) not in allowed:
-                raise ValueError(
-                    f"{name} must be one of {allowed}; got {getattr(getattr(self, section), name)!r}"
-                )
         if self.optim.optimizer == "adam" and self.optim.momentum:
             raise ValueError("momentum applies to optimizer sgd; adam has its own moment estimates")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps:
@@ -245,18 +247,11 @@ def read_config_file(path: str | Path) -> dict:
         raise ValueError(f"config file {str(path)!r} is not valid TOML: {error}") from None
 
 
-def field_help(cls: type) -> dict[str, dataclasses.Field]:
-    """The fields of a config or options dataclass, by name."""
-    return {f.name: f for f in dataclasses.fields(cls)}
-
-
 __all__ = [
     "SECTIONS",
     "Config",
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
-    "check_type",
-    "field_help",
     "read_config_file",
 ]

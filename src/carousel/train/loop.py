@@ -117,6 +117,7 @@ def train(
             checkpoint that does not match or is corrupt. Nothing is written before these checks.
         KeyboardInterrupt: after SIGINT/SIGTERM, once the current step's checkpoint is written.
     """
+    config.check()  # it may have been changed since it was made
     context = distributed.setup(config.train.device)
     try:
         summary = _train(config, Path(run_dir), resume, quiet, task, context)
