@@ -15,6 +15,7 @@ from pathlib import Path
 
 from carousel.cli import UsageError
 from carousel.tasks import TASKS
+from carousel.tasks.base import type_names
 from carousel.train.config import SECTIONS, Config, read_config_file
 
 GROUPS = {"model": "model", "optim": "optimiser", "train": "training"}
@@ -31,8 +32,7 @@ def _help(field: dataclasses.Field) -> str:
 
 
 def _add_field(group, field: dataclasses.Field, dest: str, help: str) -> None:
-    types = [part.strip() for part in str(field.type).split("|") if part.strip() != "None"]
-    kind = types[0]
+    kind = next(name for name in type_names(field.type) if name != "None")
     if kind == "bool":
         group.add_argument(
             flag(field.name),
@@ -62,7 +62,7 @@ def task_option_fields() -> dict[str, tuple[dataclasses.Field, dict[str, str]]]:
             help = _help(field)
             if field.name in merged:
                 known, helps = merged[field.name]
-                if str(known.type) != str(field.type):
+                if type_names(known.type) != type_names(field.type):
                     raise TypeError(
                         f"task option {field.name!r} has two types: {known.type}, {field.type}"
                     )

@@ -265,13 +265,18 @@ def options_from_dict(cls: type, values: dict, where: str):
     return cls(**checked)
 
 
+def type_names(annotation) -> list[str]:
+    """The type names of a field annotation: ``"int | None"`` (or ``int | None``) ->
+    ``["int", "None"]``."""
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", str(annotation))
+    return [part.strip().replace("NoneType", "None") for part in annotation.split("|")]
+
+
 def check_type(value, annotation, what: str):
-    """``value`` converted to the field type ``annotation`` (a string such as ``"int | None"``);
-    ints are accepted for floats, nothing else is converted."""
-    text = (
-        annotation if isinstance(annotation, str) else getattr(annotation, "__name__", annotation)
-    )
-    names = [part.strip() for part in str(text).split("|")]
+    """``value`` converted to the field type ``annotation`` (``int``, ``float``, ``str``,
+    ``bool``, or one of them ``| None``); ints are accepted for floats, nothing else is converted."""
+    names = type_names(annotation)
     if value is None and "None" in names:
         return None
     for name in names:
