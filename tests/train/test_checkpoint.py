@@ -195,3 +195,15 @@ def test_atomic_write_replaces_whole_files(tmp_path):
     ckpt.write_json(path, {"x": 2})
     assert json.loads(path.read_text()) == {"x": 2}
     assert os.listdir(tmp_path) == ["a.json"]
+
+
+def test_a_checkpoint_record_missing_fields_is_refused(run_copy):
+    record = run_copy / "checkpoints" / "step-00000008.json"
+    info = json.loads(record.read_text())
+    del info["progress"]
+    record.write_text(json.dumps(info))
+    _refused(
+        run_copy,
+        adding_config(steps=12, checkpoint_every=4, eval_every=4),
+        "lacks what a resume needs",
+    )

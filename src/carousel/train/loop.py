@@ -24,6 +24,7 @@ import base64
 import dataclasses
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -465,35 +466,43 @@ def restore(path: Path, model, optimizer, recent: Window, config: Config, contex
     and this process's rows of the carried state."""
     tensors, info = checkpoint.load(path)
     source = repr(str(path))
-    differences = config.differences(Config.from_dict(info["config"], source), ignore=RESUMABLE)
+    try:
+        saved = Config.from_dict(info["config"], source)
+        progress = Progress(**info["progress"])
+        optimizer_settings, carried_kind, rng = info["optimizer"], info["carried"], info["rng"]
+    except (KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"checkpoint {source} lacks what a resume needs ({error!r}); is it from another version?"
+        ) from None
+    differences = config.differences(saved, ignore=RESUMABLE)
     if differences:
         raise CheckpointError(
             f"checkpoint {source} belongs to a run with other settings: {'; '.join(differences[:4])}"
         )
     checkpoint.load_model(model, tensors, source)
-    checkpoint.load_optimizer(optimizer, tensors, info["optimizer"], source)
+    checkpoint.load_optimizer(optimizer, tensors, optimizer_settings, source)
     recent.values = {
         k.removeprefix("recent."): v for k, v in tensors.items() if k.startswith("recent.")
     }
     carried = None
-    if info["carried"] is not None:
+    if carried_kind is not None:
         count = sum(1 for name in tensors if name.startswith("carry."))
         states = []
         for index in range(count):
             state = tensors[f"carry.{index}"]  # (L * D, B, H), all processes' rows
             start, stop = shard_range(state.shape[1], context.rank, context.world_size)
             states.append(state[:, start:stop].to(context.device))
-        carried = tuple(states) if info["carried"] == "tuple" else states[0]
-    rng = info["rng"]
+        carried = tuple(states) if carried_kind == "tuple" else states[0]
     if len(rng) == context.world_size:
         _set_rng_state(rng[context.rank], context.device)
     elif context.is_main:
-        print(
-            f"note: the run was trained with {len(rng)} processes and resumes with "
-            f"{context.world_size}: random streams (dropout) are reseeded, the result will not be "
-            "bit-identical to an uninterrupted run"
+        warnings.warn(
+            f"the run was trained with {len(rng)} processes and resumes with "
+            f"{context.world_size}: random streams (dropout) start from the seed again, so the "
+            "result will not be bit-identical to an uninterrupted run",
+            stacklevel=2,
         )
-    return Progress(**info["progress"]), carried
+    return progress, carried
 
 
 def _rng_state(device: torch.device) -> dict:
