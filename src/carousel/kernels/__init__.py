@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from carousel.cells import CellSpec
-from carousel.kernels import reference, torch_native
+from carousel.kernels import numba_cpu, reference, torch_native
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,17 @@ register(
         unsupported=lambda work: torch_native.unsupported(work.spec, work.proj_size),
         cost=lambda work: float(work.steps * work.num_layers * work.num_directions),
         run_stack=torch_native.run_stack,
+    )
+)
+
+
+register(
+    Backend(
+        name="numba",
+        description="fused CPU kernels compiled with Numba, hand-written BPTT; every cell",
+        unsupported=numba_cpu.unsupported,
+        cost=lambda work: 0.5 * work.steps * work.num_layers * work.num_directions,
+        run_direction=numba_cpu.run_direction,
     )
 )
 
