@@ -12,14 +12,16 @@ as int64; ``bias`` (the sum of torch's two biases) is ``(0,)`` when absent.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.common import (
     activate,
-    derivative,
+    activation_table,
+    derivatives,
     input_gradients,
     input_projection,
+    kernel,
+    matmul,
     time_index,
 )
 
@@ -29,7 +31,7 @@ def elman_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     return np.array([ACTIVATIONS[spec.candidate_activation].code], dtype=np.int64)
 
 
-@njit(cache=True)
+@kernel
 def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, keep):
     """Run one direction of one Elman layer over a padded batch.
 
@@ -45,7 +47,7 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
     """
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
-    code = config[0]
+    table = activation_table(np.full(hidden, config[0]))
     dtype = x.dtype
 
     gates_x = input_projection(x, weight_ih, bias)  # (T, B, H)
@@ -53,26 +55,27 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
     output = np.zeros((steps, batch, hidden), dtype)
     h = h0.copy()
     net = np.empty((batch, hidden), dtype)
+    act = np.empty(hidden, dtype)
     source_at = np.zeros((steps if keep else 0, batch, hidden), dtype)
 
     for t in range(steps):
-        np.dot(h, weight_hh_t, net)  # (B, H)
+        matmul(h, weight_hh_t, net)  # (B, H)
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            net_b, gx = net[b], gates_x[tau, b]
-            if keep:
-                source_at[tau, b] = h[b]
             for j in range(hidden):
-                net_b[j] += gx[j]
-            activate(net_b, code)
-            h[b] = net_b
-            output[tau, b] = net_b
+                act[j] = net[b, j] + gates_x[tau, b, j]
+            activate(act, table, 0, hidden)
+            for j in range(hidden):
+                if keep:
+                    source_at[tau, b, j] = h[b, j]
+                h[b, j] = act[j]
+                output[tau, b, j] = act[j]
     return output, h, source_at
 
 
-@njit(cache=True)
+@kernel
 def elman_backward(
     config,
     x,
@@ -94,26 +97,31 @@ def elman_backward(
     """
     steps, batch, _ = x.shape
     hidden = d_h_n.shape[1]
-    code = config[0]
+    table = activation_table(np.full(hidden, config[0]))
     dtype = x.dtype
 
     d_h = d_h_n.copy()
     d_net_at = np.zeros((steps, batch, hidden), dtype)
     d_net = np.zeros((batch, hidden), dtype)
     d_source = np.empty((batch, hidden), dtype)
+    act = np.empty(hidden, dtype)
+    slope = np.empty(hidden, dtype)
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            h_t, upstream, d_net_b, d_h_b = output[tau, b], d_output[tau, b], d_net[b], d_h[b]
             for j in range(hidden):
-                d_net_b[j] = (d_h_b[j] + upstream[j]) * derivative(h_t[j], code)
-            d_net_at[tau, b] = d_net_b
-        np.dot(d_net, weight_hh, d_source)  # (B, H)
+                act[j] = output[tau, b, j]
+            derivatives(act, table, 0, hidden, slope)
+            for j in range(hidden):
+                d_net[b, j] = (d_h[b, j] + d_output[tau, b, j]) * slope[j]
+                d_net_at[tau, b, j] = d_net[b, j]
+        matmul(d_net, weight_hh, d_source)  # (B, H)
         for b in range(batch):
             if t < lengths[b]:
-                d_h[b] = d_source[b]
+                for j in range(hidden):
+                    d_h[b, j] = d_source[b, j]
 
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     flat = steps * batch

@@ -23,14 +23,16 @@ passed as ``(0,)`` arrays.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.common import (
     activate,
-    derivative,
+    activation_table,
+    derivatives,
     input_gradients,
     input_projection,
+    kernel,
+    matmul,
     time_index,
 )
 
@@ -43,7 +45,15 @@ def gru_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     )
 
 
-@njit(cache=True)
+@kernel
+def _activation_table(config, hidden):
+    """The activation table of the packed rows: gates ``r, u``, then the candidate ``n``."""
+    codes = np.full(3 * hidden, config[0])
+    codes[2 * hidden :] = config[1]
+    return activation_table(codes)
+
+
+@kernel
 def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, reverse, keep):
     """Run one direction of one GRU layer over a padded batch.
 
@@ -61,8 +71,8 @@ def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, 
     """
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
-    gate_code, candidate_code = config[0], config[1]
     has_bias_hh = bias_hh.shape[0] > 0
+    table = _activation_table(config, hidden)
     dtype = x.dtype
 
     gates_x = input_projection(x, weight_ih, bias_ih)  # (T, B, 3H)
@@ -70,40 +80,44 @@ def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, 
     output = np.zeros((steps, batch, hidden), dtype)
     h = h0.copy()
     recurrent = np.empty((batch, 3 * hidden), dtype)
+    act = np.empty(3 * hidden, dtype)  # r, u, n of one row
     saved = steps if keep else 0
     gates_at = np.zeros((saved, batch, 3 * hidden), dtype)
     recurrent_n_at = np.zeros((saved, batch, hidden), dtype)
     source_at = np.zeros((saved, batch, hidden), dtype)
 
     for t in range(steps):
-        np.dot(h, weight_hh_t, recurrent)  # (B, 3H)
+        matmul(h, weight_hh_t, recurrent)  # (B, 3H)
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            rec, gx, h_b = recurrent[b], gates_x[tau, b], h[b]
             if has_bias_hh:
                 for g in range(3 * hidden):
-                    rec[g] += bias_hh[g]
+                    recurrent[b, g] += bias_hh[g]
             if keep:
-                source_at[tau, b] = h_b
-                recurrent_n_at[tau, b] = rec[2 * hidden :]
+                for j in range(hidden):
+                    source_at[tau, b, j] = h[b, j]
+                    recurrent_n_at[tau, b, j] = recurrent[b, 2 * hidden + j]
             for g in range(2 * hidden):
-                rec[g] += gx[g]
-            activate(rec[: 2 * hidden], gate_code)  # r, u
+                act[g] = recurrent[b, g] + gates_x[tau, b, g]
+            activate(act, table, 0, 2 * hidden)  # r, u
             for j in range(hidden):
-                rec[2 * hidden + j] = gx[2 * hidden + j] + rec[j] * rec[2 * hidden + j]
-            activate(rec[2 * hidden :], candidate_code)  # n
+                act[2 * hidden + j] = (
+                    gates_x[tau, b, 2 * hidden + j] + act[j] * recurrent[b, 2 * hidden + j]
+                )
+            activate(act, table, 2 * hidden, 3 * hidden)  # n
             for j in range(hidden):
-                update = rec[hidden + j]
-                h_b[j] = (1.0 - update) * rec[2 * hidden + j] + update * h_b[j]
-            output[tau, b] = h_b
+                update = act[hidden + j]
+                h[b, j] = (1.0 - update) * act[2 * hidden + j] + update * h[b, j]
+                output[tau, b, j] = h[b, j]
             if keep:
-                gates_at[tau, b] = rec
+                for g in range(3 * hidden):
+                    gates_at[tau, b, g] = act[g]
     return output, h, gates_at, recurrent_n_at, source_at
 
 
-@njit(cache=True)
+@kernel
 def gru_backward(
     config,
     x,
@@ -126,7 +140,7 @@ def gru_backward(
     """
     steps, batch, _ = x.shape
     hidden = d_h_n.shape[1]
-    gate_code, candidate_code = config[0], config[1]
+    table = _activation_table(config, hidden)
     dtype = x.dtype
 
     d_h = d_h_n.copy()
@@ -134,33 +148,37 @@ def gru_backward(
     d_recurrent_at = np.zeros((steps, batch, 3 * hidden), dtype)  # of R h + b_hh
     d_recurrent = np.zeros((batch, 3 * hidden), dtype)
     d_source = np.empty((batch, hidden), dtype)
+    act = np.empty(3 * hidden, dtype)
+    slope = np.empty(3 * hidden, dtype)
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            gates, a, h_prev = gates_at[tau, b], recurrent_n_at[tau, b], source_at[tau, b]
-            d_h_b, d_net, d_rec = d_h[b], d_net_at[tau, b], d_recurrent[b]
-            upstream = d_output[tau, b]
+            for g in range(3 * hidden):
+                act[g] = gates_at[tau, b, g]
+            derivatives(act, table, 0, 3 * hidden, slope)
             for j in range(hidden):
-                delta = d_h_b[j] + upstream[j]
-                reset, update, new = gates[j], gates[hidden + j], gates[2 * hidden + j]
-                d_new = delta * (1.0 - update) * derivative(new, candidate_code)
-                d_update = delta * (h_prev[j] - new) * derivative(update, gate_code)
-                d_reset = d_new * a[j] * derivative(reset, gate_code)
-                d_net[j] = d_reset
-                d_net[hidden + j] = d_update
-                d_net[2 * hidden + j] = d_new
-                d_rec[j] = d_reset
-                d_rec[hidden + j] = d_update
-                d_rec[2 * hidden + j] = d_new * reset
-                d_h_b[j] = delta * update
-            d_recurrent_at[tau, b] = d_rec
-        np.dot(d_recurrent, weight_hh, d_source)  # (B, H)
+                delta = d_h[b, j] + d_output[tau, b, j]
+                reset, update, new = act[j], act[hidden + j], act[2 * hidden + j]
+                d_new = delta * (1.0 - update) * slope[2 * hidden + j]
+                d_update = delta * (source_at[tau, b, j] - new) * slope[hidden + j]
+                d_reset = d_new * recurrent_n_at[tau, b, j] * slope[j]
+                d_net_at[tau, b, j] = d_reset
+                d_net_at[tau, b, hidden + j] = d_update
+                d_net_at[tau, b, 2 * hidden + j] = d_new
+                d_recurrent[b, j] = d_reset
+                d_recurrent[b, hidden + j] = d_update
+                d_recurrent[b, 2 * hidden + j] = d_new * reset
+                d_h[b, j] = delta * update
+            for g in range(3 * hidden):
+                d_recurrent_at[tau, b, g] = d_recurrent[b, g]
+        matmul(d_recurrent, weight_hh, d_source)  # (B, H)
         for b in range(batch):
             if t < lengths[b]:
-                d_h[b] += d_source[b]
+                for j in range(hidden):
+                    d_h[b, j] += d_source[b, j]
 
     d_x, d_weight_ih, d_bias_ih = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     _, d_weight_hh, d_bias_hh = input_gradients(source_at, weight_hh, d_recurrent_at, False)

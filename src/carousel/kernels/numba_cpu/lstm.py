@@ -31,14 +31,18 @@ with lengths reads the steps of different sequences at different positions).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.common import (
     activate,
-    derivative,
+    activation_table,
+    block_sums,
+    derivatives,
+    expand,
     input_gradients,
     input_projection,
+    kernel,
+    matmul,
     time_index,
 )
 
@@ -74,13 +78,42 @@ def lstm_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     return config
 
 
-@njit(cache=True)
-def _gate(values, row, units, ones):
-    """The ``units`` activations of the block starting at ``row``, or ones if it is absent."""
-    return values[row : row + units] if row >= 0 else ones
+@kernel
+def _activation_tables(config, rows, hidden):
+    """Activation tables of the packed rows (gates and cell input) and of the cell output."""
+    codes = np.full(rows, config[GATE_ACTIVATION])
+    codes[config[ROW_G] : config[ROW_G] + hidden] = config[CANDIDATE_ACTIVATION]
+    gate_table = activation_table(codes)
+    output_table = activation_table(np.full(hidden, config[OUTPUT_ACTIVATION]))
+    return gate_table, output_table
 
 
-@njit(cache=True)
+@kernel
+def _gate_reads(config, rows, units):
+    """Where the input, forget and output gates are read in a row of activations.
+
+    The row holds the ``rows`` packed blocks, then ``units`` ones, then ``units`` values of
+    ``1 - i``: an absent gate reads the ones, a coupled forget gate reads ``1 - i``.
+    """
+    ones, complement = rows, rows + units
+    read_i = config[ROW_I] if config[ROW_I] >= 0 else ones
+    if config[ROW_F] >= 0:
+        read_f = config[ROW_F]
+    else:
+        read_f = complement if config[COUPLED] == 1 else ones
+    read_o = config[ROW_O] if config[ROW_O] >= 0 else ones
+    return read_i, read_f, read_o
+
+
+@kernel
+def _peephole(weight_peephole, row):
+    """Row ``row`` of the peephole weights, or an empty vector when there is none."""
+    if row >= 0:
+        return weight_peephole[row]
+    return np.zeros(0, weight_peephole.dtype)
+
+
+@kernel
 def lstm_forward(
     config,
     x,
@@ -96,7 +129,7 @@ def lstm_forward(
     reverse,
     keep,
 ):
-    """Run one direction of one LSTM layer over a padded batch.
+    r"""Run one direction of one LSTM layer over a padded batch.
 
     Args:
         config: ``(CONFIG_SIZE,)`` int64 from :func:`lstm_config`.
@@ -111,115 +144,128 @@ def lstm_forward(
 
     Returns:
         ``output (T, B, P)`` (zeros past each length), ``h_n (B, P)``, ``c_n (B, H)``,
-        ``feedback_n (B, F)``, and the saved tensors: ``gates (T, B, G)`` (activations),
+        ``feedback_n (B, F)``, and the saved arrays: ``gates (T, B, G)`` (activations),
         ``cell_prev (T, B, H)`` (:math:`c_{t-1}`), ``cell_output (T, B, H)`` (:math:`h(c_t)`),
-        ``source (T, B, R)`` (:math:`[h_{t-1}, \\gamma_{t-1}]`), ``y (T, B, H)`` (before the
+        ``source (T, B, R)`` (:math:`[h_{t-1}, \gamma_{t-1}]`), ``y (T, B, H)`` (before the
         projection; ``T = 0`` without one).
     """
     steps, batch, _ = x.shape
     hidden, out_size, feedback_size = c0.shape[1], h0.shape[1], feedback0.shape[1]
+    source_size = out_size + feedback_size
     rows = weight_ih.shape[0]
     project = weight_hr.shape[0] > 0
-    gate_code, candidate_code = config[GATE_ACTIVATION], config[CANDIDATE_ACTIVATION]
-    output_code = config[OUTPUT_ACTIVATION]
     block = config[BLOCK_SIZE]
     units = hidden // block
-    row_i, row_f, row_g, row_o = config[ROW_I], config[ROW_F], config[ROW_G], config[ROW_O]
+    row_g, row_o = config[ROW_G], config[ROW_O]
     peep_i, peep_f, peep_o = config[PEEP_I], config[PEEP_F], config[PEEP_O]
     feed_i, feed_f, feed_o = config[FEED_I], config[FEED_F], config[FEED_O]
     coupled = config[COUPLED] == 1
+    read_i, read_f, read_o = _gate_reads(config, rows, units)
+    gate_table, output_table = _activation_tables(config, rows, hidden)
+    early_rows = row_o if peep_o >= 0 else rows  # rows that do not wait for c_t
     dtype = x.dtype
 
     gates_x = input_projection(x, weight_ih, bias)  # (T, B, G)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (R, G)
     weight_hr_t = np.ascontiguousarray(weight_hr.T)  # (H, P)
-
+    peephole_i = _peephole(weight_peephole, peep_i)
+    peephole_f = _peephole(weight_peephole, peep_f)
+    peephole_o = _peephole(weight_peephole, peep_o)
     output = np.zeros((steps, batch, out_size), dtype)
-    source = np.empty((batch, out_size + feedback_size), dtype)  # [h, gates] of the last step
+    source = np.empty((batch, source_size), dtype)  # [h, gates] of the last step
     source[:, :out_size] = h0
     source[:, out_size:] = feedback0
     cell = c0.copy()  # (B, H)
-    net = np.empty((batch, rows), dtype)  # net inputs, then activations, of this step
-    cell_output = np.empty((batch, hidden), dtype)  # h(c_t)
+    net = np.empty((batch, rows), dtype)  # recurrent part of the net inputs
     cell_y = np.empty((batch, hidden), dtype)  # o * h(c_t), before the projection
     projected = np.empty((batch, out_size), dtype)
-    ones = np.ones(units, dtype)
-    coupled_forget = np.empty(units, dtype)
+
+    # One row's activations (see _gate_reads) and views of its blocks, per gate unit and per cell.
+    act = np.ones(rows + 2 * units, dtype)
+    act_i, act_f = act[read_i : read_i + units], act[read_f : read_f + units]
+    act_g, act_o = act[row_g : row_g + hidden], act[read_o : read_o + units]
+    complement = act[rows + units : rows + 2 * units]
+    expanded = np.empty((4, hidden), dtype)
+    h_c = expanded[3]
+    cell_i = act_i if block == 1 else expanded[0]
+    cell_f = act_f if block == 1 else expanded[1]
+    cell_o = act_o if block == 1 else expanded[2]
 
     saved = steps if keep else 0
     gates_at = np.zeros((saved, batch, rows), dtype)
     cell_prev_at = np.zeros((saved, batch, hidden), dtype)
     cell_output_at = np.zeros((saved, batch, hidden), dtype)
-    source_at = np.zeros((saved, batch, out_size + feedback_size), dtype)
+    source_at = np.zeros((saved, batch, source_size), dtype)
     y_at = np.zeros((saved if project else 0, batch, hidden), dtype)
 
     for t in range(steps):
-        np.dot(source, weight_hh_t, net)  # (B, G) recurrent part
+        matmul(source, weight_hh_t, net)  # (B, G) recurrent part
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            net_b, c, gx = net[b], cell[b], gates_x[tau, b]
             for g in range(rows):
-                net_b[g] += gx[g]
+                act[g] = net[b, g] + gates_x[tau, b, g]
             if keep:
-                source_at[tau, b] = source[b]
-                cell_prev_at[tau, b] = c
+                for r in range(source_size):
+                    source_at[tau, b, r] = source[b, r]
+                for j in range(hidden):
+                    cell_prev_at[tau, b, j] = cell[b, j]
             if peep_i >= 0:
                 for j in range(hidden):
-                    net_b[row_i + j] += weight_peephole[peep_i, j] * c[j]
+                    act_i[j] += peephole_i[j] * cell[b, j]
             if peep_f >= 0:
                 for j in range(hidden):
-                    net_b[row_f + j] += weight_peephole[peep_f, j] * c[j]
-            if row_i >= 0:
-                activate(net_b[row_i : row_i + units], gate_code)
-            if row_f >= 0:
-                activate(net_b[row_f : row_f + units], gate_code)
-            z = net_b[row_g : row_g + hidden]
-            activate(z, candidate_code)
-            input_gate = _gate(net_b, row_i, units, ones)
-            forget_gate = _gate(net_b, row_f, units, ones)
+                    act_f[j] += peephole_f[j] * cell[b, j]
+            activate(act, gate_table, 0, early_rows)
             if coupled:
                 for k in range(units):
-                    coupled_forget[k] = 1.0 - input_gate[k]
-                forget_gate = coupled_forget
-            if block == 1:
-                for j in range(hidden):
-                    c[j] = forget_gate[j] * c[j] + input_gate[j] * z[j]
-            else:
-                for j in range(hidden):
-                    c[j] = forget_gate[j // block] * c[j] + input_gate[j // block] * z[j]
-            if row_o >= 0:
-                if peep_o >= 0:
-                    for j in range(hidden):
-                        net_b[row_o + j] += weight_peephole[peep_o, j] * c[j]
-                activate(net_b[row_o : row_o + units], gate_code)
-            output_gate = _gate(net_b, row_o, units, ones)
-            h_c, y = cell_output[b], cell_y[b]
-            h_c[:] = c
-            activate(h_c, output_code)
+                    complement[k] = 1.0 - act_i[k]
+            if block > 1:
+                expand(act_i, block, cell_i)
+                expand(act_f, block, cell_f)
             for j in range(hidden):
-                y[j] = output_gate[j // block] * h_c[j]
+                cell[b, j] = cell_f[j] * cell[b, j] + cell_i[j] * act_g[j]
+            if peep_o >= 0:
+                for j in range(hidden):
+                    act_o[j] += peephole_o[j] * cell[b, j]
+                activate(act, gate_table, row_o, rows)
+            if block > 1:
+                expand(act_o, block, cell_o)
+            for j in range(hidden):
+                h_c[j] = cell[b, j]
+            activate(h_c, output_table, 0, hidden)
+            for j in range(hidden):
+                cell_y[b, j] = cell_o[j] * h_c[j]
             if keep:
-                gates_at[tau, b] = net_b
-                cell_output_at[tau, b] = h_c
+                for g in range(rows):
+                    gates_at[tau, b, g] = act[g]
+                for j in range(hidden):
+                    cell_output_at[tau, b, j] = h_c[j]
                 if project:
-                    y_at[tau, b] = y
+                    for j in range(hidden):
+                        y_at[tau, b, j] = cell_y[b, j]
             if not project:
-                source[b, :out_size] = y
-                output[tau, b] = y
+                for j in range(hidden):
+                    source[b, j] = cell_y[b, j]
+                    output[tau, b, j] = cell_y[b, j]
             if feed_i >= 0:
-                source[b, out_size + feed_i : out_size + feed_i + units] = input_gate
+                for k in range(units):
+                    source[b, out_size + feed_i + k] = act_i[k]
             if feed_f >= 0:
-                source[b, out_size + feed_f : out_size + feed_f + units] = forget_gate
+                for k in range(units):
+                    source[b, out_size + feed_f + k] = act_f[k]
             if feed_o >= 0:
-                source[b, out_size + feed_o : out_size + feed_o + units] = output_gate
+                for k in range(units):
+                    source[b, out_size + feed_o + k] = act_o[k]
         if project:
-            np.dot(cell_y, weight_hr_t, projected)  # (B, P)
+            matmul(cell_y, weight_hr_t, projected)  # (B, P)
             for b in range(batch):
                 if t < lengths[b]:
-                    source[b, :out_size] = projected[b]
-                    output[time_index(t, lengths[b], reverse), b] = projected[b]
+                    tau = time_index(t, lengths[b], reverse)
+                    for p in range(out_size):
+                        source[b, p] = projected[b, p]
+                        output[tau, b, p] = projected[b, p]
 
     h_n = source[:, :out_size].copy()
     feedback_n = source[:, out_size:].copy()
@@ -236,7 +282,7 @@ def lstm_forward(
     )
 
 
-@njit(cache=True)
+@kernel
 def lstm_backward(
     config,
     x,
@@ -278,8 +324,6 @@ def lstm_backward(
     hidden, out_size = cell_prev_at.shape[2], d_h_n.shape[1]
     source_size = source_at.shape[2]
     project = weight_hr.shape[0] > 0
-    gate_code, candidate_code = config[GATE_ACTIVATION], config[CANDIDATE_ACTIVATION]
-    output_code = config[OUTPUT_ACTIVATION]
     block = config[BLOCK_SIZE]
     units = hidden // block
     row_i, row_f, row_g, row_o = config[ROW_I], config[ROW_F], config[ROW_G], config[ROW_O]
@@ -287,6 +331,8 @@ def lstm_backward(
     feed_i, feed_f, feed_o = config[FEED_I], config[FEED_F], config[FEED_O]
     coupled = config[COUPLED] == 1
     truncate = config[TRUNCATE] == 1
+    read_i, read_f, read_o = _gate_reads(config, rows, units)
+    gate_table, output_table = _activation_tables(config, rows, hidden)
     dtype = x.dtype
 
     d_h = d_h_n.copy()  # dL/dh_t arriving from later steps (B, P)
@@ -295,97 +341,150 @@ def lstm_backward(
     d_net_at = np.zeros((steps, batch, rows), dtype)
     d_h_at = np.zeros((steps if project else 0, batch, out_size), dtype)
     d_net = np.zeros((batch, rows), dtype)
-    d_y = np.empty((batch, hidden), dtype)
+    d_y = np.empty((batch, hidden), dtype)  # through the projection
     d_source = np.empty((batch, source_size), dtype)
-    d_cell = np.empty(hidden, dtype)  # dL/dc_t of this step, all paths
+    d_y_of = d_y if project else d_h  # (B, H): dL/dy_t
+    peephole_i = _peephole(weight_peephole, peep_i)
+    peephole_f = _peephole(weight_peephole, peep_f)
+    peephole_o = _peephole(weight_peephole, peep_o)
     d_peephole = np.zeros(weight_peephole.shape)  # accumulated in float64
-    ones = np.ones(units, dtype)
-    coupled_forget = np.empty(units, dtype)
+    d_peephole_i = _peephole(d_peephole, peep_i)
+    d_peephole_f = _peephole(d_peephole, peep_f)
+    d_peephole_o = _peephole(d_peephole, peep_o)
+
+    # One row's activations, their slopes and the net-input gradients, laid out as in
+    # lstm_forward (absent gates read ones and write to the unused tail); views of the blocks.
+    act = np.ones(rows + 2 * units, dtype)
+    slope = np.zeros(rows + 2 * units, dtype)
+    d_row = np.zeros(rows + 2 * units, dtype)
+    act_i, act_f = act[read_i : read_i + units], act[read_f : read_f + units]
+    act_g, act_o = act[row_g : row_g + hidden], act[read_o : read_o + units]
+    complement = act[rows + units : rows + 2 * units]
+    slope_i, slope_f = slope[read_i : read_i + units], slope[read_f : read_f + units]
+    slope_g, slope_o = slope[row_g : row_g + hidden], slope[read_o : read_o + units]
+    d_row_i, d_row_f = d_row[read_i : read_i + units], d_row[read_f : read_f + units]
+    d_row_g, d_row_o = d_row[row_g : row_g + hidden], d_row[read_o : read_o + units]
+    cells = np.empty((9, hidden), dtype)
+    c_prev, h_c, d_y_b, d_cell, slope_h, per_cell = (
+        cells[3],
+        cells[4],
+        cells[5],
+        cells[6],
+        cells[7],
+        cells[8],
+    )
+    cell_i = act_i if block == 1 else cells[0]
+    cell_f = act_f if block == 1 else cells[1]
+    cell_o = act_o if block == 1 else cells[2]
+    gate_units = np.zeros((3, units), dtype)
+    d_i, d_f, d_o = gate_units[0], gate_units[1], gate_units[2]
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
             if t < lengths[b]:
-                d_h[b] += d_output[time_index(t, lengths[b], reverse), b]
+                tau = time_index(t, lengths[b], reverse)
+                for p in range(out_size):
+                    d_h[b, p] += d_output[tau, b, p]
         if project:
-            np.dot(d_h, weight_hr, d_y)  # (B, H)
+            matmul(d_h, weight_hr, d_y)  # (B, H)
             for b in range(batch):
                 if t < lengths[b]:
-                    d_h_at[time_index(t, lengths[b], reverse), b] = d_h[b]
+                    tau = time_index(t, lengths[b], reverse)
+                    for p in range(out_size):
+                        d_h_at[tau, b, p] = d_h[b, p]
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            gates, c_prev, h_c = gates_at[tau, b], cell_prev_at[tau, b], cell_output_at[tau, b]
-            d_y_b = d_y[b] if project else d_h[b]
-            d_net_b, d_c_b, d_fb = d_net[b], d_c[b], d_feedback[b]
-            input_gate = _gate(gates, row_i, units, ones)
-            forget_gate = _gate(gates, row_f, units, ones)
-            output_gate = _gate(gates, row_o, units, ones)
-            z = gates[row_g : row_g + hidden]
+            for g in range(rows):
+                act[g] = gates_at[tau, b, g]
             if coupled:
                 for k in range(units):
-                    coupled_forget[k] = 1.0 - input_gate[k]
-                forget_gate = coupled_forget
-
-            if row_o >= 0:  # y = o h(c): the output gate's net input
-                for k in range(units):
-                    d_o = d_fb[feed_o + k] if feed_o >= 0 else 0.0
-                    for j in range(k * block, (k + 1) * block):
-                        d_o += d_y_b[j] * h_c[j]
-                    d_net_b[row_o + k] = d_o * derivative(output_gate[k], gate_code)
+                    complement[k] = 1.0 - act_i[k]
+            if block > 1:
+                expand(act_i, block, cell_i)
+                expand(act_f, block, cell_f)
+                expand(act_o, block, cell_o)
+            derivatives(act, gate_table, 0, rows, slope)
             for j in range(hidden):
-                d_cell[j] = d_c_b[j] + d_y_b[j] * output_gate[j // block] * derivative(
-                    h_c[j], output_code
-                )
+                c_prev[j] = cell_prev_at[tau, b, j]
+                h_c[j] = cell_output_at[tau, b, j]
+                d_y_b[j] = d_y_of[b, j]
+            derivatives(h_c, output_table, 0, hidden, slope_h)
+
+            if row_o >= 0:  # y = o h(c)
+                for j in range(hidden):
+                    per_cell[j] = d_y_b[j] * h_c[j]
+                block_sums(per_cell, block, d_o)
+                if feed_o >= 0:
+                    for k in range(units):
+                        d_o[k] += d_feedback[b, feed_o + k]
+                for k in range(units):
+                    d_row_o[k] = d_o[k] * slope_o[k]
+            for j in range(hidden):
+                d_cell[j] = d_c[b, j] + d_y_b[j] * cell_o[j] * slope_h[j]
             if peep_o >= 0:  # o read c_t through p_o (block == 1 with peepholes)
                 for j in range(hidden):
-                    d_o = d_net_b[row_o + j]
-                    cell_t = forget_gate[j] * c_prev[j] + input_gate[j] * z[j]
-                    d_peephole[peep_o, j] += d_o * cell_t
-                    if not truncate:
-                        d_cell[j] += weight_peephole[peep_o, j] * d_o
+                    cell_t = cell_f[j] * c_prev[j] + cell_i[j] * act_g[j]
+                    d_peephole_o[j] += d_row_o[j] * cell_t
+                if not truncate:
+                    for j in range(hidden):
+                        d_cell[j] += peephole_o[j] * d_row_o[j]
 
             # c_t = f c_{t-1} + i z
             for j in range(hidden):
-                d_net_b[row_g + j] = (
-                    d_cell[j] * input_gate[j // block] * derivative(z[j], candidate_code)
-                )
-                d_c_b[j] = d_cell[j] * forget_gate[j // block]
-            for k in range(units):
-                d_i = d_fb[feed_i + k] if feed_i >= 0 else 0.0
-                d_f = d_fb[feed_f + k] if feed_f >= 0 else 0.0
-                for j in range(k * block, (k + 1) * block):
-                    d_i += d_cell[j] * z[j]
-                    d_f += d_cell[j] * c_prev[j]
-                if coupled:  # f = 1 - i
-                    d_i -= d_f
-                if row_i >= 0:
-                    d_net_b[row_i + k] = d_i * derivative(input_gate[k], gate_code)
-                if row_f >= 0:
-                    d_net_b[row_f + k] = d_f * derivative(forget_gate[k], gate_code)
+                d_row_g[j] = d_cell[j] * cell_i[j] * slope_g[j]
+                d_c[b, j] = d_cell[j] * cell_f[j]
+            if row_i >= 0:
+                for j in range(hidden):
+                    per_cell[j] = d_cell[j] * act_g[j]
+                block_sums(per_cell, block, d_i)
+                if feed_i >= 0:
+                    for k in range(units):
+                        d_i[k] += d_feedback[b, feed_i + k]
+            if row_f >= 0 or coupled:
+                for j in range(hidden):
+                    per_cell[j] = d_cell[j] * c_prev[j]
+                block_sums(per_cell, block, d_f)
+                if feed_f >= 0:
+                    for k in range(units):
+                        d_f[k] += d_feedback[b, feed_f + k]
+            if coupled:  # f = 1 - i
+                for k in range(units):
+                    d_i[k] -= d_f[k]
+            if row_i >= 0:
+                for k in range(units):
+                    d_row_i[k] = d_i[k] * slope_i[k]
+            if row_f >= 0:
+                for k in range(units):
+                    d_row_f[k] = d_f[k] * slope_f[k]
             if peep_i >= 0:  # i read c_{t-1} through p_i
                 for j in range(hidden):
-                    d_peephole[peep_i, j] += d_net_b[row_i + j] * c_prev[j]
-                    if not truncate:
-                        d_c_b[j] += weight_peephole[peep_i, j] * d_net_b[row_i + j]
+                    d_peephole_i[j] += d_row_i[j] * c_prev[j]
+                if not truncate:
+                    for j in range(hidden):
+                        d_c[b, j] += peephole_i[j] * d_row_i[j]
             if peep_f >= 0:
                 for j in range(hidden):
-                    d_peephole[peep_f, j] += d_net_b[row_f + j] * c_prev[j]
-                    if not truncate:
-                        d_c_b[j] += weight_peephole[peep_f, j] * d_net_b[row_f + j]
-            d_net_at[tau, b] = d_net_b
+                    d_peephole_f[j] += d_row_f[j] * c_prev[j]
+                if not truncate:
+                    for j in range(hidden):
+                        d_c[b, j] += peephole_f[j] * d_row_f[j]
+            for g in range(rows):
+                d_net[b, g] = d_row[g]
+                d_net_at[tau, b, g] = d_row[g]
 
         # the recurrent source [h_{t-1}, gamma_{t-1}]; cut by the truncated gradient
         if not truncate:
-            np.dot(d_net, weight_hh, d_source)  # (B, R)
+            matmul(d_net, weight_hh, d_source)  # (B, R)
         for b in range(batch):
             if t < lengths[b]:
-                if truncate:
-                    d_h[b] = 0.0
-                    d_feedback[b] = 0.0
-                else:
-                    d_h[b] = d_source[b, :out_size]
-                    d_feedback[b] = d_source[b, out_size:]
+                for r in range(source_size):
+                    d_value = 0.0 if truncate else d_source[b, r]
+                    if r < out_size:
+                        d_h[b, r] = d_value
+                    else:
+                        d_feedback[b, r - out_size] = d_value
 
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     flat = steps * batch
