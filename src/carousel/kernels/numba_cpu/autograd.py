@@ -13,14 +13,18 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS the kernels call, for the policy)
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from carousel.cells import CellSpec, CellWeights
+from carousel.kernels import threads
 from carousel.kernels.numba_cpu.elman import elman_backward, elman_config, elman_forward
 from carousel.kernels.numba_cpu.gru import gru_backward, gru_config, gru_forward
 from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_config, lstm_forward
+
+threads.apply_policy()
 
 _EMPTY = {
     (dtype, ndim): np.zeros((0,) * ndim, dtype=dtype)
