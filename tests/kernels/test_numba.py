@@ -230,7 +230,7 @@ def test_plain_kernels_run_inside_a_compiled_training_loop():
             d_output[-1, 0, 0] = error
             grads = lstm_backward(
                 config, x, weight_ih, weight_hh, empty, empty, lengths, False,
-                out[4], out[5], out[6], out[7], out[8], d_output, np.zeros((1, hidden)), np.zeros((1, hidden)), np.zeros((1, hidden)),
+                out[4], out[5], out[6], out[7], d_output, np.zeros((1, hidden)), np.zeros((1, hidden)), np.zeros((1, hidden)),
                 False,
             )  # fmt: skip
             weight_ih -= learning_rate * grads[4]

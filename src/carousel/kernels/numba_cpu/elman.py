@@ -18,6 +18,7 @@ from carousel.kernels.numba_cpu.common import (
     activate,
     activation_table,
     derivatives,
+    gemm,
     input_gradients,
     input_projection,
     kernel,
@@ -47,7 +48,7 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
     """
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
-    table = activation_table(np.full(hidden, config[0]))
+    table = activation_table(np.full(hidden, config[0]), x.dtype)
     dtype = x.dtype
 
     gates_x = input_projection(x, weight_ih, bias)  # (T, B, H)
@@ -97,7 +98,7 @@ def elman_backward(
     """
     steps, batch, _ = x.shape
     hidden = d_h_n.shape[1]
-    table = activation_table(np.full(hidden, config[0]))
+    table = activation_table(np.full(hidden, config[0]), x.dtype)
     dtype = x.dtype
 
     d_h = d_h_n.copy()
@@ -125,7 +126,7 @@ def elman_backward(
 
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     flat = steps * batch
-    d_weight_hh = np.dot(
-        d_net_at.reshape((flat, hidden)).T, source_at.reshape((flat, hidden))
-    )  # (H, H)
+    d_weight_hh = np.empty((hidden, hidden), dtype)
+    sources = source_at.reshape((flat, hidden))
+    gemm(d_net_at.reshape((flat, hidden)), sources, d_weight_hh, True, False, 0.0)  # (H, H)
     return d_x, d_h, d_weight_ih, d_bias, d_weight_hh

@@ -46,11 +46,11 @@ def gru_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
 
 
 @kernel
-def _activation_table(config, hidden):
+def _activation_table(config, hidden, dtype):
     """The activation table of the packed rows: gates ``r, u``, then the candidate ``n``."""
     codes = np.full(3 * hidden, config[0])
     codes[2 * hidden :] = config[1]
-    return activation_table(codes)
+    return activation_table(codes, dtype)
 
 
 @kernel
@@ -72,7 +72,7 @@ def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, 
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
     has_bias_hh = bias_hh.shape[0] > 0
-    table = _activation_table(config, hidden)
+    table = _activation_table(config, hidden, x.dtype)
     dtype = x.dtype
 
     gates_x = input_projection(x, weight_ih, bias_ih)  # (T, B, 3H)
@@ -140,7 +140,7 @@ def gru_backward(
     """
     steps, batch, _ = x.shape
     hidden = d_h_n.shape[1]
-    table = _activation_table(config, hidden)
+    table = _activation_table(config, hidden, x.dtype)
     dtype = x.dtype
 
     d_h = d_h_n.copy()

@@ -39,6 +39,7 @@ from carousel.kernels.numba_cpu.common import (
     block_sums,
     derivatives,
     expand,
+    gemm,
     input_gradients,
     input_projection,
     kernel,
@@ -79,12 +80,12 @@ def lstm_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
 
 
 @kernel
-def _activation_tables(config, rows, hidden):
+def _activation_tables(config, rows, hidden, dtype):
     """Activation tables of the packed rows (gates and cell input) and of the cell output."""
     codes = np.full(rows, config[GATE_ACTIVATION])
     codes[config[ROW_G] : config[ROW_G] + hidden] = config[CANDIDATE_ACTIVATION]
-    gate_table = activation_table(codes)
-    output_table = activation_table(np.full(hidden, config[OUTPUT_ACTIVATION]))
+    gate_table = activation_table(codes, dtype)
+    output_table = activation_table(np.full(hidden, config[OUTPUT_ACTIVATION]), dtype)
     return gate_table, output_table
 
 
@@ -106,11 +107,11 @@ def _gate_reads(config, rows, units):
 
 
 @kernel
-def _peephole(weight_peephole, row):
-    """Row ``row`` of the peephole weights, or an empty vector when there is none."""
+def _peephole(weight_peephole, row, hidden):
+    """Row ``row`` of the peephole weights, or zeros when there is none (adds nothing)."""
     if row >= 0:
         return weight_peephole[row]
-    return np.zeros(0, weight_peephole.dtype)
+    return np.zeros(hidden, weight_peephole.dtype)
 
 
 @kernel
@@ -144,10 +145,10 @@ def lstm_forward(
 
     Returns:
         ``output (T, B, P)`` (zeros past each length), ``h_n (B, P)``, ``c_n (B, H)``,
-        ``feedback_n (B, F)``, and the saved arrays: ``gates (T, B, G)`` (activations),
-        ``cell_prev (T, B, H)`` (:math:`c_{t-1}`), ``cell_output (T, B, H)`` (:math:`h(c_t)`),
+        ``feedback_n (B, F)``, and the saved arrays: ``gates (T, B, G)`` (activations; the
+        input projections at padded positions), ``cell_prev (T, B, H)`` (:math:`c_{t-1}`),
         ``source (T, B, R)`` (:math:`[h_{t-1}, \gamma_{t-1}]`), ``y (T, B, H)`` (before the
-        projection; ``T = 0`` without one).
+        projection). Without ``keep`` the last three have ``T = 0``.
     """
     steps, batch, _ = x.shape
     hidden, out_size, feedback_size = c0.shape[1], h0.shape[1], feedback0.shape[1]
@@ -161,16 +162,17 @@ def lstm_forward(
     feed_i, feed_f, feed_o = config[FEED_I], config[FEED_F], config[FEED_O]
     coupled = config[COUPLED] == 1
     read_i, read_f, read_o = _gate_reads(config, rows, units)
-    gate_table, output_table = _activation_tables(config, rows, hidden)
+    gate_table, output_table = _activation_tables(config, rows, hidden, x.dtype)
     early_rows = row_o if peep_o >= 0 else rows  # rows that do not wait for c_t
     dtype = x.dtype
 
-    gates_x = input_projection(x, weight_ih, bias)  # (T, B, G)
+    # the input projections; each row turns into that step's activations, saved for backward
+    gates = input_projection(x, weight_ih, bias)  # (T, B, G)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (R, G)
     weight_hr_t = np.ascontiguousarray(weight_hr.T)  # (H, P)
-    peephole_i = _peephole(weight_peephole, peep_i)
-    peephole_f = _peephole(weight_peephole, peep_f)
-    peephole_o = _peephole(weight_peephole, peep_o)
+    peephole_i = _peephole(weight_peephole, peep_i, hidden)
+    peephole_f = _peephole(weight_peephole, peep_f, hidden)
+    peephole_o = _peephole(weight_peephole, peep_o, hidden)
     output = np.zeros((steps, batch, out_size), dtype)
     source = np.empty((batch, source_size), dtype)  # [h, gates] of the last step
     source[:, :out_size] = h0
@@ -192,9 +194,7 @@ def lstm_forward(
     cell_o = act_o if block == 1 else expanded[2]
 
     saved = steps if keep else 0
-    gates_at = np.zeros((saved, batch, rows), dtype)
     cell_prev_at = np.zeros((saved, batch, hidden), dtype)
-    cell_output_at = np.zeros((saved, batch, hidden), dtype)
     source_at = np.zeros((saved, batch, source_size), dtype)
     y_at = np.zeros((saved if project else 0, batch, hidden), dtype)
 
@@ -205,17 +205,15 @@ def lstm_forward(
                 continue
             tau = time_index(t, lengths[b], reverse)
             for g in range(rows):
-                act[g] = net[b, g] + gates_x[tau, b, g]
+                act[g] = net[b, g] + gates[tau, b, g]
             if keep:
                 for r in range(source_size):
                     source_at[tau, b, r] = source[b, r]
                 for j in range(hidden):
                     cell_prev_at[tau, b, j] = cell[b, j]
-            if peep_i >= 0:
+            if peep_i >= 0 or peep_f >= 0:  # absent ones are zeros; block == 1 here
                 for j in range(hidden):
                     act_i[j] += peephole_i[j] * cell[b, j]
-            if peep_f >= 0:
-                for j in range(hidden):
                     act_f[j] += peephole_f[j] * cell[b, j]
             activate(act, gate_table, 0, early_rows)
             if coupled:
@@ -237,11 +235,9 @@ def lstm_forward(
             activate(h_c, output_table, 0, hidden)
             for j in range(hidden):
                 cell_y[b, j] = cell_o[j] * h_c[j]
+            for g in range(rows):
+                gates[tau, b, g] = act[g]
             if keep:
-                for g in range(rows):
-                    gates_at[tau, b, g] = act[g]
-                for j in range(hidden):
-                    cell_output_at[tau, b, j] = h_c[j]
                 if project:
                     for j in range(hidden):
                         y_at[tau, b, j] = cell_y[b, j]
@@ -269,17 +265,7 @@ def lstm_forward(
 
     h_n = source[:, :out_size].copy()
     feedback_n = source[:, out_size:].copy()
-    return (
-        output,
-        h_n,
-        cell,
-        feedback_n,
-        gates_at,
-        cell_prev_at,
-        cell_output_at,
-        source_at,
-        y_at,
-    )
+    return output, h_n, cell, feedback_n, gates, cell_prev_at, source_at, y_at
 
 
 @kernel
@@ -294,7 +280,6 @@ def lstm_backward(
     reverse,
     gates_at,
     cell_prev_at,
-    cell_output_at,
     source_at,
     y_at,
     d_output,
@@ -303,12 +288,29 @@ def lstm_backward(
     d_feedback_n,
     need_input_grad,
 ):
-    """Backpropagation through time for :func:`lstm_forward`.
+    r"""Backpropagation through time for :func:`lstm_forward`.
+
+    Per step and sequence, with :math:`\delta y` the error at :math:`y_t` and :math:`\delta c`
+    the error reaching :math:`c_t` from step :math:`t + 1` (each gate sum runs over its block):
+
+    .. math::
+        \partial net_o &= \big(\textstyle\sum \delta y\, h(c_t) + \delta\gamma_o\big)\, \sigma'(o) \\
+        \delta c_t &= \delta c + \delta y\, o\, h'(c_t) + p_o\, \partial net_o \\
+        \partial net_g &= \delta c_t\, i\, g'(z), \quad
+        \partial net_i = \big(\textstyle\sum \delta c_t z + \delta\gamma_i\big)\, \sigma'(i), \quad
+        \partial net_f = \big(\textstyle\sum \delta c_t c_{t-1} + \delta\gamma_f\big)\, \sigma'(f) \\
+        \delta c_{t-1} &= \delta c_t f + p_i\, \partial net_i + p_f\, \partial net_f, \quad
+        [\delta h_{t-1}, \delta\gamma_{t-1}] = \partial net\, W_{hh}
+
+    (coupled gates: :math:`\partial net_i` uses :math:`\sum \delta c_t (z - c_{t-1})`). The
+    truncated gradient drops the peephole terms of :math:`\delta c` and the last product.
+    Absent gates and peepholes are ones and zeros in the same loops, so the loops have no
+    branches and vectorise.
 
     Args:
         config, x, weight_ih, weight_hh, weight_peephole, weight_hr, lengths, reverse: as given to
             :func:`lstm_forward`.
-        gates_at, cell_prev_at, cell_output_at, source_at, y_at: what it saved (``keep=True``).
+        gates_at, cell_prev_at, source_at, y_at: what it saved (``keep=True``).
         d_output: ``(T, B, P)`` upstream gradient of the output.
         d_h_n, d_c_n, d_feedback_n: ``(B, P)``, ``(B, H)``, ``(B, F)`` upstream gradients of the
             final state.
@@ -323,17 +325,21 @@ def lstm_backward(
     rows = weight_ih.shape[0]
     hidden, out_size = cell_prev_at.shape[2], d_h_n.shape[1]
     source_size = source_at.shape[2]
+    feedback_size = source_size - out_size
     project = weight_hr.shape[0] > 0
     block = config[BLOCK_SIZE]
     units = hidden // block
-    row_i, row_f, row_g, row_o = config[ROW_I], config[ROW_F], config[ROW_G], config[ROW_O]
+    row_g = config[ROW_G]
     peep_i, peep_f, peep_o = config[PEEP_I], config[PEEP_F], config[PEEP_O]
     feed_i, feed_f, feed_o = config[FEED_I], config[FEED_F], config[FEED_O]
     coupled = config[COUPLED] == 1
     truncate = config[TRUNCATE] == 1
     read_i, read_f, read_o = _gate_reads(config, rows, units)
-    gate_table, output_table = _activation_tables(config, rows, hidden)
+    gate_table, output_table = _activation_tables(config, rows, hidden, x.dtype)
     dtype = x.dtype
+    # 0/1 factors that replace branches: f = 1 - i, and error flowing through the peepholes
+    coupling = dtype.type(1.0) if coupled else dtype.type(0.0)
+    peephole_flow = dtype.type(0.0) if truncate else dtype.type(1.0)
 
     d_h = d_h_n.copy()  # dL/dh_t arriving from later steps (B, P)
     d_c = d_c_n.copy()  # dL/dc_t arriving from later steps (B, H)
@@ -344,16 +350,16 @@ def lstm_backward(
     d_y = np.empty((batch, hidden), dtype)  # through the projection
     d_source = np.empty((batch, source_size), dtype)
     d_y_of = d_y if project else d_h  # (B, H): dL/dy_t
-    peephole_i = _peephole(weight_peephole, peep_i)
-    peephole_f = _peephole(weight_peephole, peep_f)
-    peephole_o = _peephole(weight_peephole, peep_o)
+    peephole_i = _peephole(weight_peephole, peep_i, hidden)
+    peephole_f = _peephole(weight_peephole, peep_f, hidden)
+    peephole_o = _peephole(weight_peephole, peep_o, hidden)
     d_peephole = np.zeros(weight_peephole.shape)  # accumulated in float64
-    d_peephole_i = _peephole(d_peephole, peep_i)
-    d_peephole_f = _peephole(d_peephole, peep_f)
-    d_peephole_o = _peephole(d_peephole, peep_o)
+    d_peephole_i = _peephole(d_peephole, peep_i, hidden)
+    d_peephole_f = _peephole(d_peephole, peep_f, hidden)
+    d_peephole_o = _peephole(d_peephole, peep_o, hidden)
 
     # One row's activations, their slopes and the net-input gradients, laid out as in
-    # lstm_forward (absent gates read ones and write to the unused tail); views of the blocks.
+    # lstm_forward (absent gates read ones and write into the unused tail); views of the blocks.
     act = np.ones(rows + 2 * units, dtype)
     slope = np.zeros(rows + 2 * units, dtype)
     d_row = np.zeros(rows + 2 * units, dtype)
@@ -364,20 +370,18 @@ def lstm_backward(
     slope_g, slope_o = slope[row_g : row_g + hidden], slope[read_o : read_o + units]
     d_row_i, d_row_f = d_row[read_i : read_i + units], d_row[read_f : read_f + units]
     d_row_g, d_row_o = d_row[row_g : row_g + hidden], d_row[read_o : read_o + units]
+    # the fed-back gates' errors of one row; absent ones read the zero tail
+    feedback_row = np.zeros(feedback_size + units, dtype)
+    zeros = feedback_row[feedback_size:]
+    d_fed_i = feedback_row[feed_i : feed_i + units] if feed_i >= 0 else zeros
+    d_fed_f = feedback_row[feed_f : feed_f + units] if feed_f >= 0 else zeros
+    d_fed_o = feedback_row[feed_o : feed_o + units] if feed_o >= 0 else zeros
     cells = np.empty((9, hidden), dtype)
-    c_prev, h_c, d_y_b, d_cell, slope_h, per_cell = (
-        cells[3],
-        cells[4],
-        cells[5],
-        cells[6],
-        cells[7],
-        cells[8],
-    )
+    c_prev, h_c, slope_h, part_i, part_f = cells[3], cells[4], cells[5], cells[6], cells[7]
+    part_o = cells[8]
     cell_i = act_i if block == 1 else cells[0]
     cell_f = act_f if block == 1 else cells[1]
     cell_o = act_o if block == 1 else cells[2]
-    gate_units = np.zeros((3, units), dtype)
-    d_i, d_f, d_o = gate_units[0], gate_units[1], gate_units[2]
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
@@ -401,102 +405,91 @@ def lstm_backward(
             if coupled:
                 for k in range(units):
                     complement[k] = 1.0 - act_i[k]
+            derivatives(act, gate_table, 0, rows, slope)
             if block > 1:
                 expand(act_i, block, cell_i)
                 expand(act_f, block, cell_f)
                 expand(act_o, block, cell_o)
-            derivatives(act, gate_table, 0, rows, slope)
-            for j in range(hidden):
+            for j in range(hidden):  # c_t and h(c_t), recomputed exactly as the forward pass did
                 c_prev[j] = cell_prev_at[tau, b, j]
-                h_c[j] = cell_output_at[tau, b, j]
-                d_y_b[j] = d_y_of[b, j]
+                h_c[j] = cell_f[j] * c_prev[j] + cell_i[j] * act_g[j]
+            activate(h_c, output_table, 0, hidden)
             derivatives(h_c, output_table, 0, hidden, slope_h)
+            for r in range(feedback_size):
+                feedback_row[r] = d_feedback[b, r]
 
-            if row_o >= 0:  # y = o h(c)
-                for j in range(hidden):
-                    per_cell[j] = d_y_b[j] * h_c[j]
-                block_sums(per_cell, block, d_o)
-                if feed_o >= 0:
-                    for k in range(units):
-                        d_o[k] += d_feedback[b, feed_o + k]
-                for k in range(units):
-                    d_row_o[k] = d_o[k] * slope_o[k]
+            # y = o h(c_t): the output gate
             for j in range(hidden):
-                d_cell[j] = d_c[b, j] + d_y_b[j] * cell_o[j] * slope_h[j]
-            if peep_o >= 0:  # o read c_t through p_o (block == 1 with peepholes)
+                part_o[j] = d_y_of[b, j] * h_c[j]
+            if block == 1:
+                for j in range(hidden):
+                    d_row_o[j] = (part_o[j] + d_fed_o[j]) * slope_o[j]
+            else:
+                block_sums(part_o, block, d_row_o)
+                for k in range(units):
+                    d_row_o[k] = (d_row_o[k] + d_fed_o[k]) * slope_o[k]
+            # c_t = f c_{t-1} + i z, and o read c_t through p_o
+            for j in range(hidden):
+                d_cell = (
+                    d_c[b, j]
+                    + d_y_of[b, j] * cell_o[j] * slope_h[j]
+                    + peephole_flow * peephole_o[j] * d_row_o[j]
+                )
+                d_row_g[j] = d_cell * cell_i[j] * slope_g[j]
+                d_c[b, j] = d_cell * cell_f[j]
+                part_i[j] = d_cell * act_g[j]
+                part_f[j] = d_cell * c_prev[j]
+            if peep_o >= 0:
                 for j in range(hidden):
                     cell_t = cell_f[j] * c_prev[j] + cell_i[j] * act_g[j]
                     d_peephole_o[j] += d_row_o[j] * cell_t
-                if not truncate:
-                    for j in range(hidden):
-                        d_cell[j] += peephole_o[j] * d_row_o[j]
-
-            # c_t = f c_{t-1} + i z
-            for j in range(hidden):
-                d_row_g[j] = d_cell[j] * cell_i[j] * slope_g[j]
-                d_c[b, j] = d_cell[j] * cell_f[j]
-            if row_i >= 0:
+            # the input and forget gates
+            if block == 1:
                 for j in range(hidden):
-                    per_cell[j] = d_cell[j] * act_g[j]
-                block_sums(per_cell, block, d_i)
-                if feed_i >= 0:
-                    for k in range(units):
-                        d_i[k] += d_feedback[b, feed_i + k]
-            if row_f >= 0 or coupled:
-                for j in range(hidden):
-                    per_cell[j] = d_cell[j] * c_prev[j]
-                block_sums(per_cell, block, d_f)
-                if feed_f >= 0:
-                    for k in range(units):
-                        d_f[k] += d_feedback[b, feed_f + k]
-            if coupled:  # f = 1 - i
+                    d_forget = part_f[j] + d_fed_f[j]
+                    d_input = part_i[j] + d_fed_i[j] - coupling * d_forget
+                    d_row_i[j] = d_input * slope_i[j]
+                    d_row_f[j] = d_forget * slope_f[j]
+            else:
+                block_sums(part_i, block, part_i[:units])
+                block_sums(part_f, block, part_f[:units])
                 for k in range(units):
-                    d_i[k] -= d_f[k]
-            if row_i >= 0:
-                for k in range(units):
-                    d_row_i[k] = d_i[k] * slope_i[k]
-            if row_f >= 0:
-                for k in range(units):
-                    d_row_f[k] = d_f[k] * slope_f[k]
-            if peep_i >= 0:  # i read c_{t-1} through p_i
+                    d_forget = part_f[k] + d_fed_f[k]
+                    d_input = part_i[k] + d_fed_i[k] - coupling * d_forget
+                    d_row_i[k] = d_input * slope_i[k]
+                    d_row_f[k] = d_forget * slope_f[k]
+            if peep_i >= 0 or peep_f >= 0:  # i, f read c_{t-1} (block == 1)
                 for j in range(hidden):
                     d_peephole_i[j] += d_row_i[j] * c_prev[j]
-                if not truncate:
-                    for j in range(hidden):
-                        d_c[b, j] += peephole_i[j] * d_row_i[j]
-            if peep_f >= 0:
-                for j in range(hidden):
                     d_peephole_f[j] += d_row_f[j] * c_prev[j]
-                if not truncate:
-                    for j in range(hidden):
-                        d_c[b, j] += peephole_f[j] * d_row_f[j]
+                    d_c[b, j] += peephole_flow * (
+                        peephole_i[j] * d_row_i[j] + peephole_f[j] * d_row_f[j]
+                    )
             for g in range(rows):
                 d_net[b, g] = d_row[g]
                 d_net_at[tau, b, g] = d_row[g]
 
         # the recurrent source [h_{t-1}, gamma_{t-1}]; cut by the truncated gradient
-        if not truncate:
+        if truncate:
+            d_source[:] = 0.0
+        else:
             matmul(d_net, weight_hh, d_source)  # (B, R)
         for b in range(batch):
             if t < lengths[b]:
-                for r in range(source_size):
-                    d_value = 0.0 if truncate else d_source[b, r]
-                    if r < out_size:
-                        d_h[b, r] = d_value
-                    else:
-                        d_feedback[b, r - out_size] = d_value
+                for p in range(out_size):
+                    d_h[b, p] = d_source[b, p]
+                for r in range(feedback_size):
+                    d_feedback[b, r] = d_source[b, out_size + r]
 
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     flat = steps * batch
-    d_weight_hh = np.dot(
-        d_net_at.reshape((flat, rows)).T, source_at.reshape((flat, source_size))
-    )  # (G, R)
+    d_weight_hh = np.empty((rows, source_size), dtype)
+    sources = source_at.reshape((flat, source_size))
+    gemm(d_net_at.reshape((flat, rows)), sources, d_weight_hh, True, False, 0.0)  # (G, R)
+    d_weight_hr = np.empty((out_size if project else 0, hidden if project else 0), dtype)
     if project:
-        d_weight_hr = np.dot(
-            d_h_at.reshape((flat, out_size)).T, y_at.reshape((flat, hidden))
-        )  # (P, H)
-    else:
-        d_weight_hr = np.zeros((0, 0), dtype)
+        d_outputs = d_h_at.reshape((flat, out_size))
+        gemm(d_outputs, y_at.reshape((flat, hidden)), d_weight_hr, True, False, 0.0)  # (P, H)
     return (
         d_x,
         d_h,
