@@ -385,6 +385,15 @@ def time_index(step, length, reverse):
 
 
 @kernel
+def time_major(steps, batch, width, dtype, lengths):
+    """A ``(steps, batch, width)`` buffer: zeros if some sequence is shorter than ``steps`` (its
+    padding is never written, and must read as zero), else uninitialised (every entry is)."""
+    if steps > 0 and batch > 0 and np.min(lengths) < steps:
+        return np.zeros((steps, batch, width), dtype)
+    return np.empty((steps, batch, width), dtype)
+
+
+@kernel
 def input_projection(x, weight_ih, bias):
     """:math:`W_{ih} x_t + b` for all steps in one GEMM.
 
@@ -398,12 +407,12 @@ def input_projection(x, weight_ih, bias):
     """
     steps, batch, inputs = x.shape
     rows = weight_ih.shape[0]
-    projected = np.zeros((steps * batch, rows), x.dtype)  # (T*B, G)
-    if bias.shape[0] > 0:
-        for n in range(steps * batch):
-            for g in range(rows):
-                projected[n, g] = bias[g]
-    gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, 1.0)
+    projected = np.empty((steps * batch, rows), x.dtype)  # (T*B, G)
+    for n in range(steps * batch if bias.shape[0] > 0 else 0):
+        for g in range(rows):
+            projected[n, g] = bias[g]
+    beta = 1.0 if bias.shape[0] > 0 else 0.0
+    gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, beta)
     return projected.reshape((steps, batch, rows))
 
 

@@ -24,6 +24,7 @@ from carousel.kernels.numba_cpu.common import (
     kernel,
     matmul,
     time_index,
+    time_major,
 )
 
 
@@ -53,11 +54,11 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
 
     gates_x = input_projection(x, weight_ih, bias)  # (T, B, H)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, H)
-    output = np.zeros((steps, batch, hidden), dtype)
+    output = time_major(steps, batch, hidden, dtype, lengths)
     h = h0.copy()
     net = np.empty((batch, hidden), dtype)
     act = np.empty(hidden, dtype)
-    source_at = np.zeros((steps if keep else 0, batch, hidden), dtype)
+    source_at = time_major(steps if keep else 0, batch, hidden, dtype, lengths)
 
     for t in range(steps):
         matmul(h, weight_hh_t, net)  # (B, H)
@@ -102,7 +103,7 @@ def elman_backward(
     dtype = x.dtype
 
     d_h = d_h_n.copy()
-    d_net_at = np.zeros((steps, batch, hidden), dtype)
+    d_net_at = time_major(steps, batch, hidden, dtype, lengths)
     d_net = np.zeros((batch, hidden), dtype)
     d_source = np.empty((batch, hidden), dtype)
     act = np.empty(hidden, dtype)

@@ -34,6 +34,7 @@ from carousel.kernels.numba_cpu.common import (
     kernel,
     matmul,
     time_index,
+    time_major,
 )
 
 
@@ -77,14 +78,14 @@ def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, 
 
     gates_x = input_projection(x, weight_ih, bias_ih)  # (T, B, 3H)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, 3H)
-    output = np.zeros((steps, batch, hidden), dtype)
+    output = time_major(steps, batch, hidden, dtype, lengths)
     h = h0.copy()
     recurrent = np.empty((batch, 3 * hidden), dtype)
     act = np.empty(3 * hidden, dtype)  # r, u, n of one row
     saved = steps if keep else 0
-    gates_at = np.zeros((saved, batch, 3 * hidden), dtype)
-    recurrent_n_at = np.zeros((saved, batch, hidden), dtype)
-    source_at = np.zeros((saved, batch, hidden), dtype)
+    gates_at = time_major(saved, batch, 3 * hidden, dtype, lengths)
+    recurrent_n_at = time_major(saved, batch, hidden, dtype, lengths)
+    source_at = time_major(saved, batch, hidden, dtype, lengths)
 
     for t in range(steps):
         matmul(h, weight_hh_t, recurrent)  # (B, 3H)
@@ -144,8 +145,8 @@ def gru_backward(
     dtype = x.dtype
 
     d_h = d_h_n.copy()
-    d_net_at = np.zeros((steps, batch, 3 * hidden), dtype)  # of the input projection
-    d_recurrent_at = np.zeros((steps, batch, 3 * hidden), dtype)  # of R h + b_hh
+    d_net_at = time_major(steps, batch, 3 * hidden, dtype, lengths)  # of the input projection
+    d_recurrent_at = time_major(steps, batch, 3 * hidden, dtype, lengths)  # of R h + b_hh
     d_recurrent = np.zeros((batch, 3 * hidden), dtype)
     d_source = np.empty((batch, hidden), dtype)
     act = np.empty(3 * hidden, dtype)

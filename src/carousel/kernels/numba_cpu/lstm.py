@@ -45,6 +45,7 @@ from carousel.kernels.numba_cpu.common import (
     kernel,
     matmul,
     time_index,
+    time_major,
 )
 
 # Fields of the configuration vector.
@@ -173,7 +174,7 @@ def lstm_forward(
     peephole_i = _peephole(weight_peephole, peep_i, hidden)
     peephole_f = _peephole(weight_peephole, peep_f, hidden)
     peephole_o = _peephole(weight_peephole, peep_o, hidden)
-    output = np.zeros((steps, batch, out_size), dtype)
+    output = time_major(steps, batch, out_size, dtype, lengths)
     source = np.empty((batch, source_size), dtype)  # [h, gates] of the last step
     source[:, :out_size] = h0
     source[:, out_size:] = feedback0
@@ -194,9 +195,9 @@ def lstm_forward(
     cell_o = act_o if block == 1 else expanded[2]
 
     saved = steps if keep else 0
-    cell_prev_at = np.zeros((saved, batch, hidden), dtype)
-    source_at = np.zeros((saved, batch, source_size), dtype)
-    y_at = np.zeros((saved if project else 0, batch, hidden), dtype)
+    cell_prev_at = time_major(saved, batch, hidden, dtype, lengths)
+    source_at = time_major(saved, batch, source_size, dtype, lengths)
+    y_at = time_major(saved if project else 0, batch, hidden, dtype, lengths)
 
     for t in range(steps):
         matmul(source, weight_hh_t, net)  # (B, G) recurrent part
@@ -344,8 +345,8 @@ def lstm_backward(
     d_h = d_h_n.copy()  # dL/dh_t arriving from later steps (B, P)
     d_c = d_c_n.copy()  # dL/dc_t arriving from later steps (B, H)
     d_feedback = d_feedback_n.copy()  # dL/dgamma_t arriving from later steps (B, F)
-    d_net_at = np.zeros((steps, batch, rows), dtype)
-    d_h_at = np.zeros((steps if project else 0, batch, out_size), dtype)
+    d_net_at = time_major(steps, batch, rows, dtype, lengths)
+    d_h_at = time_major(steps if project else 0, batch, out_size, dtype, lengths)
     d_net = np.zeros((batch, rows), dtype)
     d_y = np.empty((batch, hidden), dtype)  # through the projection
     d_source = np.empty((batch, source_size), dtype)
