@@ -39,15 +39,16 @@ def sgd_on_sequences(config, xs, weight_ih, bias, weight_hh, sequences, learning
     zeros = np.zeros((1, hidden))
     d_output = np.zeros((xs.shape[1], 1, hidden))
     d_output[-1, 0, 0] = 1.0
+    reverse, keep = sequences < 0, sequences > 0  # runtime flags: constants would compile anew
     for n in range(sequences):
         x = xs[n % xs.shape[0]].reshape((xs.shape[1], 1, xs.shape[2]))
         _, _, _, _, gates, cell_prev, source, y = lstm_forward(
             config, x, zeros, zeros, zeros, weight_ih, bias, weight_hh, empty, empty,
-            lengths, False, True,
+            lengths, reverse, keep,
         )  # fmt: skip
         grads = lstm_backward(
-            config, x, weight_ih, weight_hh, empty, empty, lengths, False,
-            gates, cell_prev, source, y, d_output, zeros, zeros, zeros, False,
+            config, x, weight_ih, weight_hh, empty, empty, lengths, reverse,
+            gates, cell_prev, source, y, d_output, zeros, zeros, zeros, reverse,
         )  # fmt: skip
         weight_ih -= learning_rate * grads[4]
         bias -= learning_rate * grads[5]

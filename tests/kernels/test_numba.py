@@ -215,23 +215,22 @@ def test_plain_kernels_run_inside_a_compiled_training_loop():
         empty = np.zeros((0, 0))
         hidden = weight_hh.shape[1] // 2
         lengths = np.full(1, xs.shape[1], dtype=np.int64)
+        reverse, keep = steps < 0, steps > 0  # runtime flags: constants would compile anew
+        zeros = np.zeros((1, hidden))
         losses = np.zeros(steps)
         for n in range(steps):
             x = xs[n % xs.shape[0]].reshape((xs.shape[1], 1, xs.shape[2]))
-            h0, c0 = np.zeros((1, hidden)), np.zeros((1, hidden))
-            gates0 = np.zeros((1, hidden))
             out = lstm_forward(
-                config, x, h0, c0, gates0, weight_ih, bias, weight_hh, empty, empty,
-                lengths, False, True,
+                config, x, zeros, zeros, zeros, weight_ih, bias, weight_hh, empty, empty,
+                lengths, reverse, keep,
             )  # fmt: skip
             error = out[0][-1, 0, 0] - targets[n % xs.shape[0]]
             losses[n] = 0.5 * error * error
             d_output = np.zeros_like(out[0])
             d_output[-1, 0, 0] = error
             grads = lstm_backward(
-                config, x, weight_ih, weight_hh, empty, empty, lengths, False,
-                out[4], out[5], out[6], out[7], d_output, np.zeros((1, hidden)), np.zeros((1, hidden)), np.zeros((1, hidden)),
-                False,
+                config, x, weight_ih, weight_hh, empty, empty, lengths, reverse,
+                out[4], out[5], out[6], out[7], d_output, zeros, zeros, zeros, reverse,
             )  # fmt: skip
             weight_ih -= learning_rate * grads[4]
             bias -= learning_rate * grads[5]
