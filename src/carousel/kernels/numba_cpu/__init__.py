@@ -44,6 +44,28 @@ def unsupported(work) -> str | None:
     return None
 
 
+TORCH_LSTM_WIDTH = {True: 1 << 30, False: 1 << 30}
+"""Batch x hidden size from which ``torch.nn.LSTM``'s fused operator (oneDNN) beats the kernels in
+float32, for training (``True``) and inference (``False``); measured by ``carousel bench``."""
+
+
+def cost(work) -> float:
+    """Expected time relative to the ``torch-native`` backend's unit (steps x layers x directions).
+
+    Half of it, so ``"auto"`` prefers the kernels, except for the stock LSTM in float32 at
+    batch x hidden sizes where oneDNN's fused LSTM was measured faster (:data:`TORCH_LSTM_WIDTH`).
+    Torch has no fused GRU or RNN on the CPU, and no fused cell at all for the other variants.
+    """
+    scale = work.steps * work.num_layers * work.num_directions
+    if (
+        work.spec.family == "lstm"
+        and work.dtype == torch.float32
+        and work.batch * work.hidden_size >= TORCH_LSTM_WIDTH[work.needs_grad]
+    ):
+        return 2.0 * scale
+    return 0.5 * scale
+
+
 def run_direction(spec, x, state, weights, lengths=None, reverse=False):
     """Run one direction of one layer; see :func:`carousel.kernels.numba_cpu.autograd.run_direction`."""
     from carousel.kernels.numba_cpu.autograd import run_direction as run
