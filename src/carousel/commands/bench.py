@@ -17,6 +17,7 @@ report into ``FILE`` between the markers ``<!-- bench:start -->`` and ``<!-- ben
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,18 +103,32 @@ class Runner:
     backward_times: list[float] = field(default_factory=list)
 
     def forward(self) -> float:
-        start = time.perf_counter()
-        with torch.no_grad():
-            self.layer(self.x)
-        return time.perf_counter() - start
+        with _quiet_collector():
+            start = time.perf_counter()
+            with torch.no_grad():
+                self.layer(self.x)
+            return time.perf_counter() - start
 
     def forward_backward(self) -> float:
         self.layer.zero_grad(set_to_none=True)
         self.x.grad = None
-        start = time.perf_counter()
-        output, _ = self.layer(self.x)
-        output.backward(self.upstream)
-        return time.perf_counter() - start
+        with _quiet_collector():
+            start = time.perf_counter()
+            output, _ = self.layer(self.x)
+            output.backward(self.upstream)
+            return time.perf_counter() - start
+
+
+@contextmanager
+def _quiet_collector():
+    """Collect garbage before a timed call and not during it (as ``timeit`` does): otherwise a
+    collection caused by one backend's many small tensors lands in another backend's time."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _runners(cell, shape, dtype, reference: bool) -> list[Runner]:
@@ -322,11 +338,13 @@ def _machine() -> str:
                 break
     except OSError:
         pass
+    variable = os.environ.get("CAROUSEL_NUM_THREADS")
     return (
         f"{model}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
         f"torch {torch.__version__}, numba {numba.__version__}, numpy {numpy.__version__}; "
-        f"kernel BLAS: {BLAS}; threads: carousel {get_num_threads()}, "
-        f"torch {torch.get_num_threads()}"
+        f"kernel BLAS: {BLAS}; threads: carousel {get_num_threads()}"
+        + (f" (CAROUSEL_NUM_THREADS={variable})" if variable else "")
+        + f", torch {torch.get_num_threads()}"
     )
 
 
