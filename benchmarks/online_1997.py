@@ -40,6 +40,7 @@ def sgd_on_sequences(config, xs, weight_ih, bias, weight_hh, sequences, learning
     d_output = np.zeros((xs.shape[1], 1, hidden))
     d_output[-1, 0, 0] = 1.0
     reverse, keep = sequences < 0, sequences > 0  # runtime flags: constants would compile anew
+    workspace = np.empty(xs.shape[1] * weight_ih.shape[0])  # reused by every backward call
     for n in range(sequences):
         x = xs[n % xs.shape[0]].reshape((xs.shape[1], 1, xs.shape[2]))
         _, _, _, _, gates, cell_prev, source, y = lstm_forward(
@@ -48,7 +49,7 @@ def sgd_on_sequences(config, xs, weight_ih, bias, weight_hh, sequences, learning
         )  # fmt: skip
         grads = lstm_backward(
             config, x, weight_ih, weight_hh, empty, empty, lengths, reverse,
-            gates, cell_prev, source, y, d_output, zeros, zeros, zeros, reverse,
+            gates, cell_prev, source, y, d_output, zeros, zeros, zeros, reverse, workspace,
         )  # fmt: skip
         weight_ih -= learning_rate * grads[4]
         bias -= learning_rate * grads[5]

@@ -217,6 +217,7 @@ def test_plain_kernels_run_inside_a_compiled_training_loop():
         lengths = np.full(1, xs.shape[1], dtype=np.int64)
         reverse, keep = steps < 0, steps > 0  # runtime flags: constants would compile anew
         zeros = np.zeros((1, hidden))
+        workspace = np.empty(xs.shape[1] * weight_ih.shape[0])  # reused by every backward call
         losses = np.zeros(steps)
         for n in range(steps):
             x = xs[n % xs.shape[0]].reshape((xs.shape[1], 1, xs.shape[2]))
@@ -231,6 +232,7 @@ def test_plain_kernels_run_inside_a_compiled_training_loop():
             grads = lstm_backward(
                 config, x, weight_ih, weight_hh, empty, empty, lengths, reverse,
                 out[4], out[5], out[6], out[7], d_output, zeros, zeros, zeros, reverse,
+                workspace,
             )  # fmt: skip
             weight_ih -= learning_rate * grads[4]
             bias -= learning_rate * grads[5]

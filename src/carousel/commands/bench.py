@@ -11,7 +11,7 @@ the fp32 GEMM throughput of this machine measured in the same run (``torch.mm``,
 ``--compile`` adds first-call (compile) times per family and dtype with an empty Numba cache and
 start-up times with a warm one, each measured in a fresh process. ``--output FILE`` writes the
 report into ``FILE`` between the markers ``<!-- bench:start -->`` and ``<!-- bench:end -->``
-(appended if they are missing), so the prose around it stays.
+(``--block`` names another pair; appended if missing), so the prose around it stays.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ def add_parser(subparsers) -> None:
         "--compile", action="store_true", help="also measure compile and cached start-up times"
     )
     parser.add_argument("--output", type=Path, help="write the report into this markdown file")
+    parser.add_argument(
+        "--block", default="bench", help="name of the marked block it replaces (default: bench)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -378,7 +381,7 @@ def run(args: argparse.Namespace) -> None:
             lines += [f"| {label} cache | {cells_} |"]
         lines += [""]
     if args.output is not None:
-        write_block(args.output, "bench", "\n".join(lines))
+        write_block(args.output, args.block, "\n".join(lines))
         print(f"wrote {args.output}")
 
 

@@ -10,6 +10,7 @@ no input requiring a gradient) the forward kernel runs with ``keep=False`` and s
 
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -47,6 +48,23 @@ def _optional(tensor: Tensor | None, like: np.ndarray, ndim: int) -> np.ndarray:
 
 def _tensor(array: np.ndarray) -> Tensor:
     return torch.from_numpy(array)
+
+
+_WORKSPACES = threading.local()
+
+
+def _workspace(size: int, dtype) -> np.ndarray:
+    """This thread's scratch array for the backward kernels, grown to ``size`` elements.
+
+    Backward calls on one thread run one after another, so one buffer per dtype serves them all
+    and spares the page faults of a fresh ``(T, B, G)`` buffer on every call.
+    """
+    key = np.dtype(dtype).name
+    buffer = getattr(_WORKSPACES, key, None)
+    if buffer is None or buffer.shape[0] < size:
+        buffer = np.empty(size, dtype)
+        setattr(_WORKSPACES, key, buffer)
+    return buffer
 
 
 def _grads(arrays, needed) -> list[Tensor | None]:
@@ -150,6 +168,7 @@ class LSTMFunction(torch.autograd.Function):
             _array(d_c_n),
             _array(d_feedback_n),
             ctx.needs_input_grad[3],
+            _workspace(x_array.shape[0] * x_array.shape[1] * weight_ih.shape[0], x_array.dtype),
         )
         return (None, None, None, *_grads(grads, ctx.needs_input_grad[3:]))
 
@@ -176,6 +195,7 @@ class GRUFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_output, d_h_n):
         x, weight_ih, weight_hh = ctx.saved_tensors
+        size = 2 * x.shape[0] * x.shape[1] * weight_ih.shape[0]
         grads = gru_backward(
             ctx.config,
             _array(x),
@@ -187,6 +207,7 @@ class GRUFunction(torch.autograd.Function):
             _array(d_output),
             _array(d_h_n),
             ctx.needs_input_grad[3],
+            _workspace(size, ctx.kernel_saved[0].dtype),
         )
         return (None, None, None, *_grads(grads, ctx.needs_input_grad[3:]))
 
@@ -213,6 +234,7 @@ class ElmanFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_output, d_h_n):
         x, weight_ih, weight_hh = ctx.saved_tensors
+        size = x.shape[0] * x.shape[1] * weight_ih.shape[0]
         grads = elman_backward(
             ctx.config,
             _array(x),
@@ -224,6 +246,7 @@ class ElmanFunction(torch.autograd.Function):
             _array(d_output),
             _array(d_h_n),
             ctx.needs_input_grad[3],
+            _workspace(size, ctx.kernel_saved[0].dtype),
         )
         return (None, None, None, *_grads(grads, ctx.needs_input_grad[3:]))
 

@@ -394,6 +394,23 @@ def time_major(steps, batch, width, dtype, lengths):
 
 
 @kernel
+def scratch(workspace, offset, steps, batch, width, dtype, lengths):
+    """A ``(steps, batch, width)`` buffer carved from ``workspace`` (1-D) at ``offset``, or a new one
+    when it is too small (pass a zero-length ``workspace`` to always allocate).
+
+    Reusing one workspace across calls spares the page faults of fresh memory; the buffer is
+    zeroed when some sequence is shorter than ``steps`` (see :func:`time_major`).
+    """
+    size = steps * batch * width
+    if workspace.shape[0] < offset + size:
+        return time_major(steps, batch, width, dtype, lengths)
+    buffer = workspace[offset : offset + size].reshape((steps, batch, width))
+    if steps > 0 and batch > 0 and np.min(lengths) < steps:
+        buffer[:] = 0.0
+    return buffer
+
+
+@kernel
 def input_projection(x, weight_ih, bias):
     """:math:`W_{ih} x_t + b` for all steps in one GEMM.
 

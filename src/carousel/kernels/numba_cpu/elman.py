@@ -23,6 +23,7 @@ from carousel.kernels.numba_cpu.common import (
     input_projection,
     kernel,
     matmul,
+    scratch,
     time_index,
     time_major,
 )
@@ -90,8 +91,12 @@ def elman_backward(
     d_output,
     d_h_n,
     need_input_grad,
+    workspace,
 ):
     """Backpropagation through time for :func:`elman_forward` (``output`` is its first result).
+
+    ``workspace`` (1-D, the dtype) holds the ``(T, B, H)`` gradient buffer when it has room for
+    it; pass length 0 to allocate.
 
     Returns:
         ``d_x (T, B, I)`` (or ``(0, 0, 0)``), ``d_h0 (B, H)``, ``d_weight_ih (H, I)``,
@@ -103,7 +108,7 @@ def elman_backward(
     dtype = x.dtype
 
     d_h = d_h_n.copy()
-    d_net_at = time_major(steps, batch, hidden, dtype, lengths)
+    d_net_at = scratch(workspace, 0, steps, batch, hidden, dtype, lengths)
     d_net = np.zeros((batch, hidden), dtype)
     d_source = np.empty((batch, hidden), dtype)
     act = np.empty(hidden, dtype)

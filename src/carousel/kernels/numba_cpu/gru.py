@@ -33,6 +33,7 @@ from carousel.kernels.numba_cpu.common import (
     input_projection,
     kernel,
     matmul,
+    scratch,
     time_index,
     time_major,
 )
@@ -132,8 +133,13 @@ def gru_backward(
     d_output,
     d_h_n,
     need_input_grad,
+    workspace,
 ):
     """Backpropagation through time for :func:`gru_forward`.
+
+    ``workspace`` (1-D, the dtype) holds the two ``(T, B, 3H)`` gradient buffers when it has room
+    for them (``2 T B 3H``); pass length 0 to allocate. The other arguments are those of
+    :func:`gru_forward`, its saved arrays, and the upstream gradients.
 
     Returns:
         ``d_x (T, B, I)`` (or ``(0, 0, 0)``), ``d_h0 (B, H)``, ``d_weight_ih (3H, I)``,
@@ -145,8 +151,9 @@ def gru_backward(
     dtype = x.dtype
 
     d_h = d_h_n.copy()
-    d_net_at = time_major(steps, batch, 3 * hidden, dtype, lengths)  # of the input projection
-    d_recurrent_at = time_major(steps, batch, 3 * hidden, dtype, lengths)  # of R h + b_hh
+    width = 3 * hidden
+    d_net_at = scratch(workspace, 0, steps, batch, width, dtype, lengths)  # input projection
+    d_recurrent_at = scratch(workspace, steps * batch * width, steps, batch, width, dtype, lengths)
     d_recurrent = np.zeros((batch, 3 * hidden), dtype)
     d_source = np.empty((batch, hidden), dtype)
     act = np.empty(3 * hidden, dtype)

@@ -44,6 +44,7 @@ from carousel.kernels.numba_cpu.common import (
     input_projection,
     kernel,
     matmul,
+    scratch,
     time_index,
     time_major,
 )
@@ -288,6 +289,7 @@ def lstm_backward(
     d_c_n,
     d_feedback_n,
     need_input_grad,
+    workspace,
 ):
     r"""Backpropagation through time for :func:`lstm_forward`.
 
@@ -316,6 +318,8 @@ def lstm_backward(
         d_h_n, d_c_n, d_feedback_n: ``(B, P)``, ``(B, H)``, ``(B, F)`` upstream gradients of the
             final state.
         need_input_grad: whether to compute the gradient of ``x``.
+        workspace: 1-D scratch of the dtype for the ``(T, B, G)`` net-input gradients, reused
+            across calls to spare fresh memory; length 0 to allocate (see ``common.scratch``).
 
     Returns:
         ``d_x (T, B, I)`` (or ``(0, 0, 0)``), ``d_h0 (B, P)``, ``d_c0 (B, H)``,
@@ -345,7 +349,7 @@ def lstm_backward(
     d_h = d_h_n.copy()  # dL/dh_t arriving from later steps (B, P)
     d_c = d_c_n.copy()  # dL/dc_t arriving from later steps (B, H)
     d_feedback = d_feedback_n.copy()  # dL/dgamma_t arriving from later steps (B, F)
-    d_net_at = time_major(steps, batch, rows, dtype, lengths)
+    d_net_at = scratch(workspace, 0, steps, batch, rows, dtype, lengths)
     d_h_at = time_major(steps if project else 0, batch, out_size, dtype, lengths)
     d_net = np.zeros((batch, rows), dtype)
     d_y = np.empty((batch, hidden), dtype)  # through the projection
