@@ -106,26 +106,24 @@ class Runner:
     backward_times: list[float] = field(default_factory=list)
 
     def forward(self) -> float:
-        with _quiet_collector():
-            start = time.perf_counter()
-            with torch.no_grad():
-                self.layer(self.x)
-            return time.perf_counter() - start
+        start = time.perf_counter()
+        with torch.no_grad():
+            self.layer(self.x)
+        return time.perf_counter() - start
 
     def forward_backward(self) -> float:
         self.layer.zero_grad(set_to_none=True)
         self.x.grad = None
-        with _quiet_collector():
-            start = time.perf_counter()
-            output, _ = self.layer(self.x)
-            output.backward(self.upstream)
-            return time.perf_counter() - start
+        start = time.perf_counter()
+        output, _ = self.layer(self.x)
+        output.backward(self.upstream)
+        return time.perf_counter() - start
 
 
 @contextmanager
-def _quiet_collector():
-    """Collect garbage before a timed call and not during it (as ``timeit`` does): otherwise a
-    collection caused by one backend's many small tensors lands in another backend's time."""
+def _no_collector():
+    """Collect garbage once, then not while timing (as ``timeit`` does): otherwise a collection
+    caused by one backend's many small tensors lands in another backend's time."""
     gc.collect()
     gc.disable()
     try:
@@ -165,10 +163,11 @@ def _measure(runners: list[Runner], seconds: float) -> None:
         runner.forward(), runner.forward_backward()  # first calls load or compile the kernels
         slowest = max(slowest, runner.forward() + runner.forward_backward())
     repeats = int(min(25, max(3, seconds / max(slowest, 1e-6))))
-    for _ in range(repeats):
-        for runner in runners:
-            runner.forward_times.append(runner.forward())
-            runner.backward_times.append(runner.forward_backward())
+    with _no_collector():
+        for _ in range(repeats):
+            for runner in runners:
+                runner.forward_times.append(runner.forward())
+                runner.backward_times.append(runner.forward_backward())
 
 
 def _gemm_flops(spec, shape) -> float:

@@ -241,47 +241,85 @@ def _address(function) -> int:
     return ctypes.cast(function, ctypes.c_void_p).value
 
 
-def _blas_functions() -> tuple[int, int, str]:
-    """Addresses of the Fortran ``sgemm``/``dgemm`` the kernels call, and where they come from.
+@numba.cfunc(types.int32(types.int32), cache=True)
+def _threads_unchanged(num_threads):  # only without MKL: nothing to set
+    return 0
 
-    First choice: the MKL that PyTorch links (``libtorch_cpu`` exports ``sgemm_``/``dgemm_``). Its
-    threads are PyTorch's own OpenMP pool, so a kernel's GEMMs share the cores with torch
-    operations instead of competing with them, and it is the faster BLAS for the small GEMMs of a
-    recurrent step. Otherwise (a PyTorch built without MKL): SciPy's BLAS.
+
+def _blas_functions() -> tuple[int, int, int, str]:
+    """Addresses of the Fortran ``sgemm``/``dgemm`` the kernels call, of a function that sets the
+    calling thread's BLAS thread count, and where they come from.
+
+    First choice: the MKL that PyTorch links (``libtorch_cpu`` exports ``sgemm_``, ``dgemm_`` and
+    ``MKL_Set_Num_Threads_Local``). Its threads are PyTorch's own OpenMP pool, so a kernel's GEMMs
+    share the cores with torch operations instead of competing with them, and it is the faster
+    BLAS for the small GEMMs of a recurrent step. Otherwise (a PyTorch built without MKL): SciPy's
+    BLAS, whose threads the policy of :mod:`carousel.kernels.threads` limits.
     """
     library_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
     if library_path.exists():
         try:
             library = ctypes.CDLL(str(library_path))
-            single, double = library.sgemm_, library.dgemm_
+            functions = library.sgemm_, library.dgemm_, library.MKL_Set_Num_Threads_Local
         except (OSError, AttributeError):
             pass
         else:
-            address = ctypes.cast
-            return (
-                address(single, ctypes.c_void_p).value,
-                address(double, ctypes.c_void_p).value,
-                "mkl",
-            )
+            return (*(_address(function) for function in functions), "mkl")
     return (
         get_cython_function_address("scipy.linalg.cython_blas", "sgemm"),
         get_cython_function_address("scipy.linalg.cython_blas", "dgemm"),
+        _threads_unchanged.address,
         "scipy",
     )
 
 
-_SGEMM, _DGEMM, BLAS = _blas_functions()
-llvm.add_symbol("carousel_sgemm", _SGEMM)  # compiled (and cached) code calls them by name
+_SGEMM, _DGEMM, _LOCAL_THREADS, BLAS = _blas_functions()
+"""``BLAS`` names the library the kernels' GEMMs run on: ``"mkl"`` (PyTorch's) or ``"scipy"``."""
+# compiled (and cached) code calls these by name; the names resolve anew in every process
+llvm.add_symbol("carousel_sgemm", _SGEMM)
 llvm.add_symbol("carousel_dgemm", _DGEMM)
+llvm.add_symbol("carousel_blas_local_threads", _LOCAL_THREADS)
+
+PARALLEL_WORK = 1 << 20
+"""GEMMs with fewer multiply-adds run on the calling thread: splitting them costs more than it
+saves, and on a busy machine waiting for a second thread can cost milliseconds."""
 
 
 @intrinsic
-def gemm(typingctx, a, b, c, transpose_a, transpose_b, beta):
+def _set_local_threads(typingctx, num_threads):
+    """Set the calling thread's BLAS thread count (0: the global one); returns the previous."""
+
+    def codegen(context, builder, sig, args):
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(int32, [int32]), "carousel_blas_local_threads"
+        )
+        return builder.call(function, [builder.trunc(args[0], int32)])
+
+    return types.int32(types.int64), codegen
+
+
+@kernel
+def gemm(a, b, c, transpose_a, transpose_b, beta):
     """``c = op(a) @ op(b) + beta * c`` on C-contiguous 2-D arrays, by the BLAS of :data:`BLAS`.
 
-    ``op(x)`` is ``x.T`` when ``transpose_x`` is true. Row-major arrays are column-major
-    transposes, so this calls the Fortran ``gemm`` for :math:`c^T = op(b)^T op(a)^T`.
+    ``op(x)`` is ``x.T`` when ``transpose_x`` is true. Products smaller than
+    :data:`PARALLEL_WORK` multiply-adds run on the calling thread alone.
     """
+    rows = a.shape[1] if transpose_a else a.shape[0]
+    work = rows * (a.shape[0] if transpose_a else a.shape[1]) * c.shape[1]
+    if work < PARALLEL_WORK:
+        previous = _set_local_threads(1)
+        _gemm(a, b, c, transpose_a, transpose_b, beta)
+        _set_local_threads(previous)
+    else:
+        _gemm(a, b, c, transpose_a, transpose_b, beta)
+
+
+@intrinsic
+def _gemm(typingctx, a, b, c, transpose_a, transpose_b, beta):
+    """The Fortran ``gemm`` call behind :func:`gemm`: row-major arrays are column-major
+    transposes, so it computes :math:`c^T = op(b)^T op(a)^T`."""
     arrays = (a, b, c)
     if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in arrays):
         return None

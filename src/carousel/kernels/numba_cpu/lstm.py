@@ -25,7 +25,9 @@ width (``proj_size`` or ``H``), ``F`` fed-back gate width, ``R = P + F``, ``G`` 
 Arrays are C-contiguous; optional ones are passed with a zero-length axis (``bias`` ``(0,)``,
 ``weight_peephole`` and ``weight_hr`` ``(0, 0)``, ``feedback0`` ``(B, 0)``), so each dtype compiles
 once. Everything saved for the backward pass is indexed by time position (the reverse direction
-with lengths reads the steps of different sequences at different positions).
+with lengths reads the steps of different sequences at different positions). Inside compiled code,
+pass ``reverse``, ``keep`` and ``need_input_grad`` as runtime booleans: constants make Numba
+compile the kernels once more for the literal values.
 """
 
 from __future__ import annotations
