@@ -270,8 +270,20 @@ def _work(variant="vanilla", **changes):
 def test_auto_runs_every_cell_that_torch_lacks_on_the_numba_kernels():
     for variant in LSTM_VARIANTS:
         if variant not in ("vanilla", "np"):
-            assert kernels.select("auto", _work(variant)).name == "numba", variant
-    assert kernels.select("auto", _work("vanilla", dtype=torch.float64)).name == "numba"
+            big = _work(variant, batch=64, hidden_size=256)
+            assert kernels.select("auto", big).name == "numba", variant
+    for variant in ("gru", "elman"):  # torch has no fused CPU operator for them
+        assert kernels.select("auto", _work(variant, batch=64, hidden_size=256)).name == "numba"
+
+
+def test_auto_leaves_the_stock_lstm_to_onednn_from_the_measured_width():
+    assert kernels.select("auto", _work("vanilla")).name == "numba"  # B x H = 32
+    assert kernels.select("auto", _work("vanilla", batch=16, hidden_size=64)).name == "torch-native"
+    inference = _work("vanilla", batch=8, hidden_size=32, needs_grad=False)  # 256
+    assert kernels.select("auto", inference).name == "torch-native"
+    assert kernels.select("auto", _work("vanilla", batch=8, hidden_size=32)).name == "numba"
+    float64 = _work("vanilla", batch=64, hidden_size=256, dtype=torch.float64)
+    assert kernels.select("auto", float64).name == "numba"  # oneDNN has no float64 LSTM
 
 
 def test_unsupported_workloads_are_explained(monkeypatch):

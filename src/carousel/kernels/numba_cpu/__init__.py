@@ -44,9 +44,13 @@ def unsupported(work) -> str | None:
     return None
 
 
-TORCH_LSTM_WIDTH = {True: 1 << 30, False: 1 << 30}
-"""Batch x hidden size from which ``torch.nn.LSTM``'s fused operator (oneDNN) beats the kernels in
-float32, for training (``True``) and inference (``False``); measured by ``carousel bench``."""
+TORCH_LSTM_WIDTH = {True: 1024, False: 256}
+"""Batch x hidden size from which ``auto`` runs the stock float32 LSTM on ``torch.nn.LSTM``'s fused
+operator (oneDNN) instead of the kernels, for training (``True``) and inference (``False``).
+
+From ``carousel bench`` (docs/performance.md): oneDNN's forward pass is faster from batch x hidden
+= 16 x 64 on; for training the kernels win at batch 1 and are within 10 % of oneDNN above
+(ahead at the largest shapes, behind at 16 x 64 and 32 x 128), so the switch sits there too."""
 
 
 def cost(work) -> float:
