@@ -9,7 +9,8 @@ lag ``q`` (:func:`carousel.diagnostics.gradient_flow`) and writes
 - ``gradflow.csv`` and ``gradflow.png`` (log scale, relative to lag 0);
 - ``error_flow.csv`` and ``error_flow.png``: Hochreiter's error-flow factor for a single linear
   unit with self-weight 0.5, 1 (the constant error carousel) and 1.7, and the largest factor
-  :math:`|\\partial\\vartheta_v(t-q)/\\partial\\vartheta_u(t)|` of the Elman models;
+  :math:`|\\partial\\vartheta_v(t-q)/\\partial\\vartheta_u(t)|` of the Elman models (over all
+  unit pairs, on the batch's first sequence);
 
 and prints a summary, with the constant-error-carousel check of
 :func:`carousel.diagnostics.cec_comparison`.
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> None:
         if layer.spec.family == "elman":
             nets = elman_net_inputs(layer, x)[0]  # first sequence
             weight = layer.weight_hh_l0.detach().double().numpy()
-            factors[name] = np.abs(error_flow(weight, nets, "tanh")).max(axis=(1, 2))
+            factors[f"{name}, largest"] = np.abs(error_flow(weight, nets, "tanh")).max(axis=(1, 2))
     lags = np.arange(args.steps)
     for weight in (0.5, 1.0, 1.7):
         label = f"linear unit, w = {weight:g}" + (" (CEC)" if weight == 1 else "")
