@@ -1,5 +1,5 @@
-"""Seed 004's pocket calculator: every network's numbers, checked by hand values, autograd and the
-calculator's definition on random inputs."""
+"""The ECE 417 lecture's pocket calculator: every network's numbers, checked by hand values,
+autograd and the calculator's definition on random inputs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Hochreiter's error-flow factor: the recursion against the sum over paths and against autograd;
-the one-unit cases; seed 004's memorizer (formula, autograd and explicit BPTT agree)."""
+the one-unit cases; the ECE 417 lecture's memorizer (formula, autograd and explicit BPTT agree)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def test_norms_match_the_layer_restarted_at_each_lag(variant):
         if variant in ("gru", "elman"):
             assert flow.cell is None
             continue
-        # The total derivative adds the path through h at the same step (seed 004:
+        # The total derivative adds the path through h at the same step (ECE 417 lecture:
         # delta_c[t] = delta_h[t] dh[t]/dc[t] + delta_c[t+1] f[t+1]); the restart gives the second
         # term, one local vector-Jacobian product the first.
         hidden, cell = states[STEPS - lag][:2]

@@ -1,4 +1,4 @@
-"""``carousel calculator``: seed 004's pocket calculator worked through, as tables.
+"""``carousel calculator``: the ECE 417 lecture's pocket calculator, worked through as tables.
 
 Prints the memorizer network's gradient (formula, autograd and explicit backprop), then the
 calculator on the lecture's input ``1, 2, 1, 0, 1, 1, 1, 0``: the one-node linear RNN for
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> None:
     """Register ``carousel calculator``."""
     parser = subparsers.add_parser(
         "calculator",
-        help="seed 004's pocket-calculator walkthrough, printed as tables",
+        help="the ECE 417 lecture's pocket-calculator walkthrough, printed as tables",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
     )
     parser.add_argument(

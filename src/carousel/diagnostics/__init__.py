@@ -7,9 +7,10 @@ Pure functions returning NumPy arrays; the pictures are drawn by :mod:`carousel.
   :math:`\\partial L/\\partial c_{T-q}` against the lag ``q`` for any carousel layer;
   :func:`cec_comparison`, the constant error carousel against an Elman network.
 - :func:`error_flow`: Hochreiter's scaling factor of the error flowing back ``q`` steps;
-  :func:`memorizer`, seed 004's one-unit example.
+  :func:`memorizer`, the ECE 417 lecture's one-unit example.
 - :func:`gate_traces` and :func:`retention_time`: what an LSTM's gates and cells do over a sequence.
-- :mod:`carousel.diagnostics.calculator`: seed 004's pocket calculator, worked through.
+- :mod:`carousel.diagnostics.calculator`: the ECE 417 lecture's pocket calculator, worked
+  through.
 - :func:`unroll`: the step-by-step run of a layer all of these are built on.
 """
 

@@ -1,9 +1,10 @@
-r"""Seed 004's running example, the pocket calculator, worked through with forward and backward tables.
+r"""The pocket calculator of the ECE 417 LSTM lecture, worked through with forward and backprop tables.
 
-The calculator (ECE 417 lecture, seed 004): when :math:`x[t] > 0`, add it to the tally,
-:math:`c[t] = c[t-1] + x[t]`; when :math:`x[t] = 0`, print the tally, :math:`y[t] = c[t-1]`, then
-reset it, :math:`c[t] = 0`. Non-zero inputs are at least 1. The lecture's example: input
-``1, 2, 1, 0, 1, 1, 1, 0``, target ``0, 0, 0, 4, 0, 0, 0, 3``.
+The calculator (M. Hasegawa-Johnson, "Long/Short-Term Memory", ECE 417 lecture, University of
+Illinois, 2020): when :math:`x[t] > 0`, add it to the tally, :math:`c[t] = c[t-1] + x[t]`; when
+:math:`x[t] = 0`, print the tally, :math:`y[t] = c[t-1]`, then reset it, :math:`c[t] = 0`.
+Non-zero inputs are at least 1. The lecture's example: input ``1, 2, 1, 0, 1, 1, 1, 0``, target
+``0, 0, 0, 4, 0, 0, 0, 3``.
 
 Five networks try it, each a function here returning a :class:`Walkthrough` (a table with one row
 per step, the error and the gradients):
@@ -65,7 +66,7 @@ class Walkthrough:
 
 
 def calculator(x) -> tuple[np.ndarray, np.ndarray]:
-    """The calculator's definition: ``(printed output y, tally c)`` for inputs ``x`` of shape ``(T, ...)``."""
+    """The calculator's definition: ``(printed output y, tally c)`` for inputs ``x``, ``(T, ...)``."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"x must have at least one step, shape (T, ...); got {list(x.shape)}")
@@ -246,7 +247,7 @@ def _hand_designed_lstm(
 
 
 def seed_lstm(dtype: torch.dtype = torch.float64) -> LSTM:
-    r"""The lecture's knowledge-based LSTM (seed 004), one cell:
+    r"""The lecture's knowledge-based LSTM (ECE 417), one cell:
 
     .. math::
         i[t] = \mathrm{CReLU}(1),\quad o[t] = \mathrm{CReLU}(1 - x[t]),\quad

@@ -1,4 +1,4 @@
-r"""Hochreiter's error-flow analysis (1991; Hochreiter & Schmidhuber 1997, section 3; seeds 000, 001).
+r"""Hochreiter's error-flow analysis (1991; Hochreiter & Schmidhuber 1997, section 3).
 
 In a fully connected recurrent net with units :math:`y^i(t) = f_i(net_i(t))`,
 :math:`net_i(t) = \sum_j w_{ij} y^j(t-1)`, the error signal
@@ -18,7 +18,7 @@ exponentially. A single unit with :math:`f'_j(net_j(t))\, w_{jj} = 1`, the *cons
 carousel*, carries the error back unchanged.
 
 :func:`error_flow` evaluates the recursion for a given net; :func:`memorizer` is the one-unit
-linear case of seed 004, :math:`dE/dw = x_0 (\hat y[m] - x_0)\, u^m`.
+linear case of the ECE 417 lecture, :math:`dE/dw = x_0 (\hat y[m] - x_0)\, u^m`.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def elman_net_inputs(layer: Recurrent, input: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MemorizerGradient:
-    r"""The memorizer network of seed 004 and three values of :math:`dE/dw` that must agree.
+    r"""The ECE 417 lecture's memorizer network and three values of :math:`dE/dw` that must agree.
 
     Attributes:
         outputs: ``(m + 1,)`` :math:`\hat y[0] .. \hat y[m]`.
@@ -131,8 +131,9 @@ class MemorizerGradient:
 
 
 def memorizer(u: float, *, w: float = 0.5, x0: float = 1.0, m: int = 10) -> MemorizerGradient:
-    r"""Seed 004's memorizer :math:`\hat y[n] = w x[n] + u \hat y[n-1]`, input :math:`x_0` at
-    :math:`n = 0` only, error :math:`E = \frac12 (\hat y[m] - x_0)^2` read ``m`` steps later.
+    r"""The ECE 417 lecture's memorizer :math:`\hat y[n] = w x[n] + u \hat y[n-1]`, input
+    :math:`x_0` at :math:`n = 0` only, error :math:`E = \frac12 (\hat y[m] - x_0)^2` read ``m``
+    steps later.
 
     Backpropagation through time: :math:`dE/d\hat y[m] = \hat y[m] - x_0`,
     :math:`dE/d\hat y[n] = u\, dE/d\hat y[n+1]`, so :math:`dE/dw = \sum_n dE/d\hat y[n]\, x[n]

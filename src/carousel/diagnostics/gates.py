@@ -94,7 +94,7 @@ def gate_traces(
 
 
 def retention_time(traces: GateTraces, fraction: float = 0.5) -> np.ndarray:
-    r"""How many steps each gate unit's cells keep ``fraction`` of their content, from the forget gate.
+    r"""How many steps each gate unit's cells keep ``fraction`` of their content (forget gate).
 
     A cell's content is multiplied by :math:`f_t` at every step, so after :math:`k` steps it keeps
     :math:`\prod f_t`. Over the trace the per-step factor is, on average, the geometric mean

@@ -8,9 +8,10 @@ For a loss :math:`L` computed from a layer's output, :func:`gradient_flow` measu
 
 (total derivatives, through every path; :math:`h_0, c_0` is the zero initial state), the norm
 taken over the units of one sequence and averaged over the batch. The cell's total derivative
-includes the path through the same step's output, as in the BPTT equations of seed 004:
-:math:`\delta c_t = \delta h_t\, \partial h_t/\partial c_t + \delta c_{t+1}\, f_{t+1}`. In an Elman network
-:math:`g_h(q)` shrinks or grows like a product of :math:`q` factors :math:`f'(net)\, w`
+includes the path through the same step's output, as in the BPTT equations of the ECE 417 lecture:
+:math:`\delta c_t = \delta h_t\, \partial h_t/\partial c_t + \delta c_{t+1}\, f_{t+1}`.
+
+In an Elman network :math:`g_h(q)` shrinks or grows like a product of :math:`q` factors :math:`f'(net)\, w`
 (Hochreiter 1991; :mod:`carousel.diagnostics.error_flow`); through an LSTM's cell state the
 factor is the forget gate, exactly 1 for the constant error carousel (:func:`cec_comparison`).
 """
@@ -35,8 +36,8 @@ class GradientFlow:
 
     Attributes:
         lags: ``(T + 1,)`` the lags :math:`q = 0 .. T`.
-        hidden: ``(T + 1,)`` :math:`\\|\\partial L / \\partial h_{T-q}\\|`, batch mean of per-sequence
-            norms.
+        hidden: ``(T + 1,)`` :math:`\\|\\partial L / \\partial h_{T-q}\\|`, batch mean of
+            per-sequence norms.
         cell: ``(T + 1,)`` the same for the cell state :math:`c`, or ``None`` for GRU and Elman
             cells, which have none.
     """

@@ -1,8 +1,8 @@
-"""Run a recurrent layer step by step and keep everything it computes.
+r"""Run a recurrent layer step by step and keep everything it computes.
 
 The diagnostics need what a fused layer never keeps: the state after every step (to take
-:math:`\\partial L / \\partial h_t` and :math:`\\partial L / \\partial c_t` with autograd) and, for the
-LSTM family, the gate activations of every step. :func:`unroll` runs any
+:math:`\partial L / \partial h_t` and :math:`\partial L / \partial c_t` with autograd) and,
+for the LSTM family, the gate activations of every step. :func:`unroll` runs any
 :class:`carousel.nn.Recurrent` layer (every variant, stacked, bidirectional, projected) with the
 cells' own step functions from :mod:`carousel.cells`, the same math the reference backend loops
 over, and returns the output together with those per-step tensors, still in the autograd graph.
