@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info"]
+COMMANDS = ["info", "gradflow", "calculator"]
 """Subcommand modules in :mod:`carousel.commands`, in the order ``--help`` lists them."""
 
 
