@@ -26,5 +26,9 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
+bench: $(STAMP)
+	$(BIN)/python -m carousel bench --compile --output docs/performance.md
+	$(BIN)/python benchmarks/online_1997.py --output docs/performance.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ Start with :class:`carousel.LSTM` (a drop-in ``torch.nn.LSTM`` with ``variant=``
 """
 
 from carousel.cells import VARIANTS, CellSpec, init, make_spec
+from carousel.kernels.threads import get_num_threads, set_num_threads
 from carousel.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, Recurrent, RecurrentCell, RNNCell
 
 __version__ = "0.1.0"
@@ -21,6 +22,8 @@ __all__ = [
     "Recurrent",
     "RecurrentCell",
     "__version__",
+    "get_num_threads",
     "init",
     "make_spec",
+    "set_num_threads",
 ]

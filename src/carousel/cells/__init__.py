@@ -8,7 +8,7 @@ from carousel.cells import init
 from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS, Activation, get_activation
 from carousel.cells.elman import elman_step
 from carousel.cells.gru import gru_step
-from carousel.cells.lstm import lstm_step
+from carousel.cells.lstm import LSTMStepValues, lstm_step, lstm_step_values
 from carousel.cells.spec import VARIANTS, CellSpec, CellWeights, make_spec, register_variant
 
 STEPS = {"lstm": lstm_step, "gru": gru_step, "elman": elman_step}
@@ -22,11 +22,13 @@ __all__ = [
     "Activation",
     "CellSpec",
     "CellWeights",
+    "LSTMStepValues",
     "elman_step",
     "get_activation",
     "gru_step",
     "init",
     "lstm_step",
+    "lstm_step_values",
     "make_spec",
     "register_variant",
 ]

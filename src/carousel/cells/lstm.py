@@ -29,6 +29,8 @@ Memory blocks (Hochreiter & Schmidhuber 1997): with ``block_size=S`` the gates h
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor
 
@@ -326,6 +328,31 @@ def lstm1997(
     )
 
 
+class LSTMStepValues(NamedTuple):
+    r"""Everything one LSTM step computes, for diagnostics (gate traces) and tests.
+
+    Gates have one unit per memory block, ``(B, H / block_size)``; a gate the variant lacks is
+    ``None`` (``forget_gate`` is ``1 - input_gate`` for CIFG).
+
+    Attributes:
+        input_gate: :math:`i_t`, ``(B, H/S)`` or ``None``.
+        forget_gate: :math:`f_t`, ``(B, H/S)`` or ``None``.
+        candidate: :math:`z_t = g(\cdot)`, the cell input, ``(B, H)``.
+        output_gate: :math:`o_t`, ``(B, H/S)`` or ``None``.
+        cell: :math:`c_t`, ``(B, H)``.
+        output: :math:`h_t`, ``(B, H_out)``.
+        state: the state tuple of the next step, ``(h_t, c_t)`` or ``(h_t, c_t, gates_t)``.
+    """
+
+    input_gate: Tensor | None
+    forget_gate: Tensor | None
+    candidate: Tensor
+    output_gate: Tensor | None
+    cell: Tensor
+    output: Tensor
+    state: tuple[Tensor, ...]
+
+
 def lstm_step(
     spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -341,6 +368,14 @@ def lstm_step(
     Returns:
         ``(h_t, new_state)``: the output ``(B, H_out)`` and the state tuple of the next step.
     """
+    values = lstm_step_values(spec, gates_x, state, weights)
+    return values.output, values.state
+
+
+def lstm_step_values(
+    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+) -> LSTMStepValues:
+    """:func:`lstm_step`, returning the gates and the cell input as well (same arguments)."""
     h, c = state[0], state[1]
     hidden_size = c.shape[-1]
     source = torch.cat((h, state[2]), dim=-1) if spec.feedback_gates else h
@@ -391,8 +426,8 @@ def lstm_step(
     if weights.weight_hr is not None:
         output = output @ weights.weight_hr.T
 
-    if not spec.feedback_gates:
-        return output, (output, cell)
-    values = {"i": input_gate, "f": forget_gate, "o": output_gate}
-    fed_back = torch.cat([values[g] for g in spec.feedback_gates], dim=-1)
-    return output, (output, cell, fed_back)
+    new_state: tuple[Tensor, ...] = (output, cell)
+    if spec.feedback_gates:
+        values = {"i": input_gate, "f": forget_gate, "o": output_gate}
+        new_state = (*new_state, torch.cat([values[g] for g in spec.feedback_gates], dim=-1))
+    return LSTMStepValues(input_gate, forget_gate, candidate, output_gate, cell, output, new_state)

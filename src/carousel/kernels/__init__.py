@@ -8,6 +8,7 @@ units, used by ``"auto"``).
 =================  ==========================================================================
 ``reference``      the per-step PyTorch loop with autograd; every cell and option; the spec
 ``torch-native``   ``torch._VF.lstm/gru/rnn_*``, what ``torch.nn`` runs; stock cells only
+``numba``          fused CPU kernels with hand-written BPTT (:mod:`.numba_cpu`); every cell
 =================  ==========================================================================
 
 ``backend="auto"`` picks, per call, the supported backend of lowest ``cost``. The environment
@@ -23,12 +24,16 @@ from dataclasses import dataclass
 import torch
 
 from carousel.cells import CellSpec
-from carousel.kernels import reference, torch_native
+from carousel.kernels import numba_cpu, reference, torch_native
 
 
 @dataclass(frozen=True)
 class Workload:
-    """What a backend is asked to run: the cell, the stack's shape and the data's."""
+    """What a backend is asked to run: the cell, the stack's shape and the data's.
+
+    ``needs_grad`` says whether autograd will backpropagate through the call (training) or not
+    (inference under ``torch.no_grad()``); backends rank differently for the two.
+    """
 
     spec: CellSpec
     device: torch.device
@@ -41,6 +46,7 @@ class Workload:
     num_layers: int
     num_directions: int
     has_lengths: bool
+    needs_grad: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,17 @@ register(
         unsupported=lambda work: torch_native.unsupported(work.spec, work.proj_size),
         cost=lambda work: float(work.steps * work.num_layers * work.num_directions),
         run_stack=torch_native.run_stack,
+    )
+)
+
+
+register(
+    Backend(
+        name="numba",
+        description="fused CPU kernels compiled with Numba, hand-written BPTT; every cell",
+        unsupported=numba_cpu.unsupported,
+        cost=numba_cpu.cost,
+        run_direction=numba_cpu.run_direction,
     )
 )
 

@@ -8,6 +8,8 @@ GPU). It runs a whole stack (all layers, both directions, inter-layer dropout) i
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -26,6 +28,7 @@ def _stock_key(spec: CellSpec) -> tuple[str, ...]:
     return (spec.family, spec.candidate_activation) if spec.family == "elman" else (spec.family,)
 
 
+@lru_cache(maxsize=256)
 def unsupported(spec: CellSpec, proj_size: int) -> str | None:
     """``None`` if torch's operators compute this cell exactly, else the reason they do not."""
     stock = _STOCK.get(_stock_key(spec))

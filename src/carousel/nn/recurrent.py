@@ -241,6 +241,12 @@ class Recurrent(nn.Module):
             num_layers=self.num_layers,
             num_directions=self.num_directions,
             has_lengths=lengths is not None,
+            needs_grad=torch.is_grad_enabled()
+            and (
+                x.requires_grad
+                or any(s.requires_grad for s in state)
+                or any(p.requires_grad for p in self.parameters())
+            ),
         )
         backend = kernels.select(self.backend, work)
         if backend.run_stack is not None:

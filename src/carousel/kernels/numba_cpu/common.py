@@ -1,0 +1,502 @@
+r"""Building blocks shared by the compiled kernels: activations, time indexing, the input GEMMs.
+
+Every function here is compiled with Numba (``@njit(cache=True)``) and works on NumPy arrays of
+float32 or float64; transcendental math is done in float64 whatever the storage type.
+
+Activations are applied by one branch-free loop over a whole row of gates, each element with its own
+function read from a small table (:func:`activation_table`), so that LLVM vectorises it. ``np.exp``
+would call libm once per element (such scalar calls were most of the time of a small LSTM), so
+:func:`exp` evaluates :math:`e^x = 2^n e^r` with :math:`n = \mathrm{round}(x / \ln 2)`,
+:math:`|r| \le \ln 2 / 2` and a degree-13 Taylor polynomial for :math:`e^r`: relative error below
+:math:`10^{-15}` on the whole range. ``tanh`` is computed as :math:`2 \sigma(2x) - 1` (absolute
+error below :math:`10^{-15}`).
+
+Loops index arrays from ``range(n)``, or with unsigned indices when they start at an offset: Numba
+wraps negative indices around, and that check keeps a loop from vectorising unless LLVM can prove
+the index is never negative.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+from pathlib import Path
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import get_cython_function_address, intrinsic, overload
+
+from carousel.cells.activations import ACTIVATIONS
+
+SIGMOID = ACTIVATIONS["sigmoid"].code
+HARD_SIGMOID = ACTIVATIONS["hard_sigmoid"].code
+TANH = ACTIVATIONS["tanh"].code
+IDENTITY = ACTIVATIONS["identity"].code
+RELU = ACTIVATIONS["relu"].code
+G1997 = ACTIVATIONS["g1997"].code
+H1997 = ACTIVATIONS["h1997"].code
+
+
+def _cache_directory() -> str:
+    """Where compiled kernels are cached: a directory named after a hash of this package's sources.
+
+    Numba checks a cached function against the time stamp of its own file only, not of the files
+    it calls into; keying the directory by every kernel source makes any edit recompile them all.
+    It lies under ``NUMBA_CACHE_DIR`` if set, else next to the sources (``__pycache__``).
+    """
+    sources = sorted(Path(__file__).parent.glob("*.py"))
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
+    base = numba.config.CACHE_DIR or str(Path(__file__).parent / "__pycache__")
+    return os.path.join(base, f"kernels-{digest}")
+
+
+_CACHE_DIRECTORY = _cache_directory()
+
+
+def kernel(function):
+    """Compile ``function`` as a kernel: ``@njit(cache=True)`` into :func:`_cache_directory`, with
+    NumPy's float division (no zero check, which would keep LLVM from vectorising the loops)."""
+    user_directory = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = _CACHE_DIRECTORY  # read when the dispatcher sets up its cache
+    try:
+        return njit(cache=True, error_model="numpy")(function)
+    finally:
+        numba.config.CACHE_DIR = user_directory
+
+
+_LOG2E = 1.4426950408889634
+_LN2_HIGH = 6.93147180369123816490e-01  # ln 2 split in two for an exact n * ln 2
+_LN2_LOW = 1.90821492927058770002e-10
+_LN2_HIGH_32 = 0.693359375  # the same split for float32 (few mantissa bits in the high part)
+_LN2_LOW_32 = -2.12194440054690583e-4
+
+
+def _bitcast(source, target):
+    """An intrinsic reinterpreting the bits of a ``source`` integer as a ``target`` float."""
+
+    @intrinsic
+    def reinterpret(typingctx, bits):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(target))
+
+        return target(source), codegen
+
+    return reinterpret
+
+
+_float64_from_bits = _bitcast(types.int64, types.float64)
+_float32_from_bits = _bitcast(types.int32, types.float32)
+
+
+def exp(x):
+    """:math:`e^x`, computed in the precision of ``x``; vectorisable inside compiled loops.
+
+    float64: :math:`n = \\mathrm{round}(x / \\ln 2)`, :math:`r = x - n \\ln 2`, a degree-13 Taylor
+    polynomial for :math:`e^r`, times :math:`2^n` built from its bits; arguments clamped to
+    [-708, 709]. float32: the same with degree 7 and [-87, 88]. The polynomials are evaluated by
+    Estrin's scheme (depth 3 or 4 instead of 7 or 13), which shortens the latency that sits on
+    every step's critical path. Outside compiled code this is :func:`math.exp`.
+    """
+    return math.exp(x)
+
+
+@overload(exp, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _exp_compiled(x):
+    if x == types.float32:
+        return _exp32
+    return _exp64
+
+
+def _exp64(x):
+    if x > 709.0:
+        x = 709.0
+    if x < -708.0:
+        x = -708.0
+    n = np.floor(x * _LOG2E + 0.5)
+    r = x - n * _LN2_HIGH - n * _LN2_LOW  # |r| <= ln(2) / 2
+    r2 = r * r
+    r4 = r2 * r2
+    low = (1.0 + r) + (0.5 + r * (1.0 / 6.0)) * r2
+    low += ((1.0 / 24.0 + r * (1.0 / 120.0)) + (1.0 / 720.0 + r * (1.0 / 5040.0)) * r2) * r4
+    high = (1.0 / 40320.0 + r * (1.0 / 362880.0)) + (1.0 / 3628800.0 + r * (1.0 / 39916800.0)) * r2
+    high += (1.0 / 479001600.0 + r * (1.0 / 6227020800.0)) * r4
+    return (low + high * (r4 * r4)) * _float64_from_bits((np.int64(n) + 1023) << 52)
+
+
+def _exp32(x):
+    one = np.float32(1.0)
+    if x > np.float32(88.0):
+        x = np.float32(88.0)
+    if x < np.float32(-87.0):
+        x = np.float32(-87.0)
+    n = np.floor(x * np.float32(_LOG2E) + np.float32(0.5))
+    r = x - n * np.float32(_LN2_HIGH_32) - n * np.float32(_LN2_LOW_32)
+    r2 = r * r
+    low = (one + r) + (np.float32(0.5) + r * np.float32(1.0 / 6.0)) * r2
+    high = (np.float32(1.0 / 24.0) + r * np.float32(1.0 / 120.0)) + (
+        np.float32(1.0 / 720.0) + r * np.float32(1.0 / 5040.0)
+    ) * r2
+    scale = _float32_from_bits((np.int32(n) + np.int32(127)) << np.int32(23))
+    return (low + high * (r2 * r2)) * scale
+
+
+# Rows of an activation table (see activation_table).
+SCALE, SLOPE, OFFSET, LINEAR, LOW, HIGH, CURVATURE = 0, 1, 2, 3, 4, 5, 6
+
+
+@kernel
+def activation_table(codes, dtype):
+    r"""Per-row parameters that let one branch-free loop apply a different activation to each row.
+
+    Every activation is :math:`f(x) = a\,\sigma(s x) + o + \mathrm{clip}(l x, lo, hi)`:
+    sigmoid ``(a, s, o) = (1, 1, 0)``, tanh ``(2, 2, -1)``, g1997 ``(4, 1, -2)``, h1997
+    ``(2, 1, -1)`` with ``l = lo = hi = 0``; hard_sigmoid ``clip(x, 0, 1)``, relu
+    ``clip(x, 0, inf)``, identity ``clip(x, -inf, inf)`` with ``a = s = o = 0``. The added zero
+    terms are exact, so each row gets exactly its own function. ``CURVATURE`` is ``s / a`` (0 for
+    the clipped ones), used by :func:`derivatives`.
+
+    Args:
+        codes: ``(n,)`` int64 activation codes, one per row.
+        dtype: the dtype of the values it will act on.
+
+    Returns:
+        ``(7, n)`` of ``dtype``, rows ``SCALE, SLOPE, OFFSET, LINEAR, LOW, HIGH, CURVATURE``.
+    """
+    table = np.zeros((7, codes.shape[0]), dtype)
+    for j in range(codes.shape[0]):
+        code = codes[j]
+        if code == SIGMOID:
+            table[SCALE, j], table[SLOPE, j] = 1.0, 1.0
+        elif code == TANH:
+            table[SCALE, j], table[SLOPE, j], table[OFFSET, j] = 2.0, 2.0, -1.0
+        elif code == G1997:
+            table[SCALE, j], table[SLOPE, j], table[OFFSET, j] = 4.0, 1.0, -2.0
+        elif code == H1997:
+            table[SCALE, j], table[SLOPE, j], table[OFFSET, j] = 2.0, 1.0, -1.0
+        else:
+            table[LINEAR, j] = 1.0
+            table[LOW, j] = -np.inf if code == IDENTITY else 0.0
+            table[HIGH, j] = 1.0 if code == HARD_SIGMOID else np.inf
+        if table[SCALE, j] != 0.0:
+            table[CURVATURE, j] = table[SLOPE, j] / table[SCALE, j]
+    return table
+
+
+@kernel
+def activate(values, table, start, stop):
+    """Apply each row's activation to ``values[start:stop]`` in place (see :func:`activation_table`)."""
+    one = values.dtype.type(1.0)  # all arithmetic in the values' precision
+    base = np.uint64(start)  # unsigned indices: no wrap-around check, so the loop vectorises
+    for n in range(stop - start):
+        j = base + np.uint64(n)
+        x = values[j]
+        squash = table[SCALE, j] / (one + exp(-table[SLOPE, j] * x)) + table[OFFSET, j]
+        values[j] = squash + min(max(table[LINEAR, j] * x, table[LOW, j]), table[HIGH, j])
+
+
+@kernel
+def derivatives(values, table, start, stop, out):
+    """``out[j] = f'(x)`` from the output ``y = values[j]``, for ``start <= j < stop``.
+
+    For the squashing part :math:`f' = (s / a)(y - o)(a + o - y)`, which is :math:`y (1 - y)`,
+    :math:`1 - y^2`, :math:`(4 - y^2) / 4`, :math:`(1 - y^2) / 2`; for the clipped part
+    :math:`f' = 1` strictly inside ``(lo, hi)``, else 0 (torch's convention at the kinks).
+    """
+    one, zero = values.dtype.type(1.0), values.dtype.type(0.0)
+    base = np.uint64(start)  # see activate
+    for n in range(stop - start):
+        j = base + np.uint64(n)
+        y = values[j]
+        offset = table[OFFSET, j]
+        inside = one if table[LOW, j] < y < table[HIGH, j] else zero
+        squash = table[CURVATURE, j] * (y - offset) * (table[SCALE, j] + offset - y)
+        out[j] = squash + table[LINEAR, j] * inside
+
+
+@kernel
+def expand(gate, block, out):
+    """Gate values per cell: ``out[j] = gate[j // block]`` (one gate unit serves ``block`` cells)."""
+    for j in range(out.shape[0]):
+        out[j] = gate[j // block]
+
+
+@kernel
+def block_sums(values, block, out):
+    """``out[k] = sum(values[k * block : (k + 1) * block])``: per-cell terms summed per gate unit."""
+    for k in range(out.shape[0]):
+        total = 0.0
+        for j in range(k * block, (k + 1) * block):
+            total += values[j]
+        out[k] = total
+
+
+def _address(function) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value
+
+
+@numba.cfunc(types.int32(types.int32), cache=True)
+def _threads_unchanged(num_threads):  # only without MKL: nothing to set
+    return 0
+
+
+def _blas_functions() -> tuple[int, int, int, str]:
+    """Addresses of the Fortran ``sgemm``/``dgemm`` the kernels call, of a function that sets the
+    calling thread's BLAS thread count, and where they come from.
+
+    First choice: the MKL that PyTorch links (``libtorch_cpu`` exports ``sgemm_``, ``dgemm_`` and
+    ``MKL_Set_Num_Threads_Local``). Its threads are PyTorch's own OpenMP pool, so a kernel's GEMMs
+    share the cores with torch operations instead of competing with them, and it is the faster
+    BLAS for the small GEMMs of a recurrent step. Otherwise (a PyTorch built without MKL): SciPy's
+    BLAS, whose threads the policy of :mod:`carousel.kernels.threads` limits.
+    """
+    library_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
+    if library_path.exists():
+        try:
+            library = ctypes.CDLL(str(library_path))
+            functions = library.sgemm_, library.dgemm_, library.MKL_Set_Num_Threads_Local
+        except (OSError, AttributeError):
+            pass
+        else:
+            return (*(_address(function) for function in functions), "mkl")
+    return (
+        get_cython_function_address("scipy.linalg.cython_blas", "sgemm"),
+        get_cython_function_address("scipy.linalg.cython_blas", "dgemm"),
+        _threads_unchanged.address,
+        "scipy",
+    )
+
+
+_SGEMM, _DGEMM, _LOCAL_THREADS, BLAS = _blas_functions()
+"""``BLAS`` names the library the kernels' GEMMs run on: ``"mkl"`` (PyTorch's) or ``"scipy"``."""
+# compiled (and cached) code calls these by name; the names resolve anew in every process
+llvm.add_symbol("carousel_sgemm", _SGEMM)
+llvm.add_symbol("carousel_dgemm", _DGEMM)
+llvm.add_symbol("carousel_blas_local_threads", _LOCAL_THREADS)
+
+PARALLEL_WORK = 1 << 20
+"""GEMMs with fewer multiply-adds run on the calling thread: splitting them costs more than it
+saves, and on a busy machine waiting for a second thread can cost milliseconds."""
+
+
+@intrinsic
+def _set_local_threads(typingctx, num_threads):
+    """Set the calling thread's BLAS thread count (0: the global one); returns the previous."""
+
+    def codegen(context, builder, sig, args):
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(int32, [int32]), "carousel_blas_local_threads"
+        )
+        return builder.call(function, [builder.trunc(args[0], int32)])
+
+    return types.int32(types.int64), codegen
+
+
+@kernel
+def gemm(a, b, c, transpose_a, transpose_b, beta):
+    """``c = op(a) @ op(b) + beta * c`` on C-contiguous 2-D arrays, by the BLAS of :data:`BLAS`.
+
+    ``op(x)`` is ``x.T`` when ``transpose_x`` is true. Products smaller than
+    :data:`PARALLEL_WORK` multiply-adds run on the calling thread alone.
+    """
+    rows = a.shape[1] if transpose_a else a.shape[0]
+    work = rows * (a.shape[0] if transpose_a else a.shape[1]) * c.shape[1]
+    if work < PARALLEL_WORK:
+        previous = _set_local_threads(1)
+        _gemm(a, b, c, transpose_a, transpose_b, beta)
+        _set_local_threads(previous)
+    else:
+        _gemm(a, b, c, transpose_a, transpose_b, beta)
+
+
+@intrinsic
+def _gemm(typingctx, a, b, c, transpose_a, transpose_b, beta):
+    """The Fortran ``gemm`` call behind :func:`gemm`: row-major arrays are column-major
+    transposes, so it computes :math:`c^T = op(b)^T op(a)^T`."""
+    arrays = (a, b, c)
+    if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in arrays):
+        return None
+    if not (a.dtype == b.dtype == c.dtype) or c.dtype not in (types.float32, types.float64):
+        return None
+    dtype = c.dtype
+    signature = types.void(a, b, c, transpose_a, transpose_b, beta)
+
+    def codegen(context, builder, sig, args):
+        a_value, b_value, c_value, trans_a, trans_b, beta_value = args
+        a_array = context.make_array(sig.args[0])(context, builder, a_value)
+        b_array = context.make_array(sig.args[1])(context, builder, b_value)
+        c_array = context.make_array(sig.args[2])(context, builder, c_value)
+        int32, char = ir.IntType(32), ir.IntType(8)
+        real = context.get_value_type(dtype)
+
+        def stack(value, kind):  # Fortran takes every argument by reference
+            slot = cgutils.alloca_once(builder, kind)
+            builder.store(value, slot)
+            return slot
+
+        def flag(value, kind):
+            truth = context.cast(builder, value, kind, types.boolean)
+            return builder.select(truth, ir.Constant(char, ord("T")), ir.Constant(char, ord("N")))
+
+        def dims(array):
+            rows, cols = cgutils.unpack_tuple(builder, array.shape, 2)
+            return builder.trunc(rows, int32), builder.trunc(cols, int32)
+
+        a_rows, a_cols = dims(a_array)
+        b_rows, b_cols = dims(b_array)
+        is_a_t = context.cast(builder, trans_a, sig.args[3], types.boolean)
+        is_b_t = context.cast(builder, trans_b, sig.args[4], types.boolean)
+        m = builder.select(is_a_t, a_cols, a_rows)  # rows of op(a)
+        k = builder.select(is_a_t, a_rows, a_cols)
+        n = builder.select(is_b_t, b_rows, b_cols)  # columns of op(b)
+        pointer = real.as_pointer()
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(
+                ir.VoidType(),
+                [char.as_pointer()] * 2
+                + [int32.as_pointer()] * 3
+                + [pointer, pointer, int32.as_pointer(), pointer, int32.as_pointer()]
+                + [pointer, pointer, int32.as_pointer()],
+            ),
+            "carousel_sgemm" if dtype == types.float32 else "carousel_dgemm",
+        )
+        builder.call(
+            function,
+            [
+                stack(flag(trans_b, sig.args[4]), char),
+                stack(flag(trans_a, sig.args[3]), char),
+                stack(n, int32),
+                stack(m, int32),
+                stack(k, int32),
+                stack(context.get_constant(dtype, 1.0), real),
+                builder.bitcast(b_array.data, pointer),
+                stack(b_cols, int32),
+                builder.bitcast(a_array.data, pointer),
+                stack(a_cols, int32),
+                stack(context.cast(builder, beta_value, sig.args[5], dtype), real),
+                builder.bitcast(c_array.data, pointer),
+                stack(n, int32),
+            ],
+        )
+        return context.get_dummy_value()
+
+    return signature, codegen
+
+
+SMALL_PRODUCT = 4096
+"""Products ``M * K * N`` up to this size are computed by a plain loop rather than a BLAS call."""
+
+
+@kernel
+def matmul(a, b, out):
+    """``out (M, N) = a (M, K) @ b (K, N)``, all C-contiguous; a loop for small sizes, else BLAS."""
+    rows, inner = a.shape
+    cols = b.shape[1]
+    if rows * inner * cols > SMALL_PRODUCT:
+        gemm(a, b, out, False, False, 0.0)
+        return
+    for m in range(rows):
+        for n in range(cols):
+            out[m, n] = 0.0
+        for k in range(inner):
+            scale = a[m, k]
+            for n in range(cols):
+                out[m, n] += scale * b[k, n]
+
+
+@kernel
+def time_index(step, length, reverse):
+    """The time position that processing step ``step`` of a sequence of ``length`` reads.
+
+    Forward: ``step``; reverse: ``length - 1 - step``, so each sequence runs backwards from its own
+    last valid step and the padding past ``length`` is never touched.
+    """
+    return length - 1 - step if reverse else step
+
+
+@kernel
+def time_major(steps, batch, width, dtype, lengths):
+    """A ``(steps, batch, width)`` buffer: zeros if some sequence is shorter than ``steps`` (its
+    padding is never written, and must read as zero), else uninitialised (every entry is)."""
+    if steps > 0 and batch > 0 and np.min(lengths) < steps:
+        return np.zeros((steps, batch, width), dtype)
+    return np.empty((steps, batch, width), dtype)
+
+
+@kernel
+def scratch(workspace, offset, steps, batch, width, dtype, lengths):
+    """A ``(steps, batch, width)`` buffer carved from ``workspace`` (1-D) at ``offset``, or a new one
+    when it is too small (pass a zero-length ``workspace`` to always allocate).
+
+    Reusing one workspace across calls spares the page faults of fresh memory; the buffer is
+    zeroed when some sequence is shorter than ``steps`` (see :func:`time_major`).
+    """
+    size = steps * batch * width
+    if workspace.shape[0] < offset + size:
+        return time_major(steps, batch, width, dtype, lengths)
+    buffer = workspace[offset : offset + size].reshape((steps, batch, width))
+    if steps > 0 and batch > 0 and np.min(lengths) < steps:
+        buffer[:] = 0.0
+    return buffer
+
+
+@kernel
+def input_projection(x, weight_ih, bias):
+    """:math:`W_{ih} x_t + b` for all steps in one GEMM.
+
+    Args:
+        x: ``(T, B, I)``.
+        weight_ih: ``(G, I)``.
+        bias: ``(G,)``, or ``(0,)`` for none.
+
+    Returns:
+        ``(T, B, G)``.
+    """
+    steps, batch, inputs = x.shape
+    rows = weight_ih.shape[0]
+    projected = np.empty((steps * batch, rows), x.dtype)  # (T*B, G)
+    for n in range(steps * batch if bias.shape[0] > 0 else 0):
+        for g in range(rows):
+            projected[n, g] = bias[g]
+    beta = 1.0 if bias.shape[0] > 0 else 0.0
+    gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, beta)
+    return projected.reshape((steps, batch, rows))
+
+
+@kernel
+def input_gradients(x, weight_ih, d_projection, need_input_grad):
+    """Backward of :func:`input_projection`, as large GEMMs.
+
+    Args:
+        x: ``(T, B, I)``.
+        weight_ih: ``(G, I)``.
+        d_projection: ``(T, B, G)``, the gradient of the net inputs (zero at padding).
+        need_input_grad: whether to compute ``d_x``.
+
+    Returns:
+        ``(d_x (T, B, I) or (0, 0, 0), d_weight_ih (G, I), d_bias (G,))``.
+    """
+    steps, batch, inputs = x.shape
+    rows = weight_ih.shape[0]
+    d_net = d_projection.reshape((steps * batch, rows))  # (T*B, G)
+    d_weight_ih = np.empty((rows, inputs), x.dtype)
+    gemm(d_net, x.reshape((steps * batch, inputs)), d_weight_ih, True, False, 0.0)  # (G, I)
+    d_bias_sum = np.zeros(rows)  # accumulated in float64
+    for n in range(steps * batch):
+        for g in range(rows):
+            d_bias_sum[g] += d_net[n, g]
+    d_bias = d_bias_sum.astype(x.dtype)
+    if need_input_grad:
+        d_x = np.empty((steps, batch, inputs), x.dtype)
+        gemm(d_net, weight_ih, d_x.reshape((steps * batch, inputs)), False, False, 0.0)
+    else:
+        d_x = np.zeros((0, 0, 0), dtype=x.dtype)
+    return d_x, d_weight_ih, d_bias

@@ -1,0 +1,38 @@
+"""``carousel bench``: the table it prints and writes, and its argument errors."""
+
+from __future__ import annotations
+
+from carousel.cli import main
+
+
+def test_bench_writes_its_table_between_markers(tmp_path, capsys):
+    report = tmp_path / "performance.md"
+    report.write_text(
+        "# Performance\n\nprose\n\n<!-- bench:start -->\nold\n<!-- bench:end -->\nend\n"
+    )
+    status = main(
+        ["bench", "--cells", "vanilla,cifg,elman", "--grid", "2x5x3x4", "--seconds", "0.01",
+         "--output", str(report)]
+    )  # fmt: skip
+    assert status == 0
+    text = report.read_text()
+    assert text.startswith("# Performance\n\nprose\n") and text.endswith(
+        "<!-- bench:end -->\nend\n"
+    )
+    assert "old" not in text and "fp32 GEMM peak" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "2x5x3x4" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| vanilla", "| cifg", "| elman"]
+    vanilla, cifg, _ = (row.split(" | ") for row in rows)
+    assert vanilla[5].endswith("x") and cifg[4] == ""  # torch.nn has no CIFG cell
+    assert cifg[8].endswith("x")  # speed-up against the reference loop
+    assert "numba" in capsys.readouterr().out
+
+
+def test_bench_rejects_a_malformed_grid(capsys):
+    assert main(["bench", "--grid", "2x5x3", "--no-reference"]) == 2
+    assert "--grid entries must look like 16x100x32x64" in capsys.readouterr().err
+
+
+def test_bench_rejects_an_unknown_cell(capsys):
+    assert main(["bench", "--cells", "vanilla,lstm2000"]) == 2
+    assert "--cells must name variants from" in capsys.readouterr().err
