@@ -129,3 +129,14 @@ def test_progress_bar_and_messages_unless_quiet(tmp_path, capsys):
     train(charlm_config(steps=6), tmp_path / "quiet", quiet=True)
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+def test_threads_setting_sets_the_thread_count(tmp_path):
+    import carousel
+
+    before = torch.get_num_threads()
+    try:
+        train(charlm_config(steps=3, threads=1), tmp_path / "run", quiet=True)
+        assert torch.get_num_threads() == 1 and carousel.get_num_threads() == 1
+    finally:
+        carousel.set_num_threads(before)

@@ -97,6 +97,9 @@ class TrainConfig:
     keep_last: int = _option(3, "latest checkpoints kept (the best one is kept too)")
     stop_when_solved: bool = _option(True, "stop once the task's success criterion holds")
     device: str = _option("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
+    threads: int = _option(
+        0, "CPU threads per process for torch and the kernels (0: as set, see CAROUSEL_NUM_THREADS)"
+    )
 
 
 SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig}
@@ -156,6 +159,7 @@ class Config:
             "clip_norm": self.optim.clip_norm,
             "clip_value": self.optim.clip_value,
             "eval_every": self.train.eval_every,
+            "threads": self.train.threads,
         }
         for name, value in non_negative.items():
             if value < 0:

@@ -33,6 +33,7 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
 from carousel import models
+from carousel.kernels.threads import set_num_threads
 from carousel.tasks import Task, build_task
 from carousel.tasks.base import shard_range
 from carousel.train import checkpoint, distributed
@@ -48,6 +49,7 @@ RESUMABLE = (
     "train.keep_last",
     "train.stop_when_solved",
     "train.device",
+    "train.threads",
     "model.backend",
 )
 """Settings a resumed run may change; any other difference from the saved run is an error."""
@@ -105,6 +107,9 @@ def train(
         resume: continue the run in ``run_dir``; its configuration must match ``config`` except
             for the settings in :data:`RESUMABLE`.
         quiet: print nothing.
+
+    ``config.train.threads``, if set, sets this process's thread count for good
+    (:func:`carousel.set_num_threads`); otherwise the threads are left as they are.
         task: a task object to use instead of building ``config.task`` (for tasks that are not
             registered); its name must equal ``config.task``.
 
@@ -119,6 +124,8 @@ def train(
         KeyboardInterrupt: after SIGINT/SIGTERM, once the current step's checkpoint is written.
     """
     config.check()  # it may have been changed since it was made
+    if config.train.threads:
+        set_num_threads(config.train.threads)
     context = distributed.setup(config.train.device)
     try:
         summary = _train(config, Path(run_dir), resume, quiet, task, context)
