@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "gradflow", "calculator", "bench"]
+COMMANDS = ["info", "train", "eval", "sample", "gradflow", "calculator", "bench"]
 """Subcommand modules in :mod:`carousel.commands`, in the order ``--help`` lists them."""
 
 

@@ -1,0 +1,46 @@
+"""``carousel eval DIR``: a run's model on its task's test set; writes nothing."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    """Register ``carousel eval``."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="evaluate a run's checkpoint on its task's test set",
+        description="Evaluate a checkpoint of the run in DIR on its task's test set; nothing is written.",
+    )
+    parser.add_argument("run_dir", metavar="DIR", help="the run directory")
+    parser.add_argument(
+        "--checkpoint",
+        default="latest",
+        metavar="WHICH",
+        help="latest (default), best, or the path of a checkpoint's .json",
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the checkpoint, rebuild the task, evaluate, print."""
+    from carousel.tasks import build_task
+    from carousel.train.checkpoint import load_trained_model
+    from carousel.train.distributed import Context, resolve_device
+    from carousel.train.loop import evaluate
+
+    device = resolve_device(args.device)
+    config, model, info = load_trained_model(args.run_dir, args.checkpoint, device)
+    task = build_task(config.task, config.task_options, config.train.seed)
+    metrics = evaluate(model, task, Context(device=device))
+    if args.json:
+        print(json.dumps({"step": info["step"], "task": config.task, **metrics}))
+        return 0
+    progress = info["progress"]
+    print(f"{config.task}, step {info['step']} ({progress['sequences']} sequences), test set:")
+    for name, value in metrics.items():
+        print(f"  {name:12s} {value:.6g}")
+    return 0
