@@ -12,7 +12,17 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["info", "train", "eval", "sample", "gradflow", "calculator", "bench"]
+COMMANDS = [
+    "info",
+    "train",
+    "eval",
+    "sample",
+    "reproduce",
+    "gradflow",
+    "inspect",
+    "calculator",
+    "bench",
+]
 """Subcommand modules in :mod:`carousel.commands`, in the order ``--help`` lists them."""
 
 
