@@ -1,17 +1,34 @@
 """Tasks: seeded generators or datasets of ``(x, y, mask)`` with their loss, metrics and success
 criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carousel.tasks.base`).
 
-=============  ===============================================================================
-``adding``     the adding problem, experiment 4 of Hochreiter & Schmidhuber (1997); target at the end
-``charlm``     character-level language modelling of a text file; a target per step, stateful
-=============  ===============================================================================
+==================  ==========================================================================
+``adding``          the adding problem, experiment 4 of Hochreiter & Schmidhuber (1997); target at
+                    the end
+``calculator``      the pocket calculator of the ECE 417 LSTM lecture; a target per step, scored
+                    where something is printed
+``charlm``          character-level language modelling of a text file; a target per step, stateful
+``delayed_xor``     the strongly delayed XOR of two bits far apart in a noisy sequence (the paper's
+                    section 6); target at the end
+``longlag``         experiment 2 (2a, 2b, 2c): long time lags, noise-free and with distractors
+``multiplication``  the multiplication problem, experiment 5; target at the end
+``reber``           the (embedded) Reber grammar, experiment 1; the next symbol at every step
+``temporal_order``  the temporal order problem, experiment 6 (6a, 6b); a class at the end
+``two_sequence``    the two-sequence problem, experiment 3 (3a, 3b, 3c); a class at the end
+==================  ==========================================================================
 """
 
 from __future__ import annotations
 
 from carousel.tasks.adding import AddingTask
 from carousel.tasks.base import Batch, ModelIO, Task, generator, options_from_dict
+from carousel.tasks.calculator import CalculatorTask
 from carousel.tasks.charlm import CharLMTask
+from carousel.tasks.delayed_xor import DelayedXorTask
+from carousel.tasks.longlag import LongLagTask
+from carousel.tasks.multiplication import MultiplicationTask
+from carousel.tasks.reber import ReberTask
+from carousel.tasks.temporal_order import TemporalOrderTask
+from carousel.tasks.two_sequence import TwoSequenceTask
 
 TASKS: dict[str, type[Task]] = {}
 """Registered tasks by name, the ``TASK`` of ``carousel train TASK``."""
@@ -25,7 +42,17 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
-for _task in (AddingTask, CharLMTask):
+for _task in (
+    AddingTask,
+    CalculatorTask,
+    CharLMTask,
+    DelayedXorTask,
+    LongLagTask,
+    MultiplicationTask,
+    ReberTask,
+    TemporalOrderTask,
+    TwoSequenceTask,
+):
     register_task(_task)
 
 
@@ -41,9 +68,16 @@ __all__ = [
     "TASKS",
     "AddingTask",
     "Batch",
+    "CalculatorTask",
     "CharLMTask",
+    "DelayedXorTask",
+    "LongLagTask",
     "ModelIO",
+    "MultiplicationTask",
+    "ReberTask",
     "Task",
+    "TemporalOrderTask",
+    "TwoSequenceTask",
     "build_task",
     "generator",
     "register_task",

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from carousel.tasks.base import Batch, ModelIO, Task, generator
+from carousel.tasks.base import Batch, ModelIO
+from carousel.tasks.paper import SequenceTask, check_options
 
 TOLERANCE = 0.04
 """A sequence is correct if the absolute error at its end is below this (the paper's value)."""
@@ -58,87 +59,93 @@ class AddingOptions:
     )
 
 
-class AddingTask(Task):
+class AddingTask(SequenceTask):
     """The adding problem; see the module docstring. ``x``: ``(B, T, 2)``, ``y``: ``(B, 1)``."""
 
     name = "adding"
     Options = AddingOptions
+    tolerance = TOLERANCE
 
     def __init__(self, options: AddingOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         options = self.options
-        if options.length < 12:
-            raise ValueError(f"adding option length (T) must be at least 12; got {options.length}")
-        if options.test_size < 1 or options.stop_window < 0:
-            raise ValueError("adding options test_size must be >= 1 and stop_window >= 0")
+        check_options(
+            "adding",
+            length=(options.length >= 12, f"at least 12; got {options.length}"),
+            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
+            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
+        )
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)
-        self.window = options.stop_window
-        self._test: list[Batch] | None = None
+        self.window, self.stop_error = options.stop_window, options.stop_error
+        self.test_size = options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""
-        short = self.options.length
-        lengths = torch.randint(short, short + short // 10 + 1, (count,), generator=rng)  # (B,)
-        steps = int(lengths.max())
-        values = torch.rand(count, steps, generator=rng) * 2 - 1  # (B, T)
-        first = torch.randint(0, 10, (count,), generator=rng)  # (B,)
-        second = torch.randint(0, short // 2 - 1, (count,), generator=rng)
-        second = second + (second >= first).long()  # skip X1's position
-        rows = torch.arange(count)
-        markers = torch.zeros(count, steps)
-        markers[:, 0] = -1.0
-        markers[rows, lengths - 1] = -1.0
-        markers[rows, first] = 1.0
-        markers[rows, second] = 1.0
-        values[:, 0] = torch.where(
-            markers[:, 0] == 1, 0.0, values[:, 0]
-        )  # a marked first pair adds 0
-        mask = torch.arange(steps) < lengths.unsqueeze(1)  # (B, T)
-        x = torch.stack([values, markers], dim=-1) * mask.unsqueeze(-1)  # (B, T, 2)
-        y = 0.5 + (values[rows, first] + values[rows, second]) / 4  # (B,)
-        return Batch(x=x, y=y.unsqueeze(1), mask=mask)
+        pairs = marked_pairs(count, self.options.length, rng, low=-1.0, high=1.0, identity=0.0)
+        y = 0.5 + (pairs.first_value + pairs.second_value) / 4  # (B,)
+        return Batch(x=pairs.inputs, y=y.unsqueeze(1), mask=pairs.mask)
 
-    def train_batch(self, index: int, batch_size: int) -> Batch:
-        """Training batch ``index``: fresh sequences from its own seeded stream."""
-        return self.sequences(batch_size, generator(self.seed, "adding-train", index))
 
-    def eval_batches(self) -> list[Batch]:
-        """The test set: ``test_size`` sequences in batches of 256, drawn once."""
-        if self._test is None:
-            rng = generator(self.seed, "adding-test")
-            sizes = [256] * (self.options.test_size // 256)
-            if self.options.test_size % 256:
-                sizes.append(self.options.test_size % 256)
-            self._test = [self.sequences(size, rng) for size in sizes]
-        return self._test
+@dataclass(frozen=True)
+class MarkedPairs:
+    """Sequences of (value, marker) pairs with two marked pairs, as :func:`marked_pairs` draws
+    them; ``B`` sequences, ``T`` steps (the longest).
 
-    def loss(self, output: Tensor, batch: Batch) -> Tensor:
-        """Mean over sequences of the squared error at the end; ``output`` is ``(B, 1)``."""
-        return (output - batch.y).square().sum(-1).mean()
+    Attributes:
+        values: ``(B, T)`` the first components (not yet zero-padded).
+        markers: ``(B, T)`` the second components: 1 at the marked pairs, -1 at the first and
+            the last pair unless marked, else 0 (not yet zero-padded).
+        first, second: ``(B,)`` the positions of :math:`X_1` and :math:`X_2`.
+        mask: ``(B, T)`` the steps that exist.
+    """
 
-    def scores(self, output: Tensor, batch: Batch) -> dict[str, Tensor]:
-        """Per sequence: ``loss`` (squared error), ``abs_error``, ``correct`` (0/1)."""
-        error = (output - batch.y).abs().amax(-1)  # (B,)
-        return {
-            "loss": (output - batch.y).square().sum(-1),
-            "abs_error": error,
-            "correct": (error < TOLERANCE).double(),
-        }
+    values: Tensor
+    markers: Tensor
+    first: Tensor
+    second: Tensor
+    mask: Tensor
 
-    def metrics(self, totals: dict[str, float], sequences: int) -> dict[str, float]:
-        """``loss`` (mean squared error), ``abs_error``, ``accuracy`` and ``wrong`` (a count)."""
-        return {
-            "loss": totals["loss"] / sequences,
-            "abs_error": totals["abs_error"] / sequences,
-            "accuracy": totals["correct"] / sequences,
-            "wrong": sequences - totals["correct"],
-        }
+    @property
+    def inputs(self) -> Tensor:
+        """``(B, T, 2)`` the pairs, zero after each sequence's end."""
+        return torch.stack([self.values, self.markers], dim=-1) * self.mask.unsqueeze(-1)
 
-    def solved(self, recent: dict[str, Tensor], evaluation: dict[str, float] | None) -> bool:
-        """The paper's rule on the training stream: the last ``stop_window`` sequences were all
-        correct and their mean squared error is below ``stop_error``."""
-        if self.window == 0 or not recent or len(recent["correct"]) < self.window:
-            return False
-        return (
-            bool(recent["correct"].all()) and float(recent["loss"].mean()) < self.options.stop_error
-        )
+    @property
+    def first_value(self) -> Tensor:
+        """``(B,)`` :math:`X_1`."""
+        return self.values[torch.arange(len(self.first)), self.first]
+
+    @property
+    def second_value(self) -> Tensor:
+        """``(B,)`` :math:`X_2`."""
+        return self.values[torch.arange(len(self.second)), self.second]
+
+
+def marked_pairs(
+    count: int, length: int, rng: torch.Generator, *, low: float, high: float, identity: float
+) -> MarkedPairs:
+    r"""The marker placement of experiments 4 and 5: ``count`` sequences of pairs whose values
+    are uniform in :math:`[\text{low}, \text{high}]`, marked as the module docstring says
+    (steps 1-4); a marked first pair gets the value ``identity`` (0 for adding, 1 for
+    multiplying), so that it does not change the result.
+
+    Args:
+        count: ``B``, the number of sequences.
+        length: ``T``; lengths are uniform in :math:`[T, T + \lfloor T/10 \rfloor]`.
+        rng: the generator every random choice is drawn from.
+    """
+    lengths = torch.randint(length, length + length // 10 + 1, (count,), generator=rng)  # (B,)
+    steps = int(lengths.max())
+    values = torch.rand(count, steps, generator=rng) * (high - low) + low  # (B, T)
+    first = torch.randint(0, 10, (count,), generator=rng)  # (B,)
+    second = torch.randint(0, length // 2 - 1, (count,), generator=rng)
+    second = second + (second >= first).long()  # skip X1's position
+    rows = torch.arange(count)
+    markers = torch.zeros(count, steps)
+    markers[:, 0] = -1.0
+    markers[rows, lengths - 1] = -1.0
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    values[:, 0] = torch.where(markers[:, 0] == 1, identity, values[:, 0])
+    mask = torch.arange(steps) < lengths.unsqueeze(1)  # (B, T)
+    return MarkedPairs(values=values, markers=markers, first=first, second=second, mask=mask)

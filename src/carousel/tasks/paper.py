@@ -1,0 +1,120 @@
+r"""What the tasks of Hochreiter & Schmidhuber (1997) share: fresh seeded sequences, sigmoid output
+units trained on the squared error, "correct" meaning every output error below a tolerance, and
+stopping rules judged on the most recent training sequences.
+
+A :class:`SequenceTask` subclass writes :meth:`~SequenceTask.sequences` (``count`` sequences from
+a ``torch.Generator``) and sets, in ``__init__``, ``self.io`` (``"regressor"``: targets at the end
+``y (B, O)``; ``"tagger"``: a target at every step ``y (B, T, O)``), ``self.tolerance`` and the
+stopping rule. Targets are the first ``O = io.output_size`` features of ``y``; a task may carry
+more per-step information after them for its own :meth:`~SequenceTask.scores` (the Reber grammar
+carries the set of legal next symbols).
+
+The per-sequence scores are ``loss`` (the squared error summed over outputs and target steps),
+``abs_error`` (the largest absolute error of the sequence) and ``correct`` (``abs_error`` below
+the tolerance). The stopping rule (:meth:`SequenceTask.solved`): the last ``stop_window``
+training sequences hold at most ``max_wrong`` wrong ones and, if ``stop_error`` is set, their
+mean ``loss`` is below it.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from carousel.tasks.base import Batch, Task, generator
+
+
+class SequenceTask(Task):
+    """Base of the 1997 paper's tasks; see the module docstring.
+
+    Attributes (set by subclasses):
+        tolerance: a sequence is correct when every output error at its target steps is below this.
+        stop_error: the mean ``loss`` over the window must be below this (``None``: no such rule).
+        max_wrong: at most this many wrong sequences in the window.
+        test_size: sequences in the fixed test set.
+    """
+
+    tolerance: float = 0.04
+    stop_error: float | None = None
+    max_wrong: int = 0
+    test_size: int = 2560
+    test_batch: int = 256
+
+    def sequences(self, count: int, rng) -> Batch:
+        """``count`` fresh sequences drawn with the ``torch.Generator`` ``rng``."""
+        raise NotImplementedError
+
+    def train_batch(self, index: int, batch_size: int) -> Batch:
+        """Training batch ``index``: fresh sequences from its own seeded stream."""
+        return self.sequences(batch_size, generator(self.seed, f"{self.name}-train", index))
+
+    def eval_batches(self) -> list[Batch]:
+        """The test set: ``test_size`` sequences in batches of ``test_batch``, drawn once."""
+        if getattr(self, "_test", None) is None:
+            rng = generator(self.seed, f"{self.name}-test")
+            sizes = [self.test_batch] * (self.test_size // self.test_batch)
+            if self.test_size % self.test_batch:
+                sizes.append(self.test_size % self.test_batch)
+            self._test = [self.sequences(size, rng) for size in sizes]
+        return self._test
+
+    def errors(self, output: Tensor, batch: Batch) -> Tensor:
+        """``output - target`` at the target steps: ``(B, O)`` or ``(B, T, O)`` (zero where
+        ``mask`` is false)."""
+        target = batch.y[..., : output.shape[-1]]
+        difference = output - target
+        if difference.dim() == 3:
+            difference = difference * batch.mask.unsqueeze(-1)
+        return difference
+
+    def loss(self, output: Tensor, batch: Batch) -> Tensor:
+        """Mean over sequences of the squared error summed over outputs and target steps."""
+        return self.errors(output, batch).square().flatten(1).sum(1).mean()
+
+    def scores(self, output: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """Per sequence: ``loss`` (summed squared error), ``abs_error`` (largest), ``correct``."""
+        difference = self.errors(output, batch).flatten(1)
+        error = difference.abs().amax(1)  # (B,)
+        return {
+            "loss": difference.square().sum(1),
+            "abs_error": error,
+            "correct": (error < self.tolerance).double(),
+        }
+
+    def metrics(self, totals: dict[str, float], sequences: int) -> dict[str, float]:
+        """``loss`` (mean squared error per sequence), ``abs_error``, ``accuracy``, ``wrong``."""
+        return {
+            "loss": totals["loss"] / sequences,
+            "abs_error": totals["abs_error"] / sequences,
+            "accuracy": totals["correct"] / sequences,
+            "wrong": sequences - totals["correct"],
+        }
+
+    def solved(self, recent: dict[str, Tensor], evaluation: dict[str, float] | None) -> bool:
+        """The paper's rule on the training stream: a full window of ``window`` sequences with
+        at most ``max_wrong`` wrong and, if ``stop_error`` is set, mean loss below it."""
+        if self.window == 0 or not recent or len(recent["correct"]) < self.window:
+            return False
+        wrong = len(recent["correct"]) - float(recent["correct"].sum())
+        if wrong > self.max_wrong:
+            return False
+        return self.stop_error is None or float(recent["loss"].mean()) < self.stop_error
+
+    def milestones(
+        self, recent: dict[str, Tensor], evaluation: dict[str, float] | None
+    ) -> dict[str, bool]:
+        """Intermediate criteria the paper reports besides :meth:`solved` (e.g. the two-sequence
+        problem's ``ST1`` and ``ST2``), by name, with the arguments of :meth:`solved`.
+
+        The default is ``{}``: a task with no intermediate milestones.
+        """
+        return {}
+
+
+def check_options(task: str, **conditions: tuple[bool, str]) -> None:
+    """Raise ``ValueError`` naming the first option whose condition is false.
+
+    ``conditions`` maps an option name to ``(holds, what it must be)``.
+    """
+    for name, (holds, expected) in conditions.items():
+        if not holds:
+            raise ValueError(f"{task} option {name} must be {expected}")
