@@ -12,17 +12,8 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = [
-    "info",
-    "train",
-    "eval",
-    "sample",
-    "reproduce",
-    "gradflow",
-    "inspect",
-    "calculator",
-    "bench",
-]
+COMMANDS = ["info", "demo", "reproduce", "train", "eval", "sample", "gradflow", "inspect"]
+COMMANDS += ["calculator", "bench"]
 """Subcommand modules in :mod:`carousel.commands`, in the order ``--help`` lists them."""
 
 

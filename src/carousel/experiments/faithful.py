@@ -1,0 +1,365 @@
+r"""The 1997 network and learning rule, trained online in compiled code.
+
+One memory-cell layer of the original LSTM (:func:`carousel.cells.lstm.lstm1997`: blocks of
+cells sharing input and output gates, no forget gate, :math:`g \in [-2, 2]`,
+:math:`h \in [-1, 1]`, cells and gates reading the previous cell outputs and gate activations)
+feeds sigmoid output units. The output units read the cell outputs (and, for experiment 2a, the
+external inputs too), with or without a bias:
+
+.. math::
+    y^k(t) = \sigma\Big(\sum_j w_{kj}\, y^{c_j}(t) \;[+ \sum_i w_{ki}\, x_i(t)]\; [+ b_k]\Big)
+
+Training is the paper's: gradient descent on :math:`E = \tfrac12 \sum_{t, k} (y^k(t) - d^k(t))^2`
+over the target steps of one sequence, the weights changed after every sequence (online; for
+targets only at the end this is the same as the paper's per-step updates), activations reset to
+zero for every sequence, and the truncated gradient: errors reaching the net inputs of gates and
+cells change their incoming weights but go no further back in time; only the cell state carries
+error back (the constant error carousel). The forward and backward passes are carousel's fused
+kernels (:mod:`carousel.kernels.numba_cpu.lstm`), called from the compiled loop
+:func:`train_online`, so one sequence of the adding problem costs microseconds.
+
+Shapes: ``N`` sequences, ``T`` steps, ``I`` inputs, ``H`` cells, ``G`` packed rows
+(input gates, cell inputs, output gates), ``R`` recurrent sources (cell outputs and gate
+activations), ``O`` output units, ``J = H`` (or ``H + I`` with inputs read by the outputs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from carousel.cells import CellSpec, make_spec
+from carousel.kernels.numba_cpu.common import kernel
+from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_config, lstm_forward
+
+BIASED = ("all", "gates", "none")
+OUTPUT_UNITS = ("sigmoid", "linear")
+
+
+@dataclass(frozen=True)
+class Faithful:
+    """The 1997 network and learning rule of one experiment (Hochreiter & Schmidhuber 1997).
+
+    Attributes:
+        blocks: memory cell blocks.
+        block_size: cells per block ``S``.
+        lr: learning rate of the online gradient descent.
+        init_range: weights start uniform in ``[-init_range, init_range]``.
+        input_gate_bias: initial bias of each block's input gate (empty: random like the rest).
+        output_gate_bias: the same for the output gates.
+        biased: which memory-layer units have a bias: ``"all"``, ``"gates"`` or ``"none"``.
+        output_bias: whether the output units have a bias.
+        output_units: ``"sigmoid"`` (the paper's output units) or ``"linear"``.
+        output_gate: whether the blocks have output gates (experiment 2a's cell has none).
+        output_from_inputs: output units also read the external inputs (experiment 2a).
+        recurrent: cells and gates read the previous cell outputs and gate activations
+            (``False``: the inputs only, as experiment 2a's weight count implies).
+        candidate_activation: the cell input squashing ``g`` (``"g1997"``, or ``"sigmoid"`` in 2a).
+        output_activation: the cell output squashing ``h`` (``"h1997"``, or ``"identity"`` in 2a).
+        truncate_gradient: the paper's truncated gradient (``False``: full BPTT).
+    """
+
+    blocks: int
+    lr: float
+    block_size: int = 1
+    init_range: float = 0.1
+    input_gate_bias: tuple[float, ...] = ()
+    output_gate_bias: tuple[float, ...] = ()
+    biased: str = "all"
+    output_bias: bool = True
+    output_units: str = "sigmoid"
+    output_gate: bool = True
+    output_from_inputs: bool = False
+    recurrent: bool = True
+    candidate_activation: str = "g1997"
+    output_activation: str = "h1997"
+    truncate_gradient: bool = True
+
+    def __post_init__(self) -> None:
+        if self.blocks < 1 or self.block_size < 1:
+            raise ValueError(
+                f"blocks and block_size must be >= 1; got {self.blocks}, {self.block_size}"
+            )
+        if not self.lr > 0 or not self.init_range >= 0:
+            raise ValueError(
+                f"lr must be > 0 and init_range >= 0; got {self.lr}, {self.init_range}"
+            )
+        if self.output_units not in OUTPUT_UNITS:
+            raise ValueError(
+                f"output_units must be one of {OUTPUT_UNITS}; got {self.output_units!r}"
+            )
+        if self.biased not in BIASED:
+            raise ValueError(f"biased must be one of {BIASED}; got {self.biased!r}")
+        for name in ("input_gate_bias", "output_gate_bias"):
+            values = getattr(self, name)
+            if values and len(values) != self.blocks:
+                raise ValueError(
+                    f"{name} needs one value per block ({self.blocks}); got {len(values)}"
+                )
+        if self.output_gate_bias and not self.output_gate:
+            raise ValueError("output_gate_bias needs output_gate=True")
+
+    @property
+    def hidden_size(self) -> int:
+        """``H``: the number of memory cells."""
+        return self.blocks * self.block_size
+
+    def spec(self) -> CellSpec:
+        """The cell: :func:`carousel.cells.lstm.lstm1997` with this experiment's choices."""
+        spec = make_spec(
+            "1997",
+            block_size=self.block_size,
+            truncate_gradient=self.truncate_gradient,
+            candidate_activation=self.candidate_activation,
+            output_activation=self.output_activation,
+        )
+        return spec if self.output_gate else spec.replace(gates=("i", "g"))
+
+
+@dataclass
+class Net1997:
+    """A 1997 network's weights as float64 NumPy arrays (changed in place by training).
+
+    Attributes:
+        settings: the :class:`Faithful` settings it was built from.
+        config: the kernels' configuration vector (:func:`lstm_config`).
+        weight_ih ``(G, I)``, bias ``(G,)``, weight_hh ``(G, R)``: the memory layer.
+        out_weight ``(O, J)``, out_bias ``(O,)``: the output units.
+        bias_mask ``(G,)``, hh_mask ``(G, R)``, out_bias_mask ``(O,)``: 1 where a weight exists
+            (absent ones stay zero: their gradient is masked).
+    """
+
+    settings: Faithful
+    config: np.ndarray
+    weight_ih: np.ndarray
+    bias: np.ndarray
+    weight_hh: np.ndarray
+    out_weight: np.ndarray
+    out_bias: np.ndarray
+    bias_mask: np.ndarray
+    hh_mask: np.ndarray
+    out_bias_mask: np.ndarray
+    input_size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input_size = self.weight_ih.shape[1]
+
+    @classmethod
+    def create(cls, settings: Faithful, input_size: int, output_size: int, seed: int) -> Net1997:
+        """Weights uniform in ``[-init_range, init_range]``, gate biases as ``settings`` says."""
+        spec = settings.spec()
+        hidden = settings.hidden_size
+        rows, sources = spec.num_gate_rows(hidden), spec.recurrent_size(hidden)
+        reads = hidden + (input_size if settings.output_from_inputs else 0)
+        rng = np.random.default_rng(seed)
+        bound = settings.init_range
+
+        def uniform(*shape):
+            return rng.uniform(-bound, bound, shape)
+
+        weight_ih, bias, weight_hh = (
+            uniform(rows, input_size),
+            uniform(rows),
+            uniform(rows, sources),
+        )
+        out_weight, out_bias = uniform(output_size, reads), uniform(output_size)
+        slices = spec.gate_slices(hidden)
+        bias_mask = np.ones(rows)
+        if settings.biased == "none":
+            bias_mask[:] = 0
+        elif settings.biased == "gates":
+            bias_mask[slices["g"]] = 0
+        hh_mask = np.full((rows, sources), 1.0 if settings.recurrent else 0.0)
+        out_bias_mask = np.full(output_size, 1.0 if settings.output_bias else 0.0)
+        for gate, values in (("i", settings.input_gate_bias), ("o", settings.output_gate_bias)):
+            if values:
+                bias[slices[gate]] = values
+        bias *= bias_mask
+        weight_hh *= hh_mask
+        out_bias *= out_bias_mask
+        return cls(
+            settings, lstm_config(spec, hidden), weight_ih, bias, weight_hh,
+            out_weight, out_bias, bias_mask, hh_mask, out_bias_mask,
+        )  # fmt: skip
+
+    def num_weights(self) -> int:
+        """Trainable weights, counted as the paper counts them (biases included)."""
+        return int(
+            self.weight_ih.size
+            + self.hh_mask.sum()
+            + self.bias_mask.sum()
+            + self.out_weight.size
+            + self.out_bias_mask.sum()
+        )
+
+    def layer(self, truncate_gradient: bool | None = None):
+        """The memory layer as a float64 :class:`carousel.nn.Recurrent` with these weights (for
+        diagnostics); ``truncate_gradient`` overrides the settings' (``False``: exact gradient).
+        The output units are not part of it: they are ``out_weight`` and ``out_bias``."""
+        from carousel.nn import Recurrent
+
+        spec = self.settings.spec()
+        if truncate_gradient is not None:
+            spec = spec.replace(truncate_gradient=truncate_gradient)
+        layer = Recurrent(
+            self.input_size, self.settings.hidden_size, variant=spec, dtype=torch.float64
+        )
+        with torch.no_grad():
+            layer.weight_ih_l0.copy_(torch.from_numpy(self.weight_ih))
+            layer.weight_hh_l0.copy_(torch.from_numpy(self.weight_hh))
+            layer.bias_l0.copy_(torch.from_numpy(self.bias))
+        return layer
+
+    def _arguments(self):
+        return (
+            self.config, self.weight_ih, self.bias, self.weight_hh, self.out_weight,
+            self.out_bias, self.settings.output_from_inputs, self.settings.output_units == "linear",
+        )  # fmt: skip
+
+    def train(self, x: np.ndarray, lengths: np.ndarray, targets: np.ndarray, per_step: bool):
+        """Train online on each of ``N`` sequences in turn; the outputs each sequence got before
+        its update, ``(N, T, O)`` (``(N, 1, O)`` with targets at the end only).
+
+        Args:
+            x: ``(N, T, I)`` float64, zero past each length.
+            lengths: ``(N,)`` int64 in ``[1, T]``.
+            targets: ``(N, T, O)`` per step, or ``(N, 1, O)`` at each sequence's last step.
+            per_step: which of the two ``targets`` holds.
+        """
+        outputs = np.zeros(targets.shape)
+        train_online(
+            *self._arguments(), self.bias_mask, self.hh_mask, self.out_bias_mask,
+            self.settings.lr, x, lengths, targets, per_step, outputs,
+        )  # fmt: skip
+        return outputs
+
+    def predict(self, x: np.ndarray, lengths: np.ndarray, per_step: bool) -> np.ndarray:
+        """Outputs without training: ``(N, T, O)``, or ``(N, 1, O)`` at each last step."""
+        outputs = np.zeros((x.shape[0], x.shape[1] if per_step else 1, self.out_weight.shape[0]))
+        predict(*self._arguments(), x, lengths, per_step, outputs)
+        return outputs
+
+
+def batch_arrays(batch, output_size: int, per_step: bool):
+    """``(x, lengths, targets)`` of a task's :class:`~carousel.tasks.Batch` for :class:`Net1997`:
+    float64 ``(N, T, I)``, int64 ``(N,)``, float64 ``(N, T, O)`` or ``(N, 1, O)``."""
+    x = np.ascontiguousarray(batch.x.numpy(), dtype=np.float64)
+    lengths = batch.mask.sum(1).numpy().astype(np.int64)
+    targets = batch.y[..., :output_size].numpy().astype(np.float64)
+    if not per_step:
+        targets = targets.reshape(len(targets), 1, output_size)
+    return x, lengths, np.ascontiguousarray(targets)
+
+
+def as_output(outputs: np.ndarray, per_step: bool) -> torch.Tensor:
+    """:meth:`Net1997.train` / :meth:`Net1997.predict` outputs in the shape a task scores:
+    ``(N, T, O)`` per step, ``(N, O)`` at the end."""
+    tensor = torch.from_numpy(outputs)
+    return tensor if per_step else tensor[:, 0]
+
+
+@kernel
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@kernel
+def _output_units(out_weight, out_bias, from_inputs, linear, cells, x, t, hidden, result):
+    """``result (O,)`` = the output units at step ``t`` from ``cells (T, 1, H)``, ``x (T, 1, I)``."""
+    for k in range(out_weight.shape[0]):
+        net = out_bias[k]
+        for j in range(hidden):
+            net += out_weight[k, j] * cells[t, 0, j]
+        if from_inputs:
+            for i in range(x.shape[2]):
+                net += out_weight[k, hidden + i] * x[t, 0, i]
+        result[k] = net if linear else _sigmoid(net)
+
+
+@kernel
+def train_online(
+    config, weight_ih, bias, weight_hh, out_weight, out_bias, from_inputs, linear,
+    bias_mask, hh_mask, out_bias_mask, lr, xs, lengths, targets, per_step, outputs,
+):  # fmt: skip
+    """Online gradient descent over ``xs (N, T, I)``, one sequence at a time (see the module
+    docstring); writes each sequence's pre-update outputs to ``outputs`` (the shape of
+    ``targets``) and changes the weights in place."""
+    hidden = out_weight.shape[1] - (xs.shape[2] if from_inputs else 0)
+    rows, sources, inputs = weight_ih.shape[0], weight_hh.shape[1], xs.shape[2]
+    units = out_weight.shape[0]
+    feedback = sources - hidden
+    zeros_h, zeros_f = np.zeros((1, hidden)), np.zeros((1, feedback))
+    empty = np.zeros((0, 0))
+    reverse, keep = lengths[0] < 0, lengths[0] > 0  # runtime flags: literals would compile anew
+    workspace = np.empty(xs.shape[1] * rows)
+    result = np.empty(units)
+    d_out_weight = np.empty(out_weight.shape)
+    d_out_bias = np.empty(units)
+    one = np.ones(1, dtype=np.int64)
+    for n in range(xs.shape[0]):
+        steps = lengths[n]
+        x = np.ascontiguousarray(xs[n, :steps]).reshape((steps, 1, inputs))
+        one[0] = steps
+        cells, _, _, _, gates, cell_prev, source, y = lstm_forward(
+            config, x, zeros_h, zeros_h, zeros_f, weight_ih, bias, weight_hh, empty, empty,
+            one, reverse, keep,
+        )  # fmt: skip
+        d_cells = np.zeros((steps, 1, hidden))
+        d_out_weight[:] = 0.0
+        d_out_bias[:] = 0.0
+        first = 0 if per_step else steps - 1
+        for t in range(first, steps):
+            _output_units(out_weight, out_bias, from_inputs, linear, cells, x, t, hidden, result)
+            row = t if per_step else 0
+            for k in range(units):
+                outputs[n, row, k] = result[k]
+                slope = 1.0 if linear else result[k] * (1.0 - result[k])
+                delta = (result[k] - targets[n, row, k]) * slope
+                d_out_bias[k] += delta
+                for j in range(hidden):
+                    d_out_weight[k, j] += delta * cells[t, 0, j]
+                    d_cells[t, 0, j] += delta * out_weight[k, j]
+                if from_inputs:
+                    for i in range(inputs):
+                        d_out_weight[k, hidden + i] += delta * x[t, 0, i]
+        grads = lstm_backward(
+            config, x, weight_ih, weight_hh, empty, empty, one, reverse, gates, cell_prev,
+            source, y, d_cells, zeros_h, zeros_h, zeros_f, reverse, workspace,
+        )  # fmt: skip
+        weight_ih -= lr * grads[4]
+        bias -= lr * (grads[5] * bias_mask)
+        weight_hh -= lr * (grads[6] * hh_mask)
+        out_weight -= lr * d_out_weight
+        out_bias -= lr * (d_out_bias * out_bias_mask)
+
+
+@kernel
+def predict(
+    config, weight_ih, bias, weight_hh, out_weight, out_bias, from_inputs, linear, xs, lengths,
+    per_step, outputs,
+):  # fmt: skip
+    """The outputs of the network for ``xs (N, T, I)`` (padded, ``lengths``), no training."""
+    hidden = out_weight.shape[1] - (xs.shape[2] if from_inputs else 0)
+    batch = xs.shape[0]
+    feedback = weight_hh.shape[1] - hidden
+    empty = np.zeros((0, 0))
+    reverse, keep = lengths[0] < 0, lengths[0] < 0
+    x = np.ascontiguousarray(xs.transpose(1, 0, 2))  # (T, N, I)
+    cells = lstm_forward(
+        config, x, np.zeros((batch, hidden)), np.zeros((batch, hidden)),
+        np.zeros((batch, feedback)), weight_ih, bias, weight_hh, empty, empty, lengths,
+        reverse, keep,
+    )[0]  # fmt: skip
+    result = np.empty(out_weight.shape[0])
+    for n in range(batch):
+        steps = lengths[n]
+        cell_n = np.ascontiguousarray(cells[:steps, n : n + 1])  # (T, 1, H)
+        x_n = np.ascontiguousarray(x[:steps, n : n + 1])
+        first = 0 if per_step else steps - 1
+        for t in range(first, steps):
+            _output_units(out_weight, out_bias, from_inputs, linear, cell_n, x_n, t, hidden, result)
+            for k in range(out_weight.shape[0]):
+                outputs[n, t if per_step else 0, k] = result[k]

@@ -1,0 +1,281 @@
+"""Run an experiment's trials and set the results beside the paper's.
+
+:func:`reproduce` runs ``trials`` trials of every selected row (:mod:`.suite`) under one
+configuration, in parallel processes, and writes to the output directory:
+
+- ``trials.csv``: one line per trial (row, trial, seed, solved, sequences, milestones, test
+  metrics, weights, seconds);
+- ``results.csv`` and ``results.md``: one line per row, the paper's numbers beside ours;
+- ``results.png``: sequences to success per trial against the paper's mean (log scale).
+
+Configurations (:data:`CONFIGS`): ``faithful`` (the 1997 network and online learning rule,
+:func:`~carousel.experiments.trial.run_faithful`), ``modern`` (forget-gate LSTM, Adam,
+minibatches, clipping, forget-gate bias 1), ``elman`` and ``gru`` (those cells trained like
+``modern``), all three through carousel's training loop
+(:func:`~carousel.experiments.trial.run_trainer`).
+
+Trial ``k`` under seed ``s`` uses seed ``1000 s + k`` for its data and its weights, so a trial
+is reproduced by its number alone, whatever else runs.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from carousel.experiments.suite import EXPERIMENTS, Experiment
+from carousel.experiments.trial import run_faithful, run_trainer
+from carousel.tasks import build_task
+
+CONFIGS = ("faithful", "modern", "elman", "gru")
+"""The configurations ``carousel reproduce --config`` takes."""
+
+MODERN = {
+    "modern": {"variant": "vanilla", "init": "forget_bias(1.0)"},
+    "elman": {"variant": "elman"},
+    "gru": {"variant": "gru"},
+}
+"""The layer of each trained configuration (fields of :class:`~carousel.train.ModelConfig`)."""
+MODERN_OPTIM = {"optimizer": "adam", "lr": 0.01, "clip_norm": 1.0}
+MODERN_HIDDEN, MODERN_BATCH = 32, 16
+QUICK_TRIALS = 2
+
+
+def trial_seed(seed: int, trial: int) -> int:
+    """The seed of trial ``trial`` (data and weights) under the run's ``seed``."""
+    return 1000 * seed + trial
+
+
+def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None = None) -> dict:
+    """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``)."""
+    row = EXPERIMENTS[name]
+    trial_s = trial_seed(seed, trial)
+    if config == "faithful":
+        task = build_task(row.task, row.options, seed=trial_s)
+        result = run_faithful(
+            task, row.faithful, seed=trial_s, budget=budget or row.budget,
+            eval_every=row.eval_every, chunk=row.chunk,
+        )  # fmt: skip
+    else:
+        result = run_trainer(
+            row.task, row.options, model={**MODERN[config], "hidden_size": MODERN_HIDDEN},
+            optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s,
+            budget=budget or row.modern_budget or row.budget,
+            eval_every=max(row.eval_every, 20 * MODERN_BATCH),
+        )  # fmt: skip
+    return {"row": name, "config": config, "trial": trial, "seed": trial_s, **result.to_dict()}
+
+
+def _run_job(job: tuple) -> dict:
+    from carousel import set_num_threads
+
+    set_num_threads(1)
+    return run_trial(*job)
+
+
+def reproduce(
+    rows: Sequence[Experiment],
+    config: str,
+    *,
+    trials: int,
+    seed: int,
+    out_dir: str | Path,
+    processes: int = 1,
+    budget: int | None = None,
+    quiet: bool = False,
+) -> list[dict]:
+    """Run ``trials`` trials of each of ``rows`` under ``config`` and write the tables.
+
+    Args:
+        rows: the rows (:func:`carousel.experiments.suite.select`).
+        config: one of :data:`CONFIGS`.
+        trials: trials per row.
+        seed: the run's seed (see :func:`trial_seed`).
+        out_dir: where the tables go (created; existing result files are refused).
+        processes: trials run at once (each with one thread).
+        budget: the most training sequences per trial instead of each row's own.
+        quiet: no progress bar.
+
+    Returns:
+        One summary dict per row (the lines of ``results.csv``).
+    """
+    if config not in CONFIGS:
+        raise ValueError(f"config must be one of {CONFIGS}; got {config!r}")
+    if trials < 1 or processes < 1:
+        raise ValueError(f"trials and processes must be >= 1; got {trials}, {processes}")
+    out_dir = Path(out_dir)
+    existing = [name for name in ("trials.csv", "results.md") if (out_dir / name).exists()]
+    if existing:
+        raise ValueError(
+            f"out_dir {str(out_dir)!r} already holds {', '.join(existing)}; choose another"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(row.name, config, k, seed, budget) for row in rows for k in range(trials)]
+    results = _run_jobs(jobs, processes, quiet)
+    summaries = [
+        summarise(row, config, [r for r in results if r["row"] == row.name]) for row in rows
+    ]
+    write_trials(out_dir / "trials.csv", results)
+    write_results(out_dir, summaries)
+    return summaries
+
+
+def _run_jobs(jobs: list[tuple], processes: int, quiet: bool) -> list[dict]:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(jobs), unit="trial", disable=quiet, dynamic_ncols=True)
+    results = []
+
+    def done(result: dict) -> None:
+        results.append(result)
+        bar.set_postfix_str(
+            f"{result['row']} #{result['trial']}: "
+            f"{'solved' if result['solved'] else 'not solved'} after {result['sequences']:,}"
+        )
+        bar.update()
+
+    if processes == 1 or len(jobs) == 1:
+        for job in jobs:
+            done(run_trial(*job))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(min(processes, len(jobs))) as pool:
+            for result in pool.imap_unordered(_run_job, jobs):
+                done(result)
+    bar.close()
+    order = {job[:3]: index for index, job in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[(r["row"], r["config"], r["trial"])])
+
+
+def summarise(row: Experiment, config: str, results: list[dict]) -> dict:
+    """One row's line of ``results.csv``: ours beside the paper's."""
+    solved = [r["sequences"] for r in results if r["solved"]]
+    mean = statistics.mean(solved) if solved else math.nan
+    wrong = [r["test"].get("wrong", math.nan) for r in results]
+    loss = [r["test"].get("loss", math.nan) for r in results]
+    summary = {
+        "row": row.name,
+        "title": row.title,
+        "config": config,
+        "trials": len(results),
+        "success_pct": 100.0 * len(solved) / len(results) if results else math.nan,
+        "sequences_mean": mean,
+        "sequences_min": min(solved) if solved else math.nan,
+        "sequences_max": max(solved) if solved else math.nan,
+        "test_wrong_mean": statistics.mean(wrong) if wrong else math.nan,
+        "test_size": results[0]["test_size"] if results else 0,
+        "test_loss_mean": statistics.mean(loss) if loss else math.nan,
+        "weights": results[0]["weights"] if results else 0,
+        "seconds_total": sum(r["seconds"] for r in results),
+        "paper_trials": row.paper.trials,
+        "paper_success_pct": row.paper.success,
+        "paper_sequences_mean": row.paper.sequences,
+        "paper_weights": row.paper.weights,
+        "paper_test": row.paper.test,
+        "ratio_to_paper": mean / row.paper.sequences if solved else math.nan,
+        "target": row.target,
+    }
+    for name, value in row.paper.milestones.items():
+        ours = [r["milestones"][name] for r in results if name in r["milestones"]]
+        summary[f"{name}_mean"] = statistics.mean(ours) if ours else math.nan
+        summary[f"paper_{name}_mean"] = value
+    return summary
+
+
+def write_trials(path: Path, results: list[dict]) -> None:
+    """``trials.csv``: one line per trial; milestones and test metrics as JSON fields."""
+    fields = ["row", "config", "trial", "seed", "solved", "sequences", "milestones", "test",
+              "test_size", "weights", "seconds"]  # fmt: skip
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        for result in results:
+            line = {name: result[name] for name in fields}
+            line["milestones"] = json.dumps(result["milestones"])
+            line["test"] = json.dumps(result["test"])
+            writer.writerow(line)
+
+
+def _number(value, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    """The results as a markdown table, the paper's numbers beside ours."""
+    lines = [
+        "| row | config | trials | solved % (paper) | sequences to success: mean [min, max] "
+        "| paper mean | ours / paper | test (ours: mean wrong, MSE) | test (paper) "
+        "| weights (paper) | time |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|--:|--:|",
+    ]
+    for s in summaries:
+        milestones = "".join(
+            f"; {key[:-5]} {_number(s[key])} (paper {_number(s['paper_' + key])})"
+            for key in s
+            if key.endswith("_mean") and not key.startswith(("paper", "sequences", "test"))
+        )
+        lines.append(
+            f"| {s['row']} | {s['config']} | {s['trials']} "
+            f"| {_number(s['success_pct'])} ({_number(s['paper_success_pct'])}) "
+            f"| {_number(s['sequences_mean'])} [{_number(s['sequences_min'])}, "
+            f"{_number(s['sequences_max'])}]{milestones} "
+            f"| {_number(s['paper_sequences_mean'])} | {_number(s['ratio_to_paper'], 2)} "
+            f"| {_number(s['test_wrong_mean'], 1)} of {s['test_size']}, "
+            f"{s['test_loss_mean']:.2g} | {s['paper_test'] or '-'} "
+            f"| {s['weights']} ({s['paper_weights']}) | {s['seconds_total']:.0f} s |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: Path, summaries: list[dict]) -> None:
+    """``results.csv``, ``results.md`` and (with matplotlib) ``results.png``."""
+    fields = list(dict.fromkeys(key for s in summaries for key in s))
+    with open(out_dir / "results.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(summaries)
+    (out_dir / "results.md").write_text(markdown_table(summaries))
+    try:
+        plot_results(out_dir / "trials.csv", out_dir / "results.png", summaries)
+    except ImportError:
+        pass
+
+
+def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
+    """Sequences to success of each trial (dots; crosses: not solved within the budget) beside
+    the paper's mean (bars), one column per row, log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    with open(trials_csv) as file:
+        trials = list(csv.DictReader(file))
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.9 * len(summaries) + 2), 3.6))
+    for index, summary in enumerate(summaries):
+        axes.bar(index, summary["paper_sequences_mean"], color="0.85", width=0.6,
+                 label="paper (mean)" if index == 0 else None)  # fmt: skip
+        mine = [t for t in trials if t["row"] == summary["row"]]
+        for solved, marker, label in (
+            ("True", "o", "ours: solved"),
+            ("False", "x", "ours: not solved"),
+        ):
+            values = [int(t["sequences"]) for t in mine if t["solved"] == solved]
+            axes.scatter([index] * len(values), values, marker=marker, color="C0" if solved == "True" else "C3",
+                         zorder=3, label=label if index == 0 else None)  # fmt: skip
+    axes.set_yscale("log")
+    axes.set_xticks(range(len(summaries)), [s["row"] for s in summaries], rotation=30, ha="right")
+    axes.set_ylabel("training sequences")
+    axes.set_title(f"1997 experiments, {summaries[0]['config']}: sequences to success")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
