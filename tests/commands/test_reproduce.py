@@ -1,0 +1,78 @@
+"""``carousel reproduce`` and ``carousel demo`` on tiny budgets: files, tables and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from carousel.cli import main
+from carousel.experiments.suite import EXPERIMENTS, GROUPS, QUICK, select
+
+
+def test_reproduce_writes_the_tables_beside_the_papers_numbers(tmp_path, capsys):
+    out = tmp_path / "adding"
+    status = main(["reproduce", "4-T100", "--trials", "2", "--budget", "300", "--processes", "1",
+                   "--out", str(out), "--quiet"])  # fmt: skip
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| 4-T100 | faithful | 2 | 0 (100) |" in printed and "74,000" in printed
+    with open(out / "trials.csv") as file:
+        trials = list(csv.DictReader(file))
+    assert [t["trial"] for t in trials] == ["0", "1"]
+    assert all(t["solved"] == "False" and t["sequences"] == "300" for t in trials)
+    assert trials[0]["seed"] != trials[1]["seed"]
+    assert json.loads(trials[0]["test"])["wrong"] >= 0
+    with open(out / "results.csv") as file:
+        (summary,) = list(csv.DictReader(file))
+    assert summary["paper_sequences_mean"] == "74000" and summary["weights"] == "93"
+    assert (out / "results.md").read_text().startswith("| row |")
+    assert (out / "results.png").stat().st_size > 1000
+    # the same trial again gives the same numbers; an existing output directory is refused
+    assert main(["reproduce", "4-T100", "--trials", "1", "--budget", "300", "--out",
+                 str(tmp_path / "again"), "--quiet"]) == 0  # fmt: skip
+    with open(tmp_path / "again" / "trials.csv") as file:
+        assert next(csv.DictReader(file))["test"] == trials[0]["test"]
+    assert main(["reproduce", "4-T100", "--out", str(out), "--quiet"]) == 2
+    assert "already holds" in capsys.readouterr().err
+
+
+def test_reproduce_trains_the_modern_configuration_through_the_loop(tmp_path):
+    out = tmp_path / "modern"
+    assert main(["reproduce", "6a", "--config", "gru", "--trials", "1", "--budget", "32",
+                 "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    with open(out / "trials.csv") as file:
+        (trial,) = list(csv.DictReader(file))
+    assert trial["config"] == "gru" and trial["sequences"] == "32"
+
+
+def test_selection_by_row_group_alias_and_all():
+    assert [row.name for row in select("adding")] == GROUPS["4"] == ["4-T100", "4-T500", "4-T1000"]
+    assert len(select("all")) == len(EXPERIMENTS) and set(QUICK) <= set(EXPERIMENTS)
+    assert select("6b")[0].paper.sequences == 571_100
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        select("nope")
+
+
+def test_reproduce_lists_rows_and_rejects_bad_arguments(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    assert "2c-q1000-p1000" in capsys.readouterr().out
+    assert main(["reproduce", "nope"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+    assert main(["reproduce"]) == 2
+    with pytest.raises(SystemExit):
+        main(["reproduce", "4", "--trials", "0"])
+
+
+def test_demo_trains_both_networks_and_writes_its_pictures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--lstm-budget", "400", "--elman-budget", "64",
+                 "--quiet"]) == 0  # fmt: skip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lstm_1997"]["sequences"] == 400 and summary["lstm_1997"]["weights"] == 93
+    assert summary["elman"]["sequences"] == 64
+    for picture in ("curves.png", "gradflow.png"):
+        assert (out / picture).stat().st_size > 1000
+    assert main(["demo", "--out", str(out), "--quiet"]) == 2
+    assert "not empty" in capsys.readouterr().err

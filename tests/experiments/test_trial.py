@@ -1,0 +1,94 @@
+"""Trials: exact sequence counts, budgets, milestones, and the trainer path."""
+
+from __future__ import annotations
+
+import torch
+
+from carousel.experiments.faithful import Faithful
+from carousel.experiments.trial import Recent, run_faithful, run_trainer
+from carousel.tasks import Batch, ModelIO, build_task
+from carousel.tasks.paper import SequenceTask
+
+SMALL = Faithful(blocks=1, block_size=2, lr=0.5)
+
+
+class Counting(SequenceTask):
+    """Sequence ``n`` of the stream is correct iff ``n >= start``; its first input is ``n``."""
+
+    name = "counting"
+
+    def __init__(self, start: int, window: int, seed: int = 0) -> None:
+        super().__init__(None, seed)
+        self.io = ModelIO("regressor", 1, 1)
+        self.start, self.window, self.test_size = start, window, 16
+
+    def train_batch(self, index: int, batch_size: int) -> Batch:
+        first = sum(self.sizes[:index]) if hasattr(self, "sizes") else 0
+        self.sizes = [*getattr(self, "sizes", [])[:index], batch_size]
+        numbers = torch.arange(first, first + batch_size, dtype=torch.float32)
+        return self._batch(numbers)
+
+    def sequences(self, count: int, rng) -> Batch:
+        return self._batch(torch.full((count,), -1.0))
+
+    def _batch(self, numbers):
+        x = torch.zeros(len(numbers), 3, 1)
+        x[:, 0, 0] = numbers
+        return Batch(
+            x=x, y=torch.zeros(len(numbers), 1), mask=torch.ones(len(numbers), 3, dtype=torch.bool)
+        )
+
+    def scores(self, output, batch):
+        scores = super().scores(output, batch)
+        return {**scores, "correct": (batch.x[:, 0, 0] >= self.start).double()}
+
+    def milestones(self, recent, evaluation):
+        return {"half": bool(recent) and float(recent["correct"].mean()) >= 0.5}
+
+
+def test_the_count_is_exact_within_a_chunk():
+    task = Counting(start=537, window=10)
+    trial = run_faithful(task, SMALL, seed=0, budget=5000, chunk=100)
+    assert trial.solved
+    assert trial.sequences == 547  # sequences 537..546 make the first full correct window
+    assert trial.milestones == {"half": 600}  # milestones are checked at chunk ends
+    assert trial.test_size == 16 and trial.weights > 0
+    assert trial.curve[-1][0] == 547
+
+
+def test_an_unsolved_trial_spends_its_budget():
+    task = Counting(start=10**9, window=10)
+    progress = []
+    trial = run_faithful(task, SMALL, seed=0, budget=250, chunk=100, progress=progress.append)
+    assert not trial.solved and trial.sequences == 250
+    assert progress == [100, 200, 250]
+    assert "network" not in trial.to_dict() and "curve" not in trial.to_dict()
+
+
+def test_recent_keeps_the_newest_scores():
+    recent = Recent(3)
+    recent.add({"correct": torch.tensor([1.0, 2, 3, 4])})
+    assert recent.values["correct"].tolist() == [2, 3, 4]
+    assert recent.ending_at({"correct": torch.tensor([5.0, 6])}, 0)["correct"].tolist() == [3, 4, 5]
+
+
+def test_the_faithful_network_solves_a_short_adding_problem():
+    task = build_task("adding", {"length": 12, "test_size": 512}, seed=0)
+    settings = Faithful(
+        blocks=2, block_size=2, lr=0.5, input_gate_bias=(-3.0, -6.0), output_units="linear"
+    )
+    trial = run_faithful(task, settings, seed=0, budget=80_000, chunk=200)
+    assert trial.solved and 2000 < trial.sequences < 80_000
+    assert trial.test["wrong"] <= 5 and trial.test["loss"] < 0.01
+    assert trial.curve[-1][1] < trial.curve[0][1] / 10
+
+
+def test_the_trainer_path_counts_sequences_and_scores_the_test_set(tmp_path):
+    trial = run_trainer(
+        "adding", {"length": 12, "test_size": 64}, model={"variant": "gru", "hidden_size": 4},
+        optim={"lr": 0.01}, batch_size=8, seed=0, budget=80, run_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    assert not trial.solved and trial.sequences == 80
+    assert trial.test_size == 64 and set(trial.test) >= {"loss", "wrong"}
+    assert trial.weights == sum(3 * 4 * n for n in (2, 4)) + 2 * 3 * 4 + 4 + 1
+    assert trial.curve and trial.curve[-1][0] == 80
