@@ -21,7 +21,7 @@ SETTINGS = {
         output_gate_bias=(-1.0, -2.0, -3.0),
         biased="gates",
         output_bias=False,
-    ),  # fmt: skip
+    ),
     "2a": EXPERIMENTS["2a-p100"].faithful,
     "full-bptt": Faithful(blocks=2, block_size=2, lr=0.2, truncate_gradient=False),
 }
