@@ -79,6 +79,15 @@ def _evaluation(wrong: float, error: float) -> dict[str, float]:
     return {"loss": 0.1, "abs_error": error, "accuracy": 1 - wrong / 256, "wrong": wrong}
 
 
+def test_finished_networks_are_scored_on_2560_other_sequences():
+    task = TwoSequenceTask(seed=4)
+    final = task.final_batches()
+    assert sum(batch.size for batch in final) == 2560 and final is task.final_batches()
+    assert not torch.equal(final[0].x[:, :50], task.eval_batches()[0].x[:, :50])
+    adding = AddingTask()
+    assert adding.final_batches() is adding.eval_batches()
+
+
 def test_3a_milestones():
     task = TwoSequenceTask(TwoSequenceOptions(problem="3a"))
     assert task.milestones({}, _evaluation(0, 0.009)) == {"ST1": True, "ST2": True}

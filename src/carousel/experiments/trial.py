@@ -91,8 +91,8 @@ def _milestones(task: Task, recent, evaluation) -> dict[str, bool]:
 
 
 def test_batches(task: Task) -> list:
-    """The batches a trial's final network is scored on: the task's ``final_batches()`` where it
-    has them (a larger set than its stopping check), else its test set."""
+    """The batches a trial's final network is scored on: the task's ``final_batches()``
+    (:class:`~carousel.tasks.paper.SequenceTask`), else its test set."""
     return task.final_batches() if hasattr(task, "final_batches") else task.eval_batches()
 
 

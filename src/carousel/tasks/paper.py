@@ -50,12 +50,22 @@ class SequenceTask(Task):
     def eval_batches(self) -> list[Batch]:
         """The test set: ``test_size`` sequences in batches of ``test_batch``, drawn once."""
         if getattr(self, "_test", None) is None:
-            rng = generator(self.seed, f"{self.name}-test")
-            sizes = [self.test_batch] * (self.test_size // self.test_batch)
-            if self.test_size % self.test_batch:
-                sizes.append(self.test_size % self.test_batch)
-            self._test = [self.sequences(size, rng) for size in sizes]
+            self._test = self.fixed_set("test", self.test_size, self.test_batch)
         return self._test
+
+    def fixed_set(self, stream: str, size: int, batch_size: int = 256) -> list[Batch]:
+        """``size`` sequences in batches of ``batch_size``, drawn from the seeded stream
+        ``stream`` of this task (the same on every call)."""
+        rng = generator(self.seed, f"{self.name}-{stream}")
+        sizes = [batch_size] * (size // batch_size) + (
+            [size % batch_size] if size % batch_size else []
+        )
+        return [self.sequences(count, rng) for count in sizes]
+
+    def final_batches(self) -> list[Batch]:
+        """The set a finished network is scored on: the test set, unless a task's stopping
+        rule is judged on a small check set and the paper scores a larger one (experiment 3)."""
+        return self.eval_batches()
 
     def errors(self, output: Tensor, batch: Batch) -> Tensor:
         """``output - target`` at the target steps: ``(B, O)`` or ``(B, T, O)`` (zero where

@@ -73,6 +73,9 @@ class TwoSequenceOptions:
     check_size: int = field(
         default=256, metadata={"help": "test sequences the stopping criteria are judged on"}
     )
+    final_size: int = field(
+        default=2560, metadata={"help": "test sequences a finished network is scored on"}
+    )
 
 
 class TwoSequenceTask(SequenceTask):
@@ -95,10 +98,18 @@ class TwoSequenceTask(SequenceTask):
                 f"at least informative (N = {options.informative}); got {options.length}",
             ),
             check_size=(options.check_size >= 1, f">= 1; got {options.check_size}"),
+            final_size=(options.final_size >= 1, f">= 1; got {options.final_size}"),
         )
         self.io = ModelIO("regressor", 1, 1, output_activation="sigmoid")
         self.tolerance = 0.1 if options.problem == "3c" else 0.2
         self.test_size = options.check_size
+
+    def final_batches(self) -> list[Batch]:
+        """The paper's separate test set of ``final_size`` (2,560) sequences, in batches of 256,
+        drawn once from its own stream (the fraction misclassified of its tables)."""
+        if getattr(self, "_final", None) is None:
+            self._final = self.fixed_set("final", self.options.final_size)
+        return self._final
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""
