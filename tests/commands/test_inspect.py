@@ -1,4 +1,5 @@
-"""``carousel inspect``: gate traces and retention times of tiny trained runs, and clean errors."""
+"""``carousel inspect``: gate traces, retention times and gradient flow of tiny trained runs, and
+clean errors."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from carousel import models
 from carousel.cli import main
-from carousel.diagnostics import gate_traces, retention_time
+from carousel.commands.inspect import _task_loss, _test_sequence
+from carousel.diagnostics import gate_traces, gradient_flow, retention_time, unroll
+from carousel.models.heads import OUTPUT_ACTIVATIONS
 from carousel.tasks import build_task
 from carousel.train import ModelConfig, train
 from carousel.train.checkpoint import load_trained_model
@@ -54,6 +58,55 @@ def direct_traces(run_dir, sequence: int):
     return x, gate_traces(model.encoder.layer, x)
 
 
+def direct_gradient_flow(run_dir, sequence: int):
+    """The gradient flow of the run's loss on the sequence (cut to its length), computed without
+    the command: the regressor's decoder and output activation on the last output, the task's
+    loss on the one-sequence batch, in float64."""
+    config, model, _ = load_trained_model(run_dir)
+    model = model.double()
+    task = build_task(config.task, config.task_options, config.train.seed)
+    batch = task.eval_batches()[0]
+    length = int(batch.mask[sequence].sum())
+    one = batch.map(lambda tensor: tensor[sequence : sequence + 1])
+    one = dataclasses.replace(one, x=one.x[:, :length], mask=one.mask[:, :length])
+    x = one.x.double()  # (1, L, 2)
+    activation = OUTPUT_ACTIVATIONS[model.output_activation]
+
+    def loss(output):  # (1, L, H)
+        return task.loss(activation(model.decoder(output[:, -1])), one)
+
+    with torch.no_grad():  # the loss is the model's own on this sequence
+        assert float(loss(model.encoder.layer(x)[0])) == pytest.approx(
+            float(task.loss(model(x)[0], one)), rel=1e-12
+        )
+    return gradient_flow(model.encoder.layer, x, loss)
+
+
+def assert_gradflow_csv(path, flow):
+    rows = read_csv(path)
+    assert len(rows) == len(flow.lags)
+    assert list(rows[0]) == ["lag", "hidden", "hidden_relative", "cell", "cell_relative"]
+    assert [int(row["lag"]) for row in rows] == list(range(len(rows)))
+    relative = flow.relative()
+    for name, curve, scaled in (
+        ("hidden", flow.hidden, relative.hidden),
+        ("cell", flow.cell, relative.cell),
+    ):
+        if curve is None:
+            assert all(row[name] == row[f"{name}_relative"] == "" for row in rows)
+        else:
+            np.testing.assert_allclose([float(row[name]) for row in rows], curve, rtol=1e-12)
+            np.testing.assert_allclose(
+                [float(row[f"{name}_relative"]) for row in rows], scaled, rtol=1e-12
+            )
+    assert flow.hidden[0] > 0 and float(rows[0]["hidden_relative"]) == 1
+
+
+def lag_text(flow, curve: str) -> str:
+    lag = flow.first_lag_below(1e-3, curve)
+    return "never" if lag is None else f"at lag {lag}"
+
+
 def test_inspect_writes_gates_retention_and_picture(runs, tmp_path, capsys):
     run_dir, out = runs / "vanilla", tmp_path / "out"
     config = adding_config()
@@ -63,6 +116,7 @@ def test_inspect_writes_gates_retention_and_picture(runs, tmp_path, capsys):
     assert main(["inspect", str(run_dir), "--sequence", str(sequence), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert (out / "gates.png").stat().st_size > 0
+    assert (out / "gradflow.png").stat().st_size > 0
 
     x, traces = direct_traces(run_dir, sequence)
     steps = x.shape[1]
@@ -92,12 +146,25 @@ def test_inspect_writes_gates_retention_and_picture(runs, tmp_path, capsys):
     assert f"test sequence {sequence} of {TEST_SIZE}, {steps} steps" in printed
     assert "(the only layer;" in printed
 
+    flow = direct_gradient_flow(run_dir, sequence)
+    assert len(flow.lags) == steps + 1
+    assert_gradflow_csv(out / "gradflow.csv", flow)
+    assert (
+        f"gradient flow of the adding loss (states of the only layer, lags 0..{steps}): first "
+        f"below 0.001 of lag 0: |dL/dh| {lag_text(flow, 'hidden')}, "
+        f"|dL/dc| {lag_text(flow, 'cell')}\n"
+    ) in printed
+
 
 def test_cells_without_forget_gate_keep_everything(runs, capsys):
     run_dir = runs / "1997"
     assert main(["inspect", str(run_dir), "--no-plots"]) == 0
     out = run_dir / "inspect"  # the default
-    assert sorted(path.name for path in out.iterdir()) == ["gates.csv", "retention.csv"]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "gates.csv",
+        "gradflow.csv",
+        "retention.csv",
+    ]
     columns = list(read_csv(out / "gates.csv")[0])
     assert columns == [
         "step",
@@ -122,12 +189,60 @@ def test_cells_without_forget_gate_keep_everything(runs, capsys):
     assert "no forget gate: keeps everything" in capsys.readouterr().out
 
 
-def test_gru_runs_are_refused_in_one_line(runs, capsys):
-    assert main(["inspect", str(runs / "gru")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("carousel inspect: error: gate traces apply to LSTM cells")
-    assert "gru" in err and err.count("\n") == 1
-    assert not (runs / "gru" / "inspect").exists()
+def test_gru_runs_get_gradient_flow_but_no_gates(runs, capsys):
+    run_dir = runs / "gru"
+    assert main(["inspect", str(run_dir), "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    out = run_dir / "inspect"
+    assert sorted(path.name for path in out.iterdir()) == ["gradflow.csv"]
+    config = adding_config()
+    task = build_task(config.task, config.task_options, config.train.seed)
+    steps = int(task.eval_batches()[0].mask[0].sum())
+    flow = direct_gradient_flow(run_dir, 0)
+    assert flow.cell is None and len(flow.lags) == steps + 1
+    assert_gradflow_csv(out / "gradflow.csv", flow)
+    lines = printed.splitlines()
+    assert lines[0].endswith(f"{steps} steps; GRU, 3 units")
+    assert lines[1] == "gate traces: skipped (they need LSTM cells; this run's cell is a GRU)"
+    assert lines[2].startswith("gradient flow of the adding loss (states of the only layer")
+    assert lines[2].endswith(f"|dL/dh| {lag_text(flow, 'hidden')}")
+    assert "retention" not in printed and "|dL/dc|" not in printed
+
+
+@pytest.mark.parametrize(
+    "task_name, options, model",
+    [
+        ("adding", {"length": 12, "test_size": 4}, ModelConfig(num_layers=2, bidirectional=True)),
+        ("reber", {"test_size": 4}, ModelConfig(variant="elman")),
+        ("charlm", {"max_chars": 3000, "seq_len": 8, "eval_streams": 2}, ModelConfig()),
+    ],
+    ids=["regressor-bidirectional", "tagger", "language-model"],
+)
+def test_task_loss_is_the_models_loss(task_name, options, model):
+    """The loss the command differentiates, from the layer's output through the head, equals the
+    task's loss on the model's own output, for each kind of head."""
+    task = build_task(task_name, options, 0)
+    config = dataclasses.replace(model, hidden_size=3, backend="reference")
+    torch.manual_seed(0)
+    network = models.build(task.io, config).double().eval()
+    mask = task.eval_batches()[0].mask
+    padded = torch.nonzero(mask.sum(1) < mask.shape[1]).flatten()
+    index = int(padded[0]) if len(padded) else 0  # where a tagger's targets must be cut too
+    sequence, _ = _test_sequence(task, index)
+    x = sequence.x if sequence.x.dtype == torch.long else sequence.x.double()
+    loss_fn = _task_loss(network, task, sequence)
+    encoder = network.encoder
+    layer_input = x if encoder.embedding is None else encoder.embedding(x)
+    with torch.no_grad():
+        expected = task.loss(network(x, sequence.mask)[0], sequence)
+        assert float(loss_fn(unroll(encoder.layer, layer_input).output)) == pytest.approx(
+            float(expected), rel=1e-12
+        )
+    assert sequence.mask.all() and sequence.mask.shape[1] == x.shape[1]
+    if task_name == "reber":
+        assert x.shape[1] < mask.shape[1] and sequence.y.shape[1] == x.shape[1]
+    flow = gradient_flow(encoder.layer, layer_input, loss_fn)
+    assert len(flow.lags) == x.shape[1] + 1 and flow.hidden[0] > 0
 
 
 @pytest.mark.parametrize(

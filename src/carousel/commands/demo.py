@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from carousel.commands import positive_int
 from carousel.experiments.reproduce import MODERN_OPTIM
 from carousel.experiments.suite import EXPERIMENTS
 from carousel.experiments.trial import Trial, run_faithful, run_trainer
@@ -39,8 +40,12 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
-    parser.add_argument("--lstm-budget", type=int, default=LSTM_BUDGET, help="most sequences")
-    parser.add_argument("--elman-budget", type=int, default=ELMAN_BUDGET, help="most sequences")
+    parser.add_argument(
+        "--lstm-budget", type=positive_int, default=LSTM_BUDGET, help="most LSTM sequences"
+    )
+    parser.add_argument(
+        "--elman-budget", type=positive_int, default=ELMAN_BUDGET, help="most Elman sequences"
+    )
     parser.add_argument("--no-plots", action="store_true", help="write summary.json only")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
@@ -53,8 +58,6 @@ def run(args: argparse.Namespace) -> None:
     out = args.out
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {str(out)!r} is not empty; choose another directory")
-    if args.lstm_budget < 1 or args.elman_budget < 1:
-        raise ValueError("--lstm-budget and --elman-budget must be positive")
     out.mkdir(parents=True, exist_ok=True)
     row = EXPERIMENTS["4-T100"]
     task = build_task(row.task, row.options, seed=args.seed)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from carousel.cells import init
+from carousel.commands import positive_int
 from carousel.diagnostics import cec_comparison, elman_net_inputs, error_flow, gradient_flow
 from carousel.nn import GRU, LSTM, RNN, Recurrent
 
@@ -43,22 +44,15 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
     )
     parser.add_argument("--out", type=Path, default=Path("runs/gradflow"), help="output directory")
-    parser.add_argument("--steps", type=_positive_int, default=200, help="sequence length T")
-    parser.add_argument("--batch", type=_positive_int, default=16, help="sequences in the batch")
-    parser.add_argument("--hidden", type=_positive_int, default=32, help="units per model")
+    parser.add_argument("--steps", type=positive_int, default=200, help="sequence length T")
+    parser.add_argument("--batch", type=positive_int, default=16, help="sequences in the batch")
+    parser.add_argument("--hidden", type=positive_int, default=32, help="units per model")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and data")
     parser.add_argument(
-        "--cec-steps", type=_positive_int, default=1000, help="length of the CEC check"
+        "--cec-steps", type=positive_int, default=1000, help="length of the CEC check"
     )
     parser.add_argument("--no-plots", action="store_true", help="write the CSV files only")
     parser.set_defaults(func=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
-    return value
 
 
 def adding_problem(

@@ -1,32 +1,47 @@
-"""``carousel inspect DIR``: gate traces and retention times of a trained run's LSTM.
+"""``carousel inspect DIR``: gate traces, retention times and gradient flow of a trained run.
 
 The command loads a checkpoint of the run in DIR, takes sequence K of its task's test set
 (``task.eval_batches()``, sequences counted across the batches, cut to the sequence's length)
-and runs the model's first recurrent layer (its forward direction, from a zero state) over it
-step by step (:func:`carousel.diagnostics.gate_traces`). It writes to OUTDIR (default
-``DIR/inspect``):
+and, for an LSTM-family run, runs the model's first recurrent layer (its forward direction,
+from a zero state) over it step by step (:func:`carousel.diagnostics.gate_traces`). For every
+cell family it measures how far back the run's own loss reaches on that sequence:
+:func:`carousel.diagnostics.gradient_flow` of the model's recurrent layer, with the task's loss
+(:meth:`carousel.tasks.Task.loss`) on this one sequence computed from the layer's output through
+the model's head (a regressor's or classifier's decoder reads the final output, a tagger's or
+language model's every step). The norms of :math:`\\partial L/\\partial h_{T-q}` and
+:math:`\\partial L/\\partial c_{T-q}` are those of the states of the last layer (its forward
+direction), computed in float64 on a copy of the model, as ``carousel gradflow`` does. It writes
+to OUTDIR (default ``DIR/inspect``):
 
-- ``gates.csv``: one row per step ``t = 0 .. L-1``; columns ``step``, then
+- ``gates.csv`` (LSTM family): one row per step ``t = 0 .. L-1``; columns ``step``, then
   ``input_gate_<u>``, ``forget_gate_<u>``, ``output_gate_<u>`` for every gate unit (memory
   block) ``u`` whose cell has that gate, then ``cell_<j>`` (the cell state :math:`c_t`) for every
   cell ``j``;
-- ``retention.csv``: one row per cell: ``cell``, ``block`` (its gate unit), ``retention``
-  (:func:`carousel.diagnostics.retention_time`: steps the cell keeps half its content, from the
-  geometric mean ``forget_gate_mean`` of its forget gate over the sequence) and ``note``.
-  ``inf`` means the cell keeps everything: it has no forget gate (the 1997 cell, NFG;
+- ``retention.csv`` (LSTM family): one row per cell: ``cell``, ``block`` (its gate unit),
+  ``retention`` (:func:`carousel.diagnostics.retention_time`: steps the cell keeps half its
+  content, from the geometric mean ``forget_gate_mean`` of its forget gate over the sequence) and
+  ``note``. ``inf`` means the cell keeps everything: it has no forget gate (the 1997 cell, NFG;
   ``forget_gate_mean`` is then empty) or its forget gate stays exactly 1; ``0`` means the gate
   closes completely (:math:`f_t = 0`) at some step;
-- ``gates.png``: the heatmaps of :func:`carousel.diagnostics.plots.plot_gate_traces`, unless
-  ``--no-plots``;
+- ``gradflow.csv``: one row per lag ``q = 0 .. L``: ``lag``, ``hidden``
+  (:math:`\\|\\partial L/\\partial h_{L-q}\\|`), ``hidden_relative`` (divided by its value at
+  lag 0), ``cell`` and ``cell_relative`` (the same for :math:`c`; empty for GRU and Elman cells);
+- ``gates.png`` (LSTM family) and ``gradflow.png``: the heatmaps of
+  :func:`carousel.diagnostics.plots.plot_gate_traces` and the log-scale curves of
+  :func:`carousel.diagnostics.plots.plot_gradient_flow`, unless ``--no-plots``;
 
-and prints a summary: each cell's retention time and the steps where the mean input gate is
+and prints a summary: each cell's retention time, the steps where the mean input gate is
 largest (for the adding problem, with the marked positions, which is where a trained model's
-input gates should open).
+input gates should open) and the lags where :math:`\\|\\partial L/\\partial h\\|` and
+:math:`\\|\\partial L/\\partial c\\|` first fall below :data:`GRADIENT_FRACTION` of their value at
+lag 0. A seq2seq run's loss reaches its encoder through the final state, not through the
+layer's output, so its gradient flow is left out.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 from pathlib import Path
 
@@ -37,15 +52,22 @@ from carousel.cli import UsageError
 
 TOP_STEPS = 2
 """How many steps of the largest mean input gate the summary names."""
+GRADIENT_FRACTION = 1e-3
+"""The summary names the first lag where a gradient norm falls below this fraction of lag 0's."""
+PER_STEP_HEADS = ("tagger", "language_model")
+"""Heads with a target at every step (cut to the sequence's length with it)."""
+FAMILY_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN"}
 
 
 def add_parser(subparsers) -> None:
     """Register ``carousel inspect``."""
     parser = subparsers.add_parser(
         "inspect",
-        help="gate traces and retention times of a run's LSTM on one test sequence",
+        help="gate traces, retention times and gradient flow of a run on one test sequence",
         description="Trace the gates and cells of the first recurrent layer of the run in DIR "
-        "over one sequence of its task's test set; write gates.csv, retention.csv and gates.png.",
+        "over one sequence of its task's test set (LSTM family) and measure how far back the "
+        "task's loss reaches on it; write gates.csv, retention.csv, gates.png, gradflow.csv and "
+        "gradflow.png.",
     )
     parser.add_argument("run_dir", metavar="DIR", help="the run directory")
     parser.add_argument(
@@ -70,8 +92,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the model, trace the sequence, write the files, print the summary."""
-    from carousel.diagnostics import gate_traces, retention_time
+    """Load the model, trace the sequence, measure its gradient flow, write the files, print
+    the summary."""
+    from carousel.diagnostics import gate_traces, gradient_flow, retention_time
     from carousel.tasks import build_task
     from carousel.train.checkpoint import CheckpointError, load_trained_model
     from carousel.train.distributed import resolve_device
@@ -83,46 +106,122 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{_blamed_argument(args)}: {error}") from None
     encoder = model.encoder  # every head reads its input through an Encoder
     layer = encoder.layer
-    if layer.spec.family != "lstm":
-        raise UsageError(
-            f"gate traces apply to LSTM cells; the run in {args.run_dir!r} uses a "
-            f"{layer.spec.family} cell (variant {layer.spec.variant!r})"
-        )
     task = build_task(config.task, config.task_options, config.train.seed)
-    source, total = _test_sequence(task, args.sequence)  # (1, L, ...)
-    with torch.no_grad():
-        layer_input = source.to(device)
-        if encoder.embedding is not None:
-            layer_input = encoder.embedding(layer_input)  # (1, L, E)
-        param = next(layer.parameters())
-        traces = gate_traces(layer, layer_input.to(param.dtype))
-    retention = retention_time(traces)  # (U,)
+    sequence, total = _test_sequence(task, args.sequence)
+    source = sequence.x[0] if isinstance(sequence.x, tuple) else sequence.x  # (1, L, ...)
+    traces = retention = None
+    if layer.spec.family == "lstm":
+        with torch.no_grad():
+            param = next(layer.parameters())
+            traces = gate_traces(layer, _layer_input(encoder, source.to(device), param.dtype))
+        retention = retention_time(traces)  # (U,)
+
+    flow = None
+    model64 = copy.deepcopy(model).to(torch.float64)  # float32 underflows near 1e-38
+    loss_fn = _task_loss(model64, task, sequence.to(device))
+    if loss_fn is not None:
+        with torch.no_grad():
+            layer_input = _layer_input(model64.encoder, source.to(device), torch.float64)
+        flow = gradient_flow(model64.encoder.layer, layer_input, loss_fn)
 
     out = args.out if args.out is not None else Path(args.run_dir) / "inspect"
     out.mkdir(parents=True, exist_ok=True)
-    written = [_write_gates_csv(out / "gates.csv", traces)]
-    written.append(_write_retention_csv(out / "retention.csv", traces, retention))
+    written = []
+    if traces is not None:
+        written.append(_write_gates_csv(out / "gates.csv", traces))
+        written.append(_write_retention_csv(out / "retention.csv", traces, retention))
+    if flow is not None:
+        written.append(_write_gradflow_csv(out / "gradflow.csv", flow))
     if not args.no_plots:
-        from carousel.diagnostics.plots import plot_gate_traces
+        from carousel.diagnostics.plots import plot_gate_traces, plot_gradient_flow
 
-        inputs = None if encoder.embedding is not None else source[0].double().numpy()
+        heading = f"{config.task}, step {info['step']}, test sequence {args.sequence}"
         try:
-            written.append(
-                plot_gate_traces(
-                    traces,
-                    out / "gates.png",
-                    inputs=inputs,
-                    title=f"{config.task}, step {info['step']}, test sequence {args.sequence}: "
-                    f"{config.model.variant} LSTM, first layer",
+            if traces is not None:
+                inputs = None if encoder.embedding is not None else source[0].double().numpy()
+                written.append(
+                    plot_gate_traces(
+                        traces,
+                        out / "gates.png",
+                        inputs=inputs,
+                        title=f"{heading}: {config.model.variant} LSTM, first layer",
+                    )
                 )
-            )
+            if flow is not None:
+                family = FAMILY_NAMES[layer.spec.family]
+                variant = layer.spec.variant
+                name = family if variant == layer.spec.family else f"{variant} {family}"
+                written.append(
+                    plot_gradient_flow(
+                        {f"{name}, {_measured_states(layer)}": flow},
+                        out / "gradflow.png",
+                        title=f"{heading}: gradient flow of the task's loss",
+                        floor=_plot_floor(flow),
+                    )
+                )
         except ImportError as error:
             raise UsageError(f"{error}; or pass --no-plots") from None
 
-    _print_summary(args, config, info, layer, traces, retention, source, total)
+    _print_header(config, info, layer, args.sequence, total, source.shape[1])
+    if traces is None:
+        print(
+            "gate traces: skipped (they need LSTM cells; this run's cell is "
+            f"{_article(FAMILY_NAMES[layer.spec.family])})"
+        )
+    else:
+        _print_gates(config, traces, retention, source)
+    _print_gradient_flow(config, layer, flow)
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _task_loss(model, task, sequence):
+    """The run's loss on one sequence as a function of the recurrent layer's output.
+
+    Args:
+        model: a :class:`~carousel.models.Regressor` (or ``Classifier``) or
+            :class:`~carousel.models.Tagger` (or ``LanguageModel``).
+        task: the run's task; its :meth:`~carousel.tasks.Task.loss` is applied.
+        sequence: the :class:`~carousel.tasks.Batch` of the one sequence, cut to its length ``L``.
+
+    Returns:
+        ``output (1, L, D * H_out) -> scalar``, the head applied to ``output`` as the model's
+        ``forward`` applies it to its layer's output (a regressor reads the final output of every
+        direction, a tagger every step), then ``task.loss``; ``None`` for a seq2seq model, whose
+        loss reads the encoder's final state rather than its output.
+    """
+    from carousel.models import Regressor, Tagger
+    from carousel.models.heads import OUTPUT_ACTIVATIONS
+
+    if not isinstance(model, (Regressor, Tagger)):
+        return None
+    encoder = model.encoder
+    activation = OUTPUT_ACTIVATIONS[model.output_activation]
+    if isinstance(model, Tagger):
+
+        def loss(output: torch.Tensor) -> torch.Tensor:
+            return task.loss(activation(model.decoder(encoder.dropout(output))), sequence)
+
+        return loss
+
+    def final_loss(output: torch.Tensor) -> torch.Tensor:
+        # the forward direction ends at the last step, the reverse one at the first
+        width = output.shape[-1] // encoder.layer.num_directions
+        parts = [output[:, -1, :width]]
+        if encoder.layer.bidirectional:
+            parts.append(output[:, 0, width:])
+        final = encoder.dropout(torch.cat(parts, dim=-1))  # (1, D * H_out)
+        return task.loss(activation(model.decoder(final)), sequence)
+
+    return final_loss
+
+
+def _layer_input(encoder, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """What the encoder's recurrent layer reads for ``source``: ``(1, L, H_in)`` of ``dtype``."""
+    if encoder.embedding is None:
+        return source.to(dtype)
+    return encoder.embedding(source).to(dtype)  # (1, L, E)
 
 
 def _blamed_argument(args: argparse.Namespace) -> str:
@@ -134,9 +233,12 @@ def _blamed_argument(args: argparse.Namespace) -> str:
     return "DIR"
 
 
-def _test_sequence(task, index: int) -> tuple[torch.Tensor, int]:
-    """Sequence ``index`` of the task's test set, ``(1, L, ...)`` cut to its length, and the
-    number of sequences in the test set."""
+def _test_sequence(task, index: int):
+    """Sequence ``index`` of the task's test set as a one-sequence
+    :class:`~carousel.tasks.Batch` cut to its length ``L`` (``x`` ``(1, L, ...)``, per-step
+    targets ``(1, L, ...)``, zero initial state), and the number of sequences in the test set."""
+    from carousel.tasks import Batch
+
     batches = list(task.eval_batches())
     total = sum(batch.size for batch in batches)
     if not 0 <= index < total:
@@ -144,13 +246,21 @@ def _test_sequence(task, index: int) -> tuple[torch.Tensor, int]:
             f"--sequence must lie in [0, {total - 1}] (the test set of task {task.name!r} has "
             f"{total} sequences); got {index}"
         )
-    for batch in batches:
-        if index < batch.size:
-            x = batch.x[0] if isinstance(batch.x, tuple) else batch.x  # seq2seq: the source
-            length = int(batch.mask[index].sum())
-            return x[index : index + 1, :length], total
-        index -= batch.size
-    raise AssertionError("unreachable: index was checked against the total")
+    position = index
+    for batch in batches:  # the batch that holds the sequence
+        if position < batch.size:
+            break
+        position -= batch.size
+    row = batch.map(lambda tensor: tensor[position : position + 1])
+    length = int(row.mask.sum())
+
+    def cut(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[:, :length]
+
+    # seq2seq: only the source has the mask's length
+    x = (cut(row.x[0]), *row.x[1:]) if isinstance(row.x, tuple) else cut(row.x)
+    y = cut(row.y) if task.io.head in PER_STEP_HEADS else row.y
+    return Batch(x, y, cut(row.mask), row.target_mask), total
 
 
 def _gate_columns(traces) -> list[tuple[str, np.ndarray]]:
@@ -219,16 +329,61 @@ def _write_retention_csv(path: Path, traces, retention: np.ndarray) -> Path:
     return path
 
 
-def _print_summary(args, config, info, layer, traces, retention, source, total) -> None:
-    steps, cells = traces.cell.shape[0], traces.cell.shape[-1]
-    where = "the only layer" if layer.num_layers == 1 else f"layer 0 of {layer.num_layers}"
-    if layer.bidirectional:
-        where += ", forward direction"
-    print(
-        f"{config.task}, step {info['step']}: test sequence {args.sequence} of {total}, "
-        f"{steps} steps; {config.model.variant} LSTM, {cells} cells ({where}; traces start "
-        "from a zero state)"
+def _write_gradflow_csv(path: Path, flow) -> Path:
+    relative = flow.relative()
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["lag", "hidden", "hidden_relative", "cell", "cell_relative"])
+        for q in flow.lags:
+            hidden = [float(flow.hidden[q]), float(relative.hidden[q])]
+            cell = ["", ""] if flow.cell is None else [float(flow.cell[q]), float(relative.cell[q])]
+            writer.writerow([int(q), *hidden, *cell])
+    return path
+
+
+def _plot_floor(flow) -> float:
+    """The bottom of the log axis: a tenth of the smallest positive relative norm (at least
+    1e-30, the axis of ``carousel gradflow``), so that a short trained run's curves are not
+    flattened against an axis of 30 decades."""
+    relative = flow.relative()
+    values = np.concatenate(
+        [curve for curve in (relative.hidden, relative.cell) if curve is not None]
     )
+    positive = values[np.isfinite(values) & (values > 0)]
+    return max(1e-30, float(positive.min()) / 10) if positive.size else 1e-30
+
+
+def _measured_states(layer) -> str:
+    """Whose states :func:`carousel.diagnostics.gradient_flow` measures by default."""
+    layers = layer.num_layers
+    where = "the only layer" if layers == 1 else f"layer {layers - 1} of {layers} (the last)"
+    return f"{where}, forward direction" if layer.bidirectional else where
+
+
+def _article(name: str) -> str:
+    return f"an {name}" if name[0] in "AEIOU" else f"a {name}"
+
+
+def _print_header(config, info, layer, sequence: int, total: int, steps: int) -> None:
+    family = layer.spec.family
+    units = layer.hidden_size
+    if family == "lstm":
+        where = "the only layer" if layer.num_layers == 1 else f"layer 0 of {layer.num_layers}"
+        if layer.bidirectional:
+            where += ", forward direction"
+        model = (
+            f"{config.model.variant} LSTM, {units} cells ({where}; traces start from a zero state)"
+        )
+    else:
+        model = f"{FAMILY_NAMES[family]}, {units} units"
+    print(
+        f"{config.task}, step {info['step']}: test sequence {sequence} of {total}, "
+        f"{steps} steps; {model}"
+    )
+
+
+def _print_gates(config, traces, retention, source) -> None:
+    cells = traces.cell.shape[-1]
     if config.task == "adding":
         marked = torch.nonzero(source[0, :, 1] == 1).flatten().tolist()
         print(f"marked positions (x[..., 1] == 1): steps {', '.join(map(str, marked))}")
@@ -248,3 +403,26 @@ def _print_summary(args, config, info, layer, traces, retention, source, total) 
         note = _note(float(retention[block]), None if means is None else float(means[block]))
         line = f"  {cell:4d} {block:5d} {retention[block]:10.3g} {mean:>8s}"
         print(f"{line}  {note}" if note else line)
+
+
+def _print_gradient_flow(config, layer, flow) -> None:
+    """One line: the lags where the gradient norms first fall below :data:`GRADIENT_FRACTION`
+    of their lag-0 value."""
+    if flow is None:
+        print(
+            "gradient flow: skipped (a seq2seq loss reaches the encoder through its final "
+            "state, not its output)"
+        )
+        return
+    curves = [("|dL/dh|", "hidden")] + ([("|dL/dc|", "cell")] if flow.cell is not None else [])
+    found = []
+    for label, curve in curves:
+        if getattr(flow, curve)[0] == 0:
+            found.append(f"{label} is 0 at lag 0")
+            continue
+        lag = flow.first_lag_below(GRADIENT_FRACTION, curve)
+        found.append(f"{label} at lag {lag}" if lag is not None else f"{label} never")
+    print(
+        f"gradient flow of the {config.task} loss (states of {_measured_states(layer)}, lags "
+        f"0..{len(flow.lags) - 1}): first below {GRADIENT_FRACTION:g} of lag 0: " + ", ".join(found)
+    )

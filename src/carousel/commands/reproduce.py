@@ -13,6 +13,7 @@ import argparse
 import os
 from pathlib import Path
 
+from carousel.commands import positive_int
 from carousel.experiments.reproduce import CONFIGS, QUICK_TRIALS, markdown_table, reproduce
 from carousel.experiments.suite import EXPERIMENTS, QUICK, select
 
@@ -26,16 +27,16 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("experiment", nargs="?", help="all, an experiment (e.g. 4), or a row")
     parser.add_argument("--config", choices=CONFIGS, default="faithful", help="what to train")
-    parser.add_argument("--trials", type=_positive, default=None, help="trials per row")
+    parser.add_argument("--trials", type=positive_int, default=None, help="trials per row")
     parser.add_argument("--seed", type=int, default=0, help="seed of the trials' data and weights")
     parser.add_argument(
         "--out", type=Path, default=None, help="output directory (runs/reproduce/EXPERIMENT-CONFIG)"
     )
     parser.add_argument(
-        "--processes", type=_positive, default=None, help="trials at once (default: the cores)"
+        "--processes", type=positive_int, default=None, help="trials at once (default: the cores)"
     )
     parser.add_argument(
-        "--budget", type=_positive, default=None, help="most training sequences per trial"
+        "--budget", type=positive_int, default=None, help="most training sequences per trial"
     )
     parser.add_argument(
         "--quick",
@@ -46,13 +47,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> None:
