@@ -71,7 +71,7 @@ class AddingTask(SequenceTask):
         options = self.options
         check_options(
             "adding",
-            length=(options.length >= 12, f"at least 12; got {options.length}"),
+            **{"length (T)": (options.length >= 12, f"at least 12; got {options.length}")},
             test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
             stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
         )

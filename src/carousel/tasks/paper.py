@@ -123,7 +123,8 @@ class SequenceTask(Task):
 def check_options(task: str, **conditions: tuple[bool, str]) -> None:
     """Raise ``ValueError`` naming the first option whose condition is false.
 
-    ``conditions`` maps an option name to ``(holds, what it must be)``.
+    ``conditions`` maps an option name (as the message shows it, e.g. ``"length (T)"``) to
+    ``(holds, what it must be)``.
     """
     for name, (holds, expected) in conditions.items():
         if not holds:
