@@ -62,11 +62,11 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             eval_every=row.eval_every, chunk=row.chunk,
         )  # fmt: skip
     else:
+        budget = budget or row.modern_budget or row.budget
         result = run_trainer(
             row.task, row.options, model={**MODERN[config], "hidden_size": MODERN_HIDDEN},
-            optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s,
-            budget=budget or row.modern_budget or row.budget,
-            eval_every=max(row.eval_every, 20 * MODERN_BATCH),
+            optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s, budget=budget,
+            eval_every=row.eval_every or budget // 5,  # rules judged on the test set need more
         )  # fmt: skip
     return {"row": name, "config": config, "trial": trial, "seed": trial_s, **result.to_dict()}
 
