@@ -131,3 +131,35 @@ def test_every_row_has_the_papers_weight_count(name):
 def test_bad_settings_name_the_field(options, message):
     with pytest.raises(ValueError, match=message):
         Faithful(**options)
+
+
+@pytest.mark.parametrize("name", ["adding", "gates-only", "2a", "linear"])
+def test_the_papers_forward_algorithm_sums_to_the_bptt_gradient(name):
+    """Truncated RTRL with its gradients summed over a sequence equals truncated BPTT."""
+    settings = SETTINGS[name]
+    task, options = ("longlag", {"problem": "2a", "p": 6}) if name == "2a" else ("reber", {})
+    if name in ("adding", "linear"):
+        task, options = "adding", {"length": 20}
+    task = build_task(task, options, seed=1)
+    per_step = task.io.head == "tagger"
+    x, lengths, targets = batch_arrays(task.train_batch(0, 3), task.io.output_size, per_step)
+    nets = [Net1997.create(settings, task.io.input_size, task.io.output_size, seed=2) for _ in "ab"]
+    first = nets[0].train(x, lengths, targets, per_step, update="sequence")
+    second = nets[1].train(x, lengths, targets, per_step, update="summed-steps")
+    np.testing.assert_allclose(second, first, rtol=1e-12, atol=1e-13)
+    for field in ("weight_ih", "weight_hh", "bias", "out_weight", "out_bias"):
+        np.testing.assert_allclose(
+            getattr(nets[1], field), getattr(nets[0], field), rtol=1e-11, atol=1e-13, err_msg=field
+        )
+
+
+def test_per_step_updates_change_the_weights_within_a_sequence():
+    task = build_task("reber", {}, seed=0)
+    x, lengths, targets = batch_arrays(task.train_batch(0, 1), 7, True)
+    settings = EXPERIMENTS["1-3x2-lr0.5"].faithful
+    summed, stepped = (Net1997.create(settings, 7, 7, seed=0) for _ in range(2))
+    seen_summed = summed.train(x, lengths, targets, True, update="summed-steps")
+    seen_stepped = stepped.train(x, lengths, targets, True, update="step")
+    np.testing.assert_allclose(seen_stepped[0, 0], seen_summed[0, 0], rtol=1e-12)  # same start
+    assert not np.allclose(seen_stepped[0, 1 : lengths[0]], seen_summed[0, 1 : lengths[0]])
+    assert not np.allclose(stepped.out_weight, summed.out_weight)

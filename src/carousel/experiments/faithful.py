@@ -35,6 +35,7 @@ from carousel.cells import CellSpec, make_spec
 
 BIASED = ("all", "gates", "none")
 OUTPUT_UNITS = ("sigmoid", "linear")
+UPDATES = ("sequence", "step")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class Faithful:
         candidate_activation: the cell input squashing ``g`` (``"g1997"``, or ``"sigmoid"`` in 2a).
         output_activation: the cell output squashing ``h`` (``"h1997"``, or ``"identity"`` in 2a).
         truncate_gradient: the paper's truncated gradient (``False``: full BPTT).
+        update: change the weights after every ``"sequence"`` (BPTT through the fused
+            kernels), or after every target ``"step"`` (the paper's truncated RTRL; needs the
+            truncated gradient). The two differ only where targets come at every step.
     """
 
     blocks: int
@@ -75,6 +79,7 @@ class Faithful:
     candidate_activation: str = "g1997"
     output_activation: str = "h1997"
     truncate_gradient: bool = True
+    update: str = "sequence"
 
     def __post_init__(self) -> None:
         if self.blocks < 1 or self.block_size < 1:
@@ -89,6 +94,10 @@ class Faithful:
             raise ValueError(
                 f"output_units must be one of {OUTPUT_UNITS}; got {self.output_units!r}"
             )
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}; got {self.update!r}")
+        if self.update == "step" and not self.truncate_gradient:
+            raise ValueError("update='step' (truncated RTRL) needs truncate_gradient=True")
         if self.biased not in BIASED:
             raise ValueError(f"biased must be one of {BIASED}; got {self.biased!r}")
         for name in ("input_gate_bias", "output_gate_bias"):
@@ -219,7 +228,14 @@ class Net1997:
             self.out_bias, self.settings.output_from_inputs, self.settings.output_units == "linear",
         )  # fmt: skip
 
-    def train(self, x: np.ndarray, lengths: np.ndarray, targets: np.ndarray, per_step: bool):
+    def train(
+        self,
+        x: np.ndarray,
+        lengths: np.ndarray,
+        targets: np.ndarray,
+        per_step: bool,
+        update: str | None = None,
+    ):
         """Train online on each of ``N`` sequences in turn; the outputs each sequence got before
         its update, ``(N, T, O)`` (``(N, 1, O)`` with targets at the end only).
 
@@ -228,14 +244,22 @@ class Net1997:
             lengths: ``(N,)`` int64 in ``[1, T]``.
             targets: ``(N, T, O)`` per step, or ``(N, 1, O)`` at each sequence's last step.
             per_step: which of the two ``targets`` holds.
+            update: ``"sequence"``, ``"step"``, or ``"summed-steps"`` (the step algorithm with
+                its gradients summed over the sequence: equal to ``"sequence"``); default the
+                settings'.
         """
-        from carousel.kernels.numba_cpu.online import train_online
+        from carousel.kernels.numba_cpu.online import train_online, train_online_steps
 
+        update = update or self.settings.update
         outputs = np.zeros(targets.shape)
-        train_online(
+        arguments = (
             *self._arguments(), self.bias_mask, self.hh_mask, self.out_bias_mask,
-            self.settings.lr, x, lengths, targets, per_step, outputs,
+            self.settings.lr, x, lengths, targets, per_step,
         )  # fmt: skip
+        if update == "sequence":
+            train_online(*arguments, outputs)
+        else:
+            train_online_steps(*arguments, update == "step", outputs)
         return outputs
 
     def predict(self, x: np.ndarray, lengths: np.ndarray, per_step: bool) -> np.ndarray:

@@ -90,6 +90,7 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
             output_gate_bias=biases,
             biased="gates",
             output_bias=False,
+            update="step",
         ),
         paper=paper,
         budget=100_000,
@@ -97,18 +98,20 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
         chunk=256,
         modern_budget=50_000,
         target=target,
-        note="input-gate biases random in [-0.2, 0.2] like the other weights; a trial is one "
-        "training/test pair (seeded by the trial) and one initialisation",
+        note="input-gate biases random in [-0.2, 0.2] like the other weights; weights change "
+        "after every step (the paper's online RTRL); a trial is one training/test pair "
+        "(seeded by the trial) and one initialisation",
     )
 
 
 _LONG_LAG_2A = Faithful(
-    blocks=1, lr=1.0, init_range=0.2, biased="none", output_bias=False, output_gate=False,
+    blocks=1, lr=1.0, update="step", init_range=0.2, biased="none", output_bias=False, output_gate=False,
     output_from_inputs=True, recurrent=False, candidate_activation="sigmoid",
     output_activation="identity",
 )  # fmt: skip
 """Experiment 2a/2b: one cell with an input gate and no output gate, g = sigmoid, h = identity;
-cell and gate read the inputs, the output units read inputs and cell (10,504 weights at p = 100)."""
+cell and gate read the inputs, the output units read inputs and cell (10,504 weights at p = 100);
+weights change after every step (the paper's online RTRL)."""
 
 
 def _long_lag_2c(q: int, p: int, sequences: float, target: bool = False) -> Experiment:
