@@ -68,7 +68,7 @@ def test_one_online_step_equals_autograd_through_the_reference(name):
     net.weight_hh += 0.3 * net.hh_mask * np.random.default_rng(0).standard_normal(net.hh_mask.shape)
     x, lengths, targets = batch_arrays(task.train_batch(0, 1), task.io.output_size, per_step)
     output, expected = reference_update(net, x, lengths, targets, per_step)
-    got = net.train(x, lengths, targets, per_step)
+    got = net.train(x, lengths, targets, per_step, update="sequence")
     np.testing.assert_allclose(got[0, : len(output)], output, rtol=1e-12, atol=1e-12)
     arrays = {
         "weight_ih_l0": net.weight_ih, "weight_hh_l0": net.weight_hh, "bias_l0": net.bias,
