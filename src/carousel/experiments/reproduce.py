@@ -120,8 +120,13 @@ def reproduce(
     summaries = [
         summarise(row, config, [r for r in results if r["row"] == row.name]) for row in rows
     ]
-    write_trials(out_dir / "trials.csv", results)
-    write_results(out_dir, summaries)
+    try:  # exclusive creation: a run started meanwhile in the same directory is not overwritten
+        write_trials(out_dir / "trials.csv", results)
+        write_results(out_dir, summaries)
+    except FileExistsError as error:
+        raise ValueError(
+            f"out_dir {str(out_dir)!r}: {error.filename} appeared while running"
+        ) from None
     return summaries
 
 
@@ -191,7 +196,7 @@ def write_trials(path: Path, results: list[dict]) -> None:
     """``trials.csv``: one line per trial; milestones and test metrics as JSON fields."""
     fields = ["row", "config", "trial", "seed", "solved", "sequences", "milestones", "test",
               "test_size", "weights", "seconds"]  # fmt: skip
-    with open(path, "w", newline="") as file:
+    with open(path, "x", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()
         for result in results:
@@ -237,11 +242,12 @@ def markdown_table(summaries: list[dict]) -> str:
 def write_results(out_dir: Path, summaries: list[dict]) -> None:
     """``results.csv``, ``results.md`` and (with matplotlib) ``results.png``."""
     fields = list(dict.fromkeys(key for s in summaries for key in s))
-    with open(out_dir / "results.csv", "w", newline="") as file:
+    with open(out_dir / "results.csv", "x", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()
         writer.writerows(summaries)
-    (out_dir / "results.md").write_text(markdown_table(summaries))
+    with open(out_dir / "results.md", "x") as file:
+        file.write(markdown_table(summaries))
     try:
         plot_results(out_dir / "trials.csv", out_dir / "results.png", summaries)
     except ImportError:

@@ -3,7 +3,8 @@
 Two ways to train, one result (:class:`Trial`):
 
 - :func:`run_faithful`: the 1997 network and online learning rule (:mod:`.faithful`), one
-  sequence at a time in compiled code, the stopping rule checked after every sequence;
+  sequence at a time in compiled code, the stopping rule checked after every chunk of
+  sequences (and, when it holds, the first sequence of the chunk at which it held counted);
 - :func:`run_trainer`: any carousel model through carousel's training loop
   (:func:`carousel.train.train`: minibatches, Adam, clipping), the rule checked after every step.
 
@@ -162,11 +163,13 @@ def run_faithful(
                 reached[name] = seen + batch.size
         if task.solved(window, evaluation):
             solved = True
-            # the rule may have held earlier within the chunk (rules on training scores only)
+            # a rule on training scores alone may have held earlier within the chunk: count
+            # the sequences up to the first position where it held
             first = batch.size - 1
             if evaluation is None:
-                while first > 0 and task.solved(recent.ending_at(scores, first - 1), None):
-                    first -= 1
+                first = next(
+                    m for m in range(batch.size) if task.solved(recent.ending_at(scores, m), None)
+                )
             seen += first + 1
         else:
             seen += batch.size
