@@ -264,7 +264,7 @@ def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
 
     with open(trials_csv) as file:
         trials = list(csv.DictReader(file))
-    figure, axes = plt.subplots(figsize=(max(4.0, 0.9 * len(summaries) + 2), 3.6))
+    figure, axes = plt.subplots(figsize=(max(5.5, 0.9 * len(summaries) + 2), 3.6))
     for index, summary in enumerate(summaries):
         axes.bar(index, summary["paper_sequences_mean"], color="0.85", width=0.6,
                  label="paper (mean)" if index == 0 else None)  # fmt: skip
@@ -279,7 +279,7 @@ def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
     axes.set_yscale("log")
     axes.set_xticks(range(len(summaries)), [s["row"] for s in summaries], rotation=30, ha="right")
     axes.set_ylabel("training sequences")
-    axes.set_title(f"1997 experiments, {summaries[0]['config']}: sequences to success")
+    axes.set_title(f"{summaries[0]['config']}: sequences to success")
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
