@@ -25,6 +25,7 @@ import torch
 
 from carousel.experiments.faithful import Faithful, Net1997, as_output, batch_arrays
 from carousel.tasks import Task, build_task
+from carousel.train.loop import Window
 
 
 @dataclass
@@ -63,18 +64,9 @@ class Trial:
         }
 
 
-class Recent:
-    """The per-sequence training scores of the last ``size`` sequences, oldest first."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.values: dict[str, torch.Tensor] = {}
-
-    def add(self, scores: dict[str, torch.Tensor]) -> None:
-        """Append a chunk's scores (each ``(n,)``), keeping the newest ``size``."""
-        for name, value in scores.items():
-            joined = torch.cat([self.values.get(name, value[:0]), value.double()])
-            self.values[name] = joined[-self.size :] if self.size else joined[:0]
+class Recent(Window):
+    """The training loop's window of recent per-sequence scores, which can also be read as it
+    stood at any position of the chunk being added."""
 
     def ending_at(self, scores: dict[str, torch.Tensor], position: int) -> dict[str, torch.Tensor]:
         """The window as it was after sequence ``position`` of a chunk (``scores``) whose
