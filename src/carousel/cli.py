@@ -13,7 +13,7 @@ import importlib
 import sys
 
 COMMANDS = ["info", "demo", "reproduce", "train", "eval", "sample", "gradflow", "inspect"]
-COMMANDS += ["calculator", "bench"]
+COMMANDS += ["app", "calculator", "bench"]
 """Subcommand modules in :mod:`carousel.commands`, in the order ``--help`` lists them."""
 
 

@@ -76,3 +76,29 @@ def test_demo_trains_both_networks_and_writes_its_pictures(tmp_path, capsys):
         assert (out / picture).stat().st_size > 1000
     assert main(["demo", "--out", str(out), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_trials_are_written_as_they_finish_and_a_run_resumes(tmp_path, capsys):
+    out = tmp_path / "resume"
+    args = ["reproduce", "6a", "--budget", "200", "--processes", "1", "--out", str(out), "--quiet"]
+    assert main([*args, "--trials", "1"]) == 0
+    first = (out / "trials.csv").read_text()
+    # Pretend the run was interrupted after its first trial: only trials.csv survives.
+    for name in ("results.md", "results.csv", "results.png"):
+        (out / name).unlink()
+    assert main([*args, "--trials", "3", "--resume"]) == 0
+    text = (out / "trials.csv").read_text()
+    assert text.startswith(first), "the finished trial is kept, not run again"
+    with open(out / "trials.csv") as file:
+        trials = list(csv.DictReader(file))
+    assert [t["trial"] for t in trials] == ["0", "1", "2"] and trials[0]["budget"] == "200"
+    with open(out / "results.csv") as file:
+        assert next(csv.DictReader(file))["trials"] == "3"
+    # a resumed run must have the same settings
+    capsys.readouterr()
+    assert main([*args[:3], "300", *args[4:], "--trials", "3", "--resume"]) == 2
+    assert "trials of another run" in capsys.readouterr().err
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "trials.csv").write_text("row,config\n6a,faithful\n")
+    assert main([*args[:-2], str(tmp_path / "bad"), "--quiet", "--resume"]) == 2
+    assert "not a trials file" in capsys.readouterr().err

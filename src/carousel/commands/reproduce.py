@@ -44,6 +44,11 @@ def add_parser(subparsers) -> None:
         help=f"a smoke run: {QUICK_TRIALS} trials per row; with 'all', only the rows "
         + ", ".join(QUICK),
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished trials in --out's trials.csv and run only the missing ones",
+    )
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
@@ -69,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
     processes = args.processes or max(1, min(len(os.sched_getaffinity(0)), trials * len(rows)))
     summaries = reproduce(
         rows, args.config, trials=trials, seed=args.seed, out_dir=out, processes=processes,
-        budget=args.budget, quiet=args.quiet,
+        budget=args.budget, quiet=args.quiet, resume=args.resume,
     )  # fmt: skip
     print(markdown_table(summaries), end="")
     print(f"wrote {out}/results.md, results.csv, trials.csv and results.png")

@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
         metavar="WHICH",
         help="latest (default), best, or a checkpoint's .json",
     )
-    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument(
+        "--prompt", "--prime", default="\n", help="text to continue (default: a newline)"
+    )
     parser.add_argument("--length", type=int, default=300, help="tokens to generate (default: 300)")
     parser.add_argument(
         "--temperature",

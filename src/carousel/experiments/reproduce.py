@@ -3,8 +3,9 @@
 :func:`reproduce` runs ``trials`` trials of every selected row (:mod:`.suite`) under one
 configuration, in parallel processes, and writes to the output directory:
 
-- ``trials.csv``: one line per trial (row, trial, seed, solved, sequences, milestones, test
-  metrics, weights, seconds);
+- ``trials.csv``: one line per trial (row, trial, seed, budget, solved, sequences, milestones,
+  test metrics, weights, seconds), appended as each trial finishes, so an interrupted run keeps
+  its finished trials and ``resume=True`` (``carousel reproduce --resume``) runs only the rest;
 - ``results.csv`` and ``results.md``: one line per row, the paper's numbers beside ours;
 - ``results.png``: sequences to success per trial against the paper's mean (log scale).
 
@@ -68,7 +69,10 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s, budget=budget,
             eval_every=row.eval_every or budget // 5,  # rules judged on the test set need more
         )  # fmt: skip
-    return {"row": name, "config": config, "trial": trial, "seed": trial_s, **result.to_dict()}
+    return {
+        "row": name, "config": config, "trial": trial, "seed": trial_s, "budget": budget,
+        **result.to_dict(),
+    }  # fmt: skip
 
 
 def _run_job(job: tuple) -> dict:
@@ -88,6 +92,7 @@ def reproduce(
     processes: int = 1,
     budget: int | None = None,
     quiet: bool = False,
+    resume: bool = False,
 ) -> list[dict]:
     """Run ``trials`` trials of each of ``rows`` under ``config`` and write the tables.
 
@@ -96,10 +101,14 @@ def reproduce(
         config: one of :data:`CONFIGS`.
         trials: trials per row.
         seed: the run's seed (see :func:`trial_seed`).
-        out_dir: where the tables go (created; existing result files are refused).
+        out_dir: where the tables go (created; existing result files are refused unless
+            ``resume``).
         processes: trials run at once (each with one thread).
         budget: the most training sequences per trial instead of each row's own.
         quiet: no progress bar.
+        resume: keep the trials already in ``out_dir/trials.csv`` (they must be trials of this
+            run: the same rows, configuration, seeds and budget), run the missing ones and
+            write the tables anew.
 
     Returns:
         One summary dict per row (the lines of ``results.csv``).
@@ -109,28 +118,52 @@ def reproduce(
     if trials < 1 or processes < 1:
         raise ValueError(f"trials and processes must be >= 1; got {trials}, {processes}")
     out_dir = Path(out_dir)
-    existing = [name for name in ("trials.csv", "results.md") if (out_dir / name).exists()]
-    if existing:
-        raise ValueError(
-            f"out_dir {str(out_dir)!r} already holds {', '.join(existing)}; choose another"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
+    trials_path = out_dir / "trials.csv"
     jobs = [(row.name, config, k, seed, budget) for row in rows for k in range(trials)]
-    results = _run_jobs(jobs, processes, quiet)
+    done: list[dict] = []
+    if resume and trials_path.exists():
+        done = read_trials(trials_path)
+        wanted = {_key(job): job for job in jobs}
+        strangers = [t for t in done if _result_key(t) not in wanted]
+        if strangers:
+            t = strangers[0]
+            raise ValueError(
+                f"{str(trials_path)!r} holds trials of another run (e.g. row {t['row']}, config "
+                f"{t['config']}, trial {t['trial']}, seed {t['seed']}, budget {t['budget']}); "
+                "resume with that run's settings or choose another out_dir"
+            )
+    else:
+        existing = [name for name in ("trials.csv", "results.md") if (out_dir / name).exists()]
+        if existing:
+            raise ValueError(
+                f"out_dir {str(out_dir)!r} already holds {', '.join(existing)}; choose another "
+                "or resume it (--resume)"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    finished = {_result_key(t) for t in done}
+    todo = [job for job in jobs if _key(job) not in finished]
+    with TrialWriter(trials_path, append=bool(done)) as writer:
+        results = done + _run_jobs(todo, processes, quiet, writer.write)
+    order = {_key(job): index for index, job in enumerate(jobs)}
+    results.sort(key=lambda r: order[_result_key(r)])
     summaries = [
         summarise(row, config, [r for r in results if r["row"] == row.name]) for row in rows
     ]
-    try:  # exclusive creation: a run started meanwhile in the same directory is not overwritten
-        write_trials(out_dir / "trials.csv", results)
-        write_results(out_dir, summaries)
-    except FileExistsError as error:
-        raise ValueError(
-            f"out_dir {str(out_dir)!r}: {error.filename} appeared while running"
-        ) from None
+    write_results(out_dir, summaries, replace=resume)
     return summaries
 
 
-def _run_jobs(jobs: list[tuple], processes: int, quiet: bool) -> list[dict]:
+def _key(job: tuple) -> tuple:
+    name, config, trial, seed, budget = job
+    return name, config, trial_seed(seed, trial), budget
+
+
+def _result_key(result: dict) -> tuple:
+    return result["row"], result["config"], result["seed"], result["budget"]
+
+
+def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[dict]:
+    """Run ``jobs``, calling ``record(result)`` as each one finishes; the results in any order."""
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), unit="trial", disable=quiet, dynamic_ncols=True)
@@ -138,13 +171,14 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool) -> list[dict]:
 
     def done(result: dict) -> None:
         results.append(result)
+        record(result)
         bar.set_postfix_str(
             f"{result['row']} #{result['trial']}: "
             f"{'solved' if result['solved'] else 'not solved'} after {result['sequences']:,}"
         )
         bar.update()
 
-    if processes == 1 or len(jobs) == 1:
+    if processes == 1 or len(jobs) <= 1:
         for job in jobs:
             done(run_trial(*job))
     else:
@@ -153,8 +187,7 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool) -> list[dict]:
             for result in pool.imap_unordered(_run_job, jobs):
                 done(result)
     bar.close()
-    order = {job[:3]: index for index, job in enumerate(jobs)}
-    return sorted(results, key=lambda r: order[(r["row"], r["config"], r["trial"])])
+    return results
 
 
 def summarise(row: Experiment, config: str, results: list[dict]) -> dict:
@@ -192,18 +225,75 @@ def summarise(row: Experiment, config: str, results: list[dict]) -> dict:
     return summary
 
 
-def write_trials(path: Path, results: list[dict]) -> None:
-    """``trials.csv``: one line per trial; milestones and test metrics as JSON fields."""
-    fields = ["row", "config", "trial", "seed", "solved", "sequences", "milestones", "test",
-              "test_size", "weights", "seconds"]  # fmt: skip
-    with open(path, "x", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        for result in results:
-            line = {name: result[name] for name in fields}
-            line["milestones"] = json.dumps(result["milestones"])
-            line["test"] = json.dumps(result["test"])
-            writer.writerow(line)
+TRIAL_FIELDS = ["row", "config", "trial", "seed", "budget", "solved", "sequences", "milestones",
+                "test", "test_size", "weights", "seconds"]  # fmt: skip
+"""The columns of ``trials.csv``; ``milestones`` and ``test`` are JSON objects, ``budget`` is
+empty where the row's own budget applied."""
+
+
+class TrialWriter:
+    """Appends trials to ``trials.csv`` as they finish, flushed line by line.
+
+    A new file is created exclusively (a run started meanwhile in the same directory is not
+    overwritten); ``append=True`` continues an existing one.
+    """
+
+    def __init__(self, path: Path, append: bool = False) -> None:
+        self.path, self.append = Path(path), append
+
+    def __enter__(self) -> TrialWriter:
+        try:
+            self.file = open(self.path, "a" if self.append else "x", newline="")
+        except FileExistsError:
+            raise ValueError(
+                f"{str(self.path)!r} appeared while starting; choose another out_dir"
+            ) from None
+        self.writer = csv.DictWriter(self.file, fieldnames=TRIAL_FIELDS)
+        if not self.append:
+            self.writer.writeheader()
+            self.file.flush()
+        return self
+
+    def write(self, result: dict) -> None:
+        """One trial's line."""
+        line = {name: result[name] for name in TRIAL_FIELDS}
+        line["milestones"] = json.dumps(result["milestones"])
+        line["test"] = json.dumps(result["test"])
+        line["budget"] = "" if result["budget"] is None else result["budget"]
+        self.writer.writerow(line)
+        self.file.flush()
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+
+def read_trials(path: Path) -> list[dict]:
+    """The trials of a ``trials.csv`` as :func:`run_trial` returned them."""
+    try:
+        with open(path, newline="") as file:
+            reader = csv.DictReader(file)
+            if reader.fieldnames != TRIAL_FIELDS:
+                raise ValueError(f"columns {reader.fieldnames}, expected {TRIAL_FIELDS}")
+            return [
+                {
+                    **line,
+                    "trial": int(line["trial"]),
+                    "seed": int(line["seed"]),
+                    "budget": int(line["budget"]) if line["budget"] else None,
+                    "solved": {"True": True, "False": False}[line["solved"]],
+                    "sequences": int(line["sequences"]),
+                    "milestones": json.loads(line["milestones"]),
+                    "test": json.loads(line["test"]),
+                    "test_size": int(line["test_size"]),
+                    "weights": int(line["weights"]),
+                    "seconds": float(line["seconds"]),
+                }
+                for line in reader
+            ]
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"cannot resume from {str(path)!r}: it is not a trials file ({error})"
+        ) from None
 
 
 def _number(value, digits: int = 0) -> str:
@@ -239,15 +329,22 @@ def markdown_table(summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out_dir: Path, summaries: list[dict]) -> None:
-    """``results.csv``, ``results.md`` and (with matplotlib) ``results.png``."""
+def write_results(out_dir: Path, summaries: list[dict], replace: bool = False) -> None:
+    """``results.csv``, ``results.md`` and (with matplotlib) ``results.png``; created
+    exclusively unless ``replace`` (a resumed run writes its tables anew)."""
     fields = list(dict.fromkeys(key for s in summaries for key in s))
-    with open(out_dir / "results.csv", "x", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(summaries)
-    with open(out_dir / "results.md", "x") as file:
-        file.write(markdown_table(summaries))
+    mode = "w" if replace else "x"
+    try:
+        with open(out_dir / "results.csv", mode, newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(summaries)
+        with open(out_dir / "results.md", mode) as file:
+            file.write(markdown_table(summaries))
+    except FileExistsError as error:
+        raise ValueError(
+            f"out_dir {str(out_dir)!r}: {error.filename} appeared while running"
+        ) from None
     try:
         plot_results(out_dir / "trials.csv", out_dir / "results.png", summaries)
     except ImportError:

@@ -212,6 +212,16 @@ class Task:
         """The fixed test (or validation) set, in batches; the same on every call."""
         raise NotImplementedError
 
+    def test_batches(self) -> Iterable[Batch]:
+        """The held-out test set a finished model is reported on, in batches.
+
+        Tasks with data (text, files, a bundled dataset) keep it apart from
+        :meth:`eval_batches`, which the trainer uses to pick the best checkpoint and to stop,
+        so the reported numbers never saw model selection. Generated tasks, whose test set is a
+        fresh seeded draw, return :meth:`eval_batches`.
+        """
+        return self.eval_batches()
+
     def loss(self, output, batch: Batch) -> Tensor:
         """The scalar the optimiser minimises for ``output = model(batch.x, batch.mask, state)[0]``:
         a mean over the batch's sequences or targets, so that processes average it."""

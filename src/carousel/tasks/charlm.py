@@ -2,13 +2,15 @@ r"""Character-level language modelling of a text file, with stateful truncated B
 
 The text (default: the help topics bundled with Python in ``pydoc_data.topics``, so nothing is
 downloaded) is read as characters; the vocabulary is the sorted set of its characters. The first
-``1 - valid_fraction`` of the text trains, the rest is the validation set.
+``1 - valid_fraction - test_fraction`` of the text trains, the next ``valid_fraction`` is the
+validation set (the trainer picks the best checkpoint on it) and the final ``test_fraction`` is
+the held-out test set (:meth:`CharLMTask.test_batches`; without one, the validation set).
 
 The training text is cut into ``B`` contiguous streams (``B`` = the batch size); batch ``k`` holds
 the ``k``-th chunk of ``seq_len`` characters of every stream, the target of each character is the
 next one. The trainer carries the hidden state from one chunk to the next (truncated BPTT over
 the whole stream); when the streams are exhausted they start again and ``reset`` marks the
-restart. The validation text is cut into ``eval_streams`` streams the same way.
+restart. The validation and test texts are cut into ``eval_streams`` streams the same way.
 
 Metrics: ``loss`` (cross-entropy, nats per character), ``bpc`` (bits per character),
 ``accuracy`` (next character predicted exactly).
@@ -40,6 +42,10 @@ class CharLMOptions:
     )
     valid_fraction: float = field(
         default=0.1, metadata={"help": "final fraction of the text held out for validation"}
+    )
+    test_fraction: float = field(
+        default=0.0,
+        metadata={"help": "final fraction of the text held out for testing (0: no test set)"},
     )
     eval_streams: int = field(
         default=8, metadata={"help": "parallel streams the validation text is cut into"}
@@ -90,23 +96,33 @@ class CharLMTask(Task):
             raise ValueError(
                 f"charlm option valid_fraction must lie in (0, 1); got {options.valid_fraction}"
             )
+        if not 0 <= options.test_fraction < 1 - options.valid_fraction:
+            raise ValueError(
+                "charlm option test_fraction must lie in [0, 1 - valid_fraction); got "
+                f"{options.test_fraction}"
+            )
         text = read_text(options.text) if options.text else default_text()
         if options.max_chars:
             text = text[: options.max_chars]
         self.vocabulary = sorted(set(text))
         self.index = {char: i for i, char in enumerate(self.vocabulary)}
         ids = self.encode(text)  # (N,)
-        split = int(len(ids) * (1 - options.valid_fraction))
-        self.train_ids, self.valid_ids = ids[:split], ids[split:]
+        test_start = len(ids) - int(len(ids) * options.test_fraction)
+        valid_start = test_start - int(len(ids) * options.valid_fraction)
+        self.train_ids = ids[:valid_start]
+        self.valid_ids = ids[valid_start:test_start]
+        self.test_ids = ids[test_start:]
         needed = 2 * options.eval_streams
-        if len(self.valid_ids) < needed or len(self.train_ids) < 2:
+        too_short = len(self.test_ids) < needed if options.test_fraction else False
+        if len(self.valid_ids) < needed or len(self.train_ids) < 2 or too_short:
             raise ValueError(
                 f"charlm: the text is too short ({len(ids)} characters) for eval_streams="
-                f"{options.eval_streams} and valid_fraction={options.valid_fraction}"
+                f"{options.eval_streams}, valid_fraction={options.valid_fraction} and "
+                f"test_fraction={options.test_fraction}"
             )
         self.io = ModelIO("language_model", len(self.vocabulary), len(self.vocabulary), tokens=True)
         self._streams: dict[int, Tensor] = {}
-        self._valid: list[Batch] | None = None
+        self._held_out: dict[str, list[Batch]] = {}
 
     def encode(self, text: str) -> Tensor:
         """Character ids of ``text``, ``(len(text),)`` int64."""
@@ -155,12 +171,25 @@ class CharLMTask(Task):
         streams = self._streams[batch_size]
         return self.chunk(streams, index % self.chunk_count(streams))
 
+    def held_out(self, ids: Tensor, name: str) -> list[Batch]:
+        """A held-out text ``ids`` as ``eval_streams`` streams, chunk after chunk (cached as
+        ``name``)."""
+        if name not in self._held_out:
+            streams = self.chunks(ids, self.options.eval_streams)
+            self._held_out[name] = [
+                self.chunk(streams, k) for k in range(self.chunk_count(streams))
+            ]
+        return self._held_out[name]
+
     def eval_batches(self) -> list[Batch]:
         """The validation text, ``eval_streams`` streams, chunk after chunk."""
-        if self._valid is None:
-            streams = self.chunks(self.valid_ids, self.options.eval_streams)
-            self._valid = [self.chunk(streams, k) for k in range(self.chunk_count(streams))]
-        return self._valid
+        return self.held_out(self.valid_ids, "valid")
+
+    def test_batches(self) -> list[Batch]:
+        """The test text like the validation text; the validation text if ``test_fraction`` is 0."""
+        if not self.options.test_fraction:
+            return self.eval_batches()
+        return self.held_out(self.test_ids, "test")
 
     def loss(self, output: Tensor, batch: Batch) -> Tensor:
         """Cross-entropy per character, averaged over the characters that exist;

@@ -25,6 +25,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from carousel import models
 from carousel.kernels.threads import set_num_threads
 from carousel.tasks import Task, build_task
-from carousel.tasks.base import shard_range
+from carousel.tasks.base import Batch, shard_range
 from carousel.train import checkpoint, distributed
 from carousel.train.checkpoint import CheckpointError
 from carousel.train.config import Config, OptimConfig
@@ -339,12 +340,15 @@ def _first(state) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, task: Task, context) -> dict[str, float]:
-    """The task's metrics on its test set; each process scores its rows of every batch."""
+def evaluate(
+    model: torch.nn.Module, task: Task, context, batches: Iterable[Batch] | None = None
+) -> dict[str, float]:
+    """The task's metrics on ``batches`` (default: its evaluation set, ``task.eval_batches()``);
+    each process scores its rows of every batch."""
     model.eval()
     totals: dict[str, float] = {}
     sequences, carried = 0, None
-    for batch in task.eval_batches():
+    for batch in task.eval_batches() if batches is None else batches:
         start, stop = shard_range(batch.size, context.rank, context.world_size)
         if start == stop:
             continue

@@ -1,0 +1,44 @@
+"""``carousel app NAME``: an LSTM on real data against its baseline (see
+:mod:`carousel.applications`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from carousel.commands import positive_int
+
+
+def add_parser(subparsers) -> None:
+    """Register ``carousel app``."""
+    from carousel.applications import APPLICATIONS
+
+    parser = subparsers.add_parser(
+        "app",
+        help="LSTMs on real data (language model, tagger, classifier, forecaster, seq2seq) vs baselines",
+        description="Train an LSTM on real data that ships with Python, score it and its baselines "
+        "on a held-out test set, and write the table, plots and the saved run.",
+    )
+    parser.add_argument("name", choices=[*APPLICATIONS, "all"], help="the application, or all")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: runs/app/NAME)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds on a slice")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the data order and weights")
+    parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Run one application, or all of them one after the other."""
+    from carousel.applications import APPLICATIONS, get
+    from carousel.applications.runner import run_application
+
+    names = APPLICATIONS if args.name == "all" else (args.name,)
+    base = args.out or Path("runs/app")
+    for name in names:
+        out = base / name if args.name == "all" or args.out is None else base
+        run_application(
+            get(name), out, quick=args.quick, seed=args.seed, steps=args.steps, quiet=args.quiet
+        )
