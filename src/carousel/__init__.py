@@ -5,10 +5,12 @@ Start with :class:`carousel.LSTM` (a drop-in ``torch.nn.LSTM`` with ``variant=``
 """
 
 from carousel.cells import VARIANTS, CellSpec, init, make_spec
-from carousel.kernels.threads import get_num_threads, set_num_threads
+from carousel.kernels.threads import apply_environment, get_num_threads, set_num_threads
 from carousel.nn import GRU, LSTM, RNN, GRUCell, LSTMCell, Recurrent, RecurrentCell, RNNCell
 
 __version__ = "0.1.0"
+
+apply_environment()  # CAROUSEL_NUM_THREADS sets PyTorch's pool for all of carousel's CPU work
 
 __all__ = [
     "GRU",

@@ -61,3 +61,16 @@ def test_bad_environment_variable_is_named(monkeypatch):
     monkeypatch.setenv("CAROUSEL_NUM_THREADS", "many")
     with pytest.raises(ValueError, match="CAROUSEL_NUM_THREADS must be a positive integer"):
         carousel.get_num_threads()
+
+
+def test_environment_variable_sets_torch_threads_on_import():
+    import subprocess
+    import sys
+
+    code = "import torch, carousel; print(torch.get_num_threads(), carousel.get_num_threads())"
+    for value in ("1", "3"):
+        env = {**__import__("os").environ, "CAROUSEL_NUM_THREADS": value}
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        assert result.stdout.split() == [value, value]

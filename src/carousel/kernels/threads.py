@@ -13,9 +13,9 @@ The policy: a kernel and a torch operation never run at the same time (the kerne
 synchronously from the thread that runs the layer), so each pool may use every core carousel is
 given, and both are given the same number ``N``. ``N`` is ``CAROUSEL_NUM_THREADS`` if that
 environment variable is set, else PyTorch's own setting (``torch.get_num_threads()``, by default the
-number of physical cores). The BLAS pools are limited to ``N`` when the numba backend first runs;
-PyTorch's pool is changed only when ``CAROUSEL_NUM_THREADS`` is set or
-:func:`set_num_threads` is called. BLAS calls on small matrices (a recurrent step at small batch
+number of physical cores). ``CAROUSEL_NUM_THREADS`` is applied to PyTorch's pool when carousel is
+imported, and the BLAS pools are limited to ``N`` when the numba backend first runs; otherwise
+PyTorch's pool is changed only when :func:`set_num_threads` is called. BLAS calls on small matrices (a recurrent step at small batch
 and width) run on one thread anyway: OpenBLAS does not split them.
 
 Limiting the BLAS pools needs ``threadpoolctl`` (installed with ``carousel-lstm[numba]``); without
@@ -95,3 +95,11 @@ def apply_policy() -> None:
     if from_environment is not None:
         torch.set_num_threads(from_environment)
     limit_blas()
+
+
+def apply_environment() -> None:
+    """Give PyTorch's pool ``CAROUSEL_NUM_THREADS`` threads, if it is set (on import of carousel;
+    :func:`set_num_threads` overrides it later)."""
+    from_environment = _from_environment()
+    if from_environment is not None and _requested is None:
+        torch.set_num_threads(from_environment)

@@ -4,6 +4,8 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
 ==================  ==========================================================================
 ``adding``          the adding problem, experiment 4 of Hochreiter & Schmidhuber (1997); target at
                     the end
+``addition_text``   written addition "357+68" -> "425" as sequence to sequence (encoder-decoder);
+                    tested on longer operands than trained on
 ``calculator``      the pocket calculator of the ECE 417 LSTM lecture; a target per step, scored
                     where something is printed
 ``charlm``          character-level language modelling of a text file; a target per step, stateful
@@ -11,6 +13,8 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
                     section 6); target at the end
 ``longlag``         experiment 2 (2a, 2b, 2c): long time lags, noise-free and with distractors
 ``multiplication``  the multiplication problem, experiment 5; target at the end
+``pytokens``        the token type (:mod:`tokenize`) of every character of standard-library Python
+                    source; a tag per step
 ``reber``           the (embedded) Reber grammar, experiment 1; the next symbol at every step
 ``temporal_order``  the temporal order problem, experiment 6 (6a, 6b); a class at the end
 ``two_sequence``    the two-sequence problem, experiment 3 (3a, 3b, 3c); a class at the end
@@ -20,12 +24,14 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
 from __future__ import annotations
 
 from carousel.tasks.adding import AddingTask
+from carousel.tasks.addition_text import AdditionTextTask
 from carousel.tasks.base import Batch, ModelIO, Task, generator, options_from_dict
 from carousel.tasks.calculator import CalculatorTask
 from carousel.tasks.charlm import CharLMTask
 from carousel.tasks.delayed_xor import DelayedXorTask
 from carousel.tasks.longlag import LongLagTask
 from carousel.tasks.multiplication import MultiplicationTask
+from carousel.tasks.pytokens import PyTokensTask
 from carousel.tasks.reber import ReberTask
 from carousel.tasks.temporal_order import TemporalOrderTask
 from carousel.tasks.two_sequence import TwoSequenceTask
@@ -44,6 +50,7 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 for _task in (
     AddingTask,
+    AdditionTextTask,
     CalculatorTask,
     CharLMTask,
     DelayedXorTask,
@@ -67,6 +74,7 @@ def build_task(name: str, options: dict | None = None, seed: int = 0) -> Task:
 __all__ = [
     "TASKS",
     "AddingTask",
+    "AdditionTextTask",
     "Batch",
     "CalculatorTask",
     "CharLMTask",
@@ -74,6 +82,7 @@ __all__ = [
     "LongLagTask",
     "ModelIO",
     "MultiplicationTask",
+    "PyTokensTask",
     "ReberTask",
     "Task",
     "TemporalOrderTask",
