@@ -152,11 +152,12 @@ def run_application(
     _, model, info = load_trained_model(out_dir / "run", "best")
     report = application.report(task, model, out_dir, quiet)
     seconds = time.perf_counter() - started
-    report.notes.append(
+    report.notes += [
+        "",
         f"Trained {summary['step']:,} steps ({summary['sequences']:,} sequences) in "
         f"{trained:.0f} s; the checkpoint of step {info['step']:,} had the best validation loss. "
-        f"Total time with baselines and evaluation: {seconds:.0f} s."
-    )
+        f"Total time with baselines and evaluation: {seconds:.0f} s.",
+    ]
     text = markdown(application.TITLE, application.METRICS, report)
     (out_dir / "results.md").write_text(text, encoding="utf-8")
     with open(out_dir / "results.csv", "w", newline="", encoding="utf-8") as handle:

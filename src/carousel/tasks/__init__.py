@@ -11,6 +11,8 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
 ``charlm``          character-level language modelling of a text file; a target per step, stateful
 ``delayed_xor``     the strongly delayed XOR of two bits far apart in a noisy sequence (the paper's
                     section 6); target at the end
+``digits``          scikit-learn's 8x8 handwritten digits read as a sequence (rows: 8 steps, or
+                    pixels: 64); a class at the end
 ``longlag``         experiment 2 (2a, 2b, 2c): long time lags, noise-free and with distractors
 ``multiplication``  the multiplication problem, experiment 5; target at the end
 ``pytokens``        the token type (:mod:`tokenize`) of every character of standard-library Python
@@ -29,6 +31,7 @@ from carousel.tasks.base import Batch, ModelIO, Task, generator, options_from_di
 from carousel.tasks.calculator import CalculatorTask
 from carousel.tasks.charlm import CharLMTask
 from carousel.tasks.delayed_xor import DelayedXorTask
+from carousel.tasks.digits import DigitsTask
 from carousel.tasks.longlag import LongLagTask
 from carousel.tasks.multiplication import MultiplicationTask
 from carousel.tasks.pytokens import PyTokensTask
@@ -54,6 +57,7 @@ for _task in (
     CalculatorTask,
     CharLMTask,
     DelayedXorTask,
+    DigitsTask,
     LongLagTask,
     MultiplicationTask,
     ReberTask,
@@ -79,6 +83,7 @@ __all__ = [
     "CalculatorTask",
     "CharLMTask",
     "DelayedXorTask",
+    "DigitsTask",
     "LongLagTask",
     "ModelIO",
     "MultiplicationTask",
