@@ -13,6 +13,8 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
                     section 6); target at the end
 ``digits``          scikit-learn's 8x8 handwritten digits read as a sequence (rows: 8 steps, or
                     pixels: 64); a class at the end
+``forecast``        statsmodels' sunspots (yearly) or CO2 (monthly/weekly) series: the next K values
+                    from the last H, scored on rolling origins of a held-out tail
 ``longlag``         experiment 2 (2a, 2b, 2c): long time lags, noise-free and with distractors
 ``multiplication``  the multiplication problem, experiment 5; target at the end
 ``pytokens``        the token type (:mod:`tokenize`) of every character of standard-library Python
@@ -32,6 +34,7 @@ from carousel.tasks.calculator import CalculatorTask
 from carousel.tasks.charlm import CharLMTask
 from carousel.tasks.delayed_xor import DelayedXorTask
 from carousel.tasks.digits import DigitsTask
+from carousel.tasks.forecast import ForecastTask
 from carousel.tasks.longlag import LongLagTask
 from carousel.tasks.multiplication import MultiplicationTask
 from carousel.tasks.pytokens import PyTokensTask
@@ -58,6 +61,7 @@ for _task in (
     CharLMTask,
     DelayedXorTask,
     DigitsTask,
+    ForecastTask,
     LongLagTask,
     MultiplicationTask,
     ReberTask,
@@ -84,6 +88,7 @@ __all__ = [
     "CharLMTask",
     "DelayedXorTask",
     "DigitsTask",
+    "ForecastTask",
     "LongLagTask",
     "ModelIO",
     "MultiplicationTask",
