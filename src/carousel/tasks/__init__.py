@@ -64,6 +64,7 @@ for _task in (
     ForecastTask,
     LongLagTask,
     MultiplicationTask,
+    PyTokensTask,
     ReberTask,
     TemporalOrderTask,
     TwoSequenceTask,
