@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from carousel.applications import APPLICATIONS, get
-from carousel.applications.runner import Metric, Report, markdown
+from carousel.applications.runner import Metric, Report, comparisons, markdown
 from carousel.tasks import TASKS
 
 
@@ -36,3 +36,12 @@ def test_markdown_table_and_comparisons():
     assert "- LSTM beats n-gram on bits: 1.50 vs 1.70" in text
     assert "- LSTM does not beat n-gram on acc: 0.60 vs 0.70" in text
     assert text.rstrip().endswith("a note")
+
+
+def test_each_of_our_models_is_compared_with_the_baselines_only():
+    metrics = [Metric("accuracy", "acc", True, 2)]
+    rows = {"LSTM a": {"accuracy": 0.9}, "LSTM b": {"accuracy": 0.8}, "rule": {"accuracy": 0.85}}
+    assert comparisons(metrics, rows, ours=2) == [
+        "LSTM a beats rule on acc: 0.90 vs 0.85",
+        "LSTM b does not beat rule on acc: 0.80 vs 0.85",
+    ]

@@ -227,7 +227,7 @@ def report(task: AdditionTextTask, model, out_dir: Path, quiet: bool) -> Report:
         notes += ["", *(line("test", index) for index in wrong[:SAMPLES])]
     notes.append("")
     files = [_plot(out_dir, digits, counts, by_digits, names, options.max_digits)]
-    return Report(rows=rows, notes=notes, files=files)
+    return Report(rows=rows, notes=notes, files=files, ours=2)
 
 
 def _plot(out_dir: Path, digits, counts, by_digits, names, max_digits: int) -> str:

@@ -264,7 +264,7 @@ def report(task: DigitsTask, model: torch.nn.Module, out_dir: Path, quiet: bool)
     if not all(math.isfinite(v) for row in rows.values() for v in row.values()):
         notes.append("Some metrics are not finite: a run diverged.")
     notes = [*(f"- {note}" for note in notes), ""]  # the blank line ends the list
-    return Report(rows=rows, notes=notes, files=files)
+    return Report(rows=rows, notes=notes, files=files, ours=2)
 
 
 def top_confusions(labels: np.ndarray, predictions: np.ndarray, count: int = 3) -> str:

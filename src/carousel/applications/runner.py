@@ -59,8 +59,10 @@ class Report:
     """What an application measured.
 
     Attributes:
-        rows: model name -> metric name -> value, the trained LSTM first (``NaN`` or absent:
-            not applicable).
+        rows: model name -> metric name -> value, the trained LSTM(s) first (``NaN`` or
+            absent: not applicable).
+        ours: how many of the first rows are carousel's models; each is compared with every
+            later row (the baselines).
         notes: markdown lines shown under the table (sample outputs, settings of baselines).
         files: files written under the output directory, relative to it.
     """
@@ -68,6 +70,7 @@ class Report:
     rows: dict[str, dict[str, float]]
     notes: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    ours: int = 1
 
 
 def test_metrics(model: torch.nn.Module, task: Task) -> dict[str, float]:
@@ -76,22 +79,25 @@ def test_metrics(model: torch.nn.Module, task: Task) -> dict[str, float]:
     return evaluate(model, task, Context(device=device), task.test_batches())
 
 
-def comparisons(metrics: list[Metric], rows: dict[str, dict[str, float]]) -> list[str]:
-    """One line per baseline and metric: does the first row (the LSTM) beat it?"""
-    names = list(rows)
-    ours, lines = names[0], []
-    for metric in metrics:
-        mine = rows[ours].get(metric.name, math.nan)
-        for other in names[1:]:
-            theirs = rows[other].get(metric.name, math.nan)
-            if math.isnan(mine) or math.isnan(theirs):
-                continue
-            better = mine > theirs if metric.higher_is_better else mine < theirs
-            verb = "beats" if better else "does not beat"
-            lines.append(
-                f"{ours} {verb} {other} on {metric.label}: {mine:.{metric.digits}f} vs "
-                f"{theirs:.{metric.digits}f}"
-            )
+def comparisons(
+    metrics: list[Metric], rows: dict[str, dict[str, float]], ours: int = 1
+) -> list[str]:
+    """One line per model of ours (the first ``ours`` rows), baseline (the later rows) and
+    metric: does the model beat the baseline?"""
+    names, lines = list(rows), []
+    for model in names[:ours]:
+        for metric in metrics:
+            mine = rows[model].get(metric.name, math.nan)
+            for other in names[ours:]:
+                theirs = rows[other].get(metric.name, math.nan)
+                if math.isnan(mine) or math.isnan(theirs):
+                    continue
+                better = mine > theirs if metric.higher_is_better else mine < theirs
+                verb = "beats" if better else "does not beat"
+                lines.append(
+                    f"{model} {verb} {other} on {metric.label}: {mine:.{metric.digits}f} vs "
+                    f"{theirs:.{metric.digits}f}"
+                )
     return lines
 
 
@@ -105,7 +111,7 @@ def markdown(title: str, metrics: list[Metric], report: Report) -> str:
             value = values.get(metric.name, math.nan)
             cells.append("-" if math.isnan(value) else f"{value:.{metric.digits}f}")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    lines += ["", *(f"- {line}" for line in comparisons(metrics, report.rows))]
+    lines += ["", *(f"- {line}" for line in comparisons(metrics, report.rows, report.ours))]
     if report.notes:
         lines += ["", *report.notes]
     return "\n".join(lines) + "\n"
