@@ -96,3 +96,20 @@ def test_quick_run_writes_the_table_and_a_sample(tmp_path, capsys):
     assert main(["sample", str(out / "run"), "--prime", "The ", "--length", "20"]) == 0
     assert capsys.readouterr().out.startswith("The ")
     assert main(["app", "charlm", "--quick", "--out", str(out), "--quiet"]) == 2  # not empty
+
+
+def test_any_text_file_with_data(tmp_path, capsys):
+    text = tmp_path / "poem.txt"
+    text.write_text("The for statement is used to iterate over a sequence.\n" * 400)
+    out = tmp_path / "own"
+    assert (
+        main(["app", "charlm", "--quick", "--data", str(text), "--out", str(out), "--quiet"]) == 0
+    )
+    record = json.loads((out / "results.json").read_text())
+    assert record["config"]["task_options"]["text"] == str(text)
+    assert json.loads((out / "run" / "vocab.json").read_text()) == sorted(set(text.read_text()))
+    assert main(["app", "digits", "--data", str(text), "--out", str(tmp_path / "x")]) == 2
+    assert "--data applies to the charlm application only" in capsys.readouterr().err
+    missing = ["app", "charlm", "--quick", "--data", str(tmp_path / "nope.txt"), "--out"]
+    assert main([*missing, str(tmp_path / "y"), "--quiet"]) == 2
+    assert "no such file" in capsys.readouterr().err

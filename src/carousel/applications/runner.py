@@ -124,6 +124,7 @@ def run_application(
     quick: bool = False,
     seed: int | None = None,
     steps: int | None = None,
+    task_options: dict | None = None,
     quiet: bool = False,
 ) -> Report:
     """Train ``application``'s LSTM into ``out_dir/run``, score it and the baselines on the test
@@ -136,6 +137,8 @@ def run_application(
         quick: the application's smoke configuration.
         seed: overrides the configuration's seed.
         steps: overrides the configuration's number of optimiser steps.
+        task_options: override options of the application's task (e.g. ``{"text": path}``
+            for ``charlm``).
         quiet: no progress bar, nothing printed.
 
     Raises:
@@ -150,6 +153,14 @@ def run_application(
     if steps is not None:
         config.train.steps = steps
         config.optim.warmup_steps = min(config.optim.warmup_steps, steps - 1)
+    if task_options:
+        config = Config(
+            task=config.task,
+            task_options={**config.task_options, **task_options},
+            model=config.model,
+            optim=config.optim,
+            train=config.train,
+        )
     config.check()
     started = time.perf_counter()
     task = build_task(config.task, config.task_options, config.train.seed)

@@ -26,6 +26,13 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds on a slice")
     parser.add_argument("--seed", type=int, default=None, help="seed of the data order and weights")
     parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="charlm: a UTF-8 text file to model instead of Python's documentation",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     parser.set_defaults(func=run)
 
@@ -34,11 +41,16 @@ def run(args: argparse.Namespace) -> None:
     """Run one application, or all of them one after the other."""
     from carousel.applications import APPLICATIONS, get
     from carousel.applications.runner import run_application
+    from carousel.cli import UsageError
 
+    if args.data is not None and args.name != "charlm":
+        raise UsageError(f"--data applies to the charlm application only; got {args.name}")
+    task_options = {"text": str(args.data)} if args.data is not None else None
     names = APPLICATIONS if args.name == "all" else (args.name,)
     base = args.out or Path("runs/app")
     for name in names:
         out = base / name if args.name == "all" or args.out is None else base
         run_application(
-            get(name), out, quick=args.quick, seed=args.seed, steps=args.steps, quiet=args.quiet
-        )
+            get(name), out, quick=args.quick, seed=args.seed, steps=args.steps,
+            task_options=task_options, quiet=args.quiet,
+        )  # fmt: skip
