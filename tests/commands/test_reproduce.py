@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -38,13 +39,22 @@ def test_reproduce_writes_the_tables_beside_the_papers_numbers(tmp_path, capsys)
     assert "already holds" in capsys.readouterr().err
 
 
-def test_reproduce_trains_the_modern_configuration_through_the_loop(tmp_path):
+def test_reproduce_trains_the_modern_configuration_through_the_loop(tmp_path, monkeypatch):
     out = tmp_path / "modern"
     assert main(["reproduce", "6a", "--config", "gru", "--trials", "1", "--budget", "32",
                  "--out", str(out), "--quiet"]) == 0  # fmt: skip
     with open(out / "trials.csv") as file:
         (trial,) = list(csv.DictReader(file))
     assert trial["config"] == "gru" and trial["sequences"] == "32"
+    # without --budget the row's own budget for the trained configurations applies
+    row = dataclasses.replace(EXPERIMENTS["6a"], modern_budget=48)
+    monkeypatch.setitem(EXPERIMENTS, "6a", row)
+    out = tmp_path / "own-budget"
+    assert main(["reproduce", "6a", "--config", "gru", "--trials", "1", "--out", str(out),
+                 "--quiet"]) == 0  # fmt: skip
+    with open(out / "trials.csv") as file:
+        (trial,) = list(csv.DictReader(file))
+    assert trial["sequences"] == "48" and trial["budget"] == ""
 
 
 def test_selection_by_row_group_alias_and_all():

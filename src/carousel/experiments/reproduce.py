@@ -53,7 +53,8 @@ def trial_seed(seed: int, trial: int) -> int:
 
 
 def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None = None) -> dict:
-    """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``)."""
+    """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``) whose
+    ``budget`` is the one asked for (``None``: the row's own)."""
     row = EXPERIMENTS[name]
     trial_s = trial_seed(seed, trial)
     if config == "faithful":
@@ -63,11 +64,11 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             eval_every=row.eval_every, chunk=row.chunk,
         )  # fmt: skip
     else:
-        budget = budget or row.modern_budget or row.budget
+        limit = budget or row.modern_budget or row.budget
         result = run_trainer(
             row.task, row.options, model={**MODERN[config], "hidden_size": MODERN_HIDDEN},
-            optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s, budget=budget,
-            eval_every=row.eval_every or budget // 5,  # rules judged on the test set need more
+            optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s, budget=limit,
+            eval_every=row.eval_every or limit // 5,  # rules judged on the test set need more
         )  # fmt: skip
     return {
         "row": name, "config": config, "trial": trial, "seed": trial_s, "budget": budget,
