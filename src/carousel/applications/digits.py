@@ -24,16 +24,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from carousel.applications.runner import Metric, Report, test_metrics
+from carousel.applications.runner import (
+    Metric,
+    Report,
+    run_settings,
+    test_metrics,
+    train_another,
+)
 from carousel.tasks.digits import CLASSES, DigitsTask
-from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig, train
-from carousel.train.checkpoint import load_trained_model, read_json
+from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig
 
 NAME = "digits"
 TITLE = "Digits: scikit-learn's 8x8 handwritten digits read as sequences (held-out test images)"
@@ -181,15 +185,12 @@ def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
 
 
 def run_config(task: DigitsTask, out_dir: Path) -> Config:
-    """The configuration of the runner's run in ``out_dir/run`` (with its ``--steps`` and
-    ``--seed``); if there is none, the application's own for the task's options and seed."""
-    path = out_dir / "run" / "config.json"
-    if path.exists():
-        return Config.from_dict(read_json(path, "run configuration"), str(path))
-    settings = config(quick=task.options.max_images > 0)
-    settings.train.seed = task.seed
-    settings.task_options = dataclasses.asdict(task.options)
-    return settings
+    """The configuration of the runner's run in ``out_dir/run``; if there is none, the
+    application's own for the task's options and seed."""
+    default = config(quick=task.options.max_images > 0)
+    default.train.seed = task.seed
+    default.task_options = dataclasses.asdict(task.options)
+    return run_settings(out_dir, default)
 
 
 def train_other_order(
@@ -202,13 +203,7 @@ def train_other_order(
     options = dataclasses.replace(task.options, order=order)
     other = dataclasses.replace(settings, task_options=dataclasses.asdict(options))
     other_task = DigitsTask(options, other.train.seed)
-    started = time.perf_counter()
-    run_dir = out_dir / f"run-{order}"
-    summary = train(other, run_dir, quiet=quiet, task=other_task)
-    seconds = time.perf_counter() - started
-    _, model, info = load_trained_model(run_dir, "best")
-    summary = {**summary, "best_step": info["step"]}
-    return other_task, model, summary, seconds
+    return other_task, *train_another(other, other_task, out_dir / f"run-{order}", quiet)
 
 
 def report(task: DigitsTask, model: torch.nn.Module, out_dir: Path, quiet: bool) -> Report:

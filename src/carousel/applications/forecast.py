@@ -33,17 +33,22 @@ import contextlib
 import dataclasses
 import json
 import math
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from carousel.applications.runner import Metric, Report, markdown, test_metrics
+from carousel.applications.runner import (
+    Metric,
+    Report,
+    markdown,
+    run_settings,
+    test_metrics,
+    train_another,
+)
 from carousel.tasks.forecast import INSTALL, ForecastOptions, ForecastTask
-from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig, train
-from carousel.train.checkpoint import load_trained_model, read_json
+from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig
 
 NAME = "forecast"
 TITLE = (
@@ -302,15 +307,12 @@ def evaluate_series(task: ForecastTask, model: torch.nn.Module, settings: Config
 
 
 def run_config(task: ForecastTask, out_dir: Path) -> Config:
-    """The configuration of the runner's run in ``out_dir/run`` (with its ``--steps`` and
-    ``--seed``); if there is none, the application's own for the task's options and seed."""
-    path = out_dir / "run" / "config.json"
-    if path.exists():
-        return Config.from_dict(read_json(path, "run configuration"), str(path))
-    settings = config(quick=False)
-    settings.train.seed = task.seed
-    settings.task_options = dataclasses.asdict(task.options)
-    return settings
+    """The configuration of the runner's run in ``out_dir/run``; if there is none, the
+    application's own for the task's options and seed."""
+    default = config(quick=False)
+    default.train.seed = task.seed
+    default.task_options = dataclasses.asdict(task.options)
+    return run_settings(out_dir, default)
 
 
 def train_other_series(
@@ -324,12 +326,7 @@ def train_other_series(
     options = ForecastOptions(series=series, scaling=task.options.scaling)
     other = dataclasses.replace(settings, task_options=dataclasses.asdict(options))
     other_task = ForecastTask(options, other.train.seed)
-    started = time.perf_counter()
-    run_dir = out_dir / f"run-{series}"
-    summary = train(other, run_dir, quiet=quiet, task=other_task)
-    seconds = time.perf_counter() - started
-    _, model, info = load_trained_model(run_dir, "best")
-    return other_task, model, {**summary, "best_step": info["step"]}, seconds
+    return other_task, *train_another(other, other_task, out_dir / f"run-{series}", quiet)
 
 
 def split_note(task: ForecastTask) -> str:

@@ -32,7 +32,7 @@ import torch
 
 from carousel.tasks import Task, build_task
 from carousel.train import Config, train
-from carousel.train.checkpoint import load_trained_model
+from carousel.train.checkpoint import load_trained_model, read_json
 from carousel.train.distributed import Context
 from carousel.train.loop import evaluate
 
@@ -77,6 +77,28 @@ def test_metrics(model: torch.nn.Module, task: Task) -> dict[str, float]:
     """The task's metrics for ``model`` on its held-out test set, ``task.test_batches()``."""
     device = next(model.parameters()).device
     return evaluate(model, task, Context(device=device), task.test_batches())
+
+
+def run_settings(out_dir: Path, default: Config) -> Config:
+    """The configuration of the runner's run in ``out_dir/run`` (with its ``--steps``, ``--seed``
+    and task options), or ``default`` if there is none (``report`` called on its own)."""
+    path = Path(out_dir) / "run" / "config.json"
+    if path.exists():
+        return Config.from_dict(read_json(path, "run configuration"), str(path))
+    return default
+
+
+def train_another(
+    settings: Config, task: Task, run_dir: Path, quiet: bool
+) -> tuple[torch.nn.Module, dict, float]:
+    """Train a further model of an application (e.g. on the other reading order or series)
+    with ``settings`` on ``task`` into ``run_dir``: ``(its best-validation model, the training
+    summary with ``best_step``, the seconds it took)``."""
+    started = time.perf_counter()
+    summary = train(settings, run_dir, quiet=quiet, task=task)
+    seconds = time.perf_counter() - started
+    _, model, info = load_trained_model(run_dir, "best")
+    return model, {**summary, "best_step": info["step"]}, seconds
 
 
 def comparisons(
