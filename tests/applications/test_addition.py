@@ -19,11 +19,6 @@ from carousel.tasks.addition_text import (
 )
 
 
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, AdditionTextTask.name, AdditionTextTask)
-
-
 def test_score_matches_characters_from_the_left_with_the_end_token():
     answers = ["425"] * 4 + ["7"]
     scores = addition.score(["425", "42", "4250", "524", "17"], answers)
@@ -90,7 +85,7 @@ def _has_carry(x: int, y: int) -> bool:
     return False
 
 
-def test_quick_run_writes_the_table_with_greedy_beam_and_the_rule(tmp_path, registered):
+def test_quick_run_writes_the_table_with_greedy_beam_and_the_rule(tmp_path):
     out = tmp_path / "addition"
     report = run_application(addition, out, quick=True, quiet=True)
     greedy, beam, rule = report.rows

@@ -9,17 +9,10 @@ import math
 import numpy as np
 import pytest
 
-import carousel.tasks
 from carousel.applications import digits
 from carousel.applications.runner import run_application
-from carousel.tasks.digits import DigitsTask
 
 pytest.importorskip("sklearn")
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, "digits", DigitsTask)
 
 
 def test_classification_metrics_on_hand_made_probabilities():
@@ -65,7 +58,7 @@ def test_logistic_regression_fits_on_training_data_and_picks_c_on_validation():
     assert again["metrics"]["accuracy"] < result["metrics"]["accuracy"]
 
 
-def test_default_configuration(registered):
+def test_default_configuration():
     settings = digits.config(quick=False)
     assert settings.task == "digits" and settings.task_options["order"] == "rows"
     assert settings.task_options["max_images"] == 0
@@ -74,7 +67,7 @@ def test_default_configuration(registered):
     assert digits.config(quick=True).task_options["max_images"] > 0
 
 
-def test_quick_run_writes_both_lstms_and_the_baseline(registered, tmp_path):
+def test_quick_run_writes_both_lstms_and_the_baseline(tmp_path):
     report = run_application(digits, tmp_path / "out", quick=True, quiet=True)
     names = list(report.rows)
     assert len(names) == 3

@@ -8,23 +8,12 @@ import json
 import numpy as np
 import pytest
 
-import carousel.tasks
 from carousel.applications import forecast, runner
 from carousel.tasks.forecast import ForecastOptions, ForecastTask
+from tests.tasks.test_forecast import small
 
 pytest.importorskip("statsmodels")
 pytest.importorskip("sklearn")
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, "forecast", ForecastTask)
-
-
-def small(values, **options) -> ForecastTask:
-    task = ForecastTask(ForecastOptions(**options))
-    task.set_series(np.asarray(values, dtype=np.float64))
-    return task
 
 
 def test_persistence_repeats_the_last_observed_value():
@@ -82,7 +71,7 @@ def test_ridge_fits_training_windows_and_forecasts_a_linear_series_exactly():
     np.testing.assert_allclose(again["forecasts"][0], result["forecasts"][0], atol=1e-9)
 
 
-def test_default_configuration(registered):
+def test_default_configuration():
     settings = forecast.config(quick=False)
     assert settings.task == "forecast" and settings.task_options["series"] == "sunspots"
     assert settings.model.num_layers == 1 and settings.model.hidden_size == 64
@@ -91,7 +80,7 @@ def test_default_configuration(registered):
     assert forecast.config(quick=True).train.steps < 10
 
 
-def test_quick_run_writes_both_series_with_every_baseline(registered, tmp_path):
+def test_quick_run_writes_both_series_with_every_baseline(tmp_path):
     out = tmp_path / "out"
     report = runner.run_application(forecast, out, quick=True, quiet=True)
     names = list(report.rows)

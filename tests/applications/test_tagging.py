@@ -10,17 +10,11 @@ import math
 import pytest
 import torch
 
-import carousel.tasks
 from carousel.applications import get, tagging
 from carousel.applications.runner import run_application
 from carousel.tasks.base import Batch
 from carousel.tasks.pytokens import TAGS, PyTokensOptions, PyTokensTask
 from tests.tasks.test_pytokens import _write_sources
-
-
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, "pytokens", PyTokensTask)
 
 
 def test_configurations():

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-import carousel.tasks
 from carousel.tasks import build_task
 from carousel.tasks.addition_text import (
     END,
@@ -19,11 +18,6 @@ from carousel.tasks.addition_text import (
     splitmix64,
     sum_without_carries,
 )
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, AdditionTextTask.name, AdditionTextTask)
 
 
 def _pairs(a, b):
@@ -157,7 +151,7 @@ def test_helpers():
     assert int(splitmix64(torch.tensor([0]).numpy())[0]) == 0xE220A8397B1DCDAF
 
 
-def test_bad_options_name_the_option(registered):
+def test_bad_options_name_the_option():
     for options, name in (
         ({"max_digits": 0}, "max_digits"),
         ({"max_digits": 3, "test_digits": 3}, "test_digits"),

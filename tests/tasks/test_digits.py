@@ -104,7 +104,6 @@ def test_loss_scores_and_metrics_on_hand_made_logits(task):
 
 
 def test_options(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, "digits", DigitsTask)
     small = carousel.tasks.build_task("digits", {"max_images": 30, "order": "pixels"})
     assert {k: len(v) for k, v in small.splits.items()} == {"train": 30, "valid": 30, "test": 30}
     assert np.array_equal(small.splits["test"], stratified_split(small.labels)["test"][:30])

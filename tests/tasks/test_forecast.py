@@ -6,16 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import carousel.tasks
 from carousel.tasks import build_task
 from carousel.tasks.forecast import ForecastOptions, ForecastTask, load_series
 
 pytest.importorskip("statsmodels")
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    monkeypatch.setitem(carousel.tasks.TASKS, "forecast", ForecastTask)
 
 
 def small(values, **options) -> ForecastTask:
@@ -146,7 +140,7 @@ def test_metrics_in_the_series_units_per_horizon():
         task.forecast_metrics(forecasts[:, :1], task.targets(task.test_origins)[:, :1])
 
 
-def test_series_defaults_and_options(registered):
+def test_series_defaults_and_options():
     co2 = build_task("forecast", {"series": "co2"})
     assert (co2.history, co2.horizon, co2.season, co2.units) == (48, 12, 12, "ppm")
     assert co2.labels[co2.test_start] == "1997-01" and len(co2.test_origins) == 49
@@ -156,7 +150,7 @@ def test_series_defaults_and_options(registered):
     assert len(sunspots.test_origins) == 26
 
 
-def test_bad_options_name_the_option(registered):
+def test_bad_options_name_the_option():
     with pytest.raises(ValueError, match="series"):
         build_task("forecast", {"series": "tides"})
     with pytest.raises(ValueError, match="history"):
