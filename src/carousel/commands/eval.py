@@ -1,4 +1,5 @@
-"""``carousel eval DIR``: a run's model on its task's test set; writes nothing."""
+"""``carousel eval DIR``: a run's model on its task's held-out test set (``Task.test_batches``;
+for generated tasks the same fixed set the trainer evaluates on); writes nothing."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     config, model, info = load_trained_model(args.run_dir, args.checkpoint, device)
     task = build_task(config.task, config.task_options, config.train.seed)
-    metrics = evaluate(model, task, Context(device=device))
+    metrics = evaluate(model, task, Context(device=device), task.test_batches())
     if args.json:
         print(json.dumps({"step": info["step"], "task": config.task, **metrics}))
         return 0
