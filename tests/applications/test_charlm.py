@@ -93,6 +93,9 @@ def test_quick_run_writes_the_table_and_a_sample(tmp_path, capsys):
     assert (out / "sample.txt").read_text().startswith("The for statement")
     assert (out / "run" / "vocab.json").exists()
     capsys.readouterr()
+    # carousel eval scores the same held-out test text as the table
+    assert main(["eval", str(out / "run"), "--checkpoint", "best", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bpc"] == pytest.approx(record["rows"][lstm]["bpc"])
     assert main(["sample", str(out / "run"), "--prime", "The ", "--length", "20"]) == 0
     assert capsys.readouterr().out.startswith("The ")
     assert main(["app", "charlm", "--quick", "--out", str(out), "--quiet"]) == 2  # not empty
