@@ -11,7 +11,7 @@ configuration, in parallel processes, and writes to the output directory:
 
 Configurations (:data:`CONFIGS`): ``faithful`` (the 1997 network and online learning rule,
 :func:`~carousel.experiments.trial.run_faithful`), ``modern`` (forget-gate LSTM, Adam,
-minibatches, clipping, forget-gate bias 1), ``elman`` and ``gru`` (those cells trained like
+minibatches, clipping, chrono initialisation over the row's longest sequence), ``elman`` and ``gru`` (those cells trained like
 ``modern``), all three through carousel's training loop
 (:func:`~carousel.experiments.trial.run_trainer`).
 
@@ -37,7 +37,7 @@ CONFIGS = ("faithful", "modern", "elman", "gru")
 """The configurations ``carousel reproduce --config`` takes."""
 
 MODERN = {
-    "modern": {"variant": "vanilla", "init": "forget_bias(1.0)"},
+    "modern": {"variant": "vanilla"},  # and chrono initialisation: see modern_init
     "elman": {"variant": "elman"},
     "gru": {"variant": "gru"},
 }
@@ -45,6 +45,16 @@ MODERN = {
 MODERN_OPTIM = {"optimizer": "adam", "lr": 0.01, "clip_norm": 1.0}
 MODERN_HIDDEN, MODERN_BATCH = 32, 16
 QUICK_TRIALS = 2
+
+
+def modern_init(row: Experiment) -> str:
+    r"""The ``modern`` configuration's initialiser for ``row``: chrono initialisation (Tallec &
+    Ollivier 2018; forget-gate biases :math:`\log U[1, T_{max} - 1]`, input-gate biases their
+    negatives) with :math:`T_{max}` the longest sequence of the row's test set, so the cells'
+    forgetting times cover every lag the task can have."""
+    task = build_task(row.task, row.options, seed=0)
+    longest = max(batch.mask.shape[1] for batch in task.eval_batches())
+    return f"chrono({max(longest, 3)})"
 
 
 def trial_seed(seed: int, trial: int) -> int:
@@ -65,8 +75,11 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
         )  # fmt: skip
     else:
         limit = budget or row.modern_budget or row.budget
+        model = {**MODERN[config], "hidden_size": MODERN_HIDDEN}
+        if config == "modern":
+            model["init"] = modern_init(row)
         result = run_trainer(
-            row.task, row.options, model={**MODERN[config], "hidden_size": MODERN_HIDDEN},
+            row.task, row.options, model=model,
             optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s, budget=limit,
             eval_every=row.eval_every or limit // 5,  # rules judged on the test set need more
         )  # fmt: skip

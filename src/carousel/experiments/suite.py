@@ -8,7 +8,7 @@ one row. The numbers come from the paper's tables (see ``docs/reproduction.md``)
 paper is ambiguous, the choice made is stated in the row's ``note``.
 
 The ``modern`` configuration of every row is the forget-gate LSTM of today's practice (Adam,
-minibatches, gradient clipping, forget-gate bias 1): :data:`MODERN`; the ``elman`` and ``gru``
+minibatches, gradient clipping, chrono initialisation): :data:`MODERN`; the ``elman`` and ``gru``
 baselines train those cells the same way, under the same budget.
 """
 
