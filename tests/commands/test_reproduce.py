@@ -59,7 +59,10 @@ def test_reproduce_trains_the_modern_configuration_through_the_loop(tmp_path, mo
 
 def test_selection_by_row_group_alias_and_all():
     assert [row.name for row in select("adding")] == GROUPS["4"] == ["4-T100", "4-T500", "4-T1000"]
-    assert len(select("all")) == len(EXPERIMENTS) and set(QUICK) <= set(EXPERIMENTS)
+    beyond = [row.name for row in select("beyond")]
+    assert beyond == ["4-T2000", "4-T5000"] and all(EXPERIMENTS[n].paper is None for n in beyond)
+    assert [row.name for row in select("all")] == [n for n in EXPERIMENTS if n not in beyond]
+    assert set(QUICK) <= set(EXPERIMENTS)
     assert select("6b")[0].paper.sequences == 571_100
     with pytest.raises(ValueError, match="unknown experiment 'nope'"):
         select("nope")
@@ -112,3 +115,21 @@ def test_trials_are_written_as_they_finish_and_a_run_resumes(tmp_path, capsys):
     (tmp_path / "bad" / "trials.csv").write_text("row,config\n6a,faithful\n")
     assert main([*args[:-2], str(tmp_path / "bad"), "--quiet", "--resume"]) == 2
     assert "not a trials file" in capsys.readouterr().err
+
+
+def test_a_row_beyond_the_paper_has_no_paper_columns(tmp_path):
+    from carousel.experiments.reproduce import TrialWriter, summarise, write_results
+
+    row = EXPERIMENTS["4-T5000"]
+    assert row.task == "adding" and row.options == {"length": 5000} and row.modern_budget
+    trial = {"row": row.name, "config": "modern", "trial": 0, "seed": 0, "budget": None,
+             "solved": True, "sequences": 1600, "milestones": {}, "test": {"wrong": 2, "loss": 1e-4},
+             "test_size": 2560, "weights": 4641, "seconds": 1.0}  # fmt: skip
+    with TrialWriter(tmp_path / "trials.csv") as writer:
+        writer.write(trial)
+    summary = summarise(row, "modern", [trial])
+    assert summary["sequences_mean"] == 1600 and summary["paper_sequences_mean"] is None
+    write_results(tmp_path, [summary])
+    line = (tmp_path / "results.md").read_text().splitlines()[2]
+    assert line.startswith("| 4-T5000 | modern | 1 | 100 (-) | 1,600 [1,600, 1,600] | - | - |")
+    assert "| 4641 (-) |" in line and (tmp_path / "results.png").exists()

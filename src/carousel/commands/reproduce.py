@@ -1,9 +1,10 @@
 """``carousel reproduce EXPERIMENT``: the 1997 paper's experiments, beside the paper's tables.
 
 ``EXPERIMENT`` is ``all``, an experiment of the paper (``1``, ``2a``, ``2b``, ``2c``, ``3a``,
-``3b``, ``3c``, ``4``, ``5``, ``6a``, ``6b``; or ``reber``, ``adding``, ...), or one row
-(``carousel reproduce --list`` lists them). The trials run in parallel processes; the table is
-printed and written, with a CSV per trial and a plot, to ``--out``
+``3b``, ``3c``, ``4``, ``5``, ``6a``, ``6b``; or ``reber``, ``adding``, ...), ``beyond`` (the
+adding problem at T = 2000 and 5000, which the paper did not run; 3 trials unless
+``--trials``), or one row (``carousel reproduce --list`` lists them). The trials run in parallel
+processes; the table is printed and written, with a CSV per trial and a plot, to ``--out``
 (see :mod:`carousel.experiments.reproduce`).
 """
 
@@ -59,17 +60,21 @@ def run(args: argparse.Namespace) -> None:
     if args.list:
         for row in EXPERIMENTS.values():
             paper = row.paper
-            print(
-                f"{row.name:<16} {row.title} (paper: {paper.sequences:,.0f} sequences, "
-                f"{paper.trials} trials)"
+            source = (
+                f"paper: {paper.sequences:,.0f} sequences, {paper.trials} trials"
+                if paper
+                else "not in `all`"
             )
+            print(f"{row.name:<16} {row.title} ({source})")
         return
     if not args.experiment:
         raise ValueError("name an EXPERIMENT (all, a group such as 4, or a row; see --list)")
     rows = select(args.experiment)
     if args.quick and args.experiment == "all":
         rows = [EXPERIMENTS[name] for name in QUICK]
-    trials = args.trials or (QUICK_TRIALS if args.quick else max(row.paper.trials for row in rows))
+    trials = args.trials or (
+        QUICK_TRIALS if args.quick else max(row.paper.trials if row.paper else 3 for row in rows)
+    )
     out = args.out or Path("runs/reproduce") / f"{args.experiment}-{args.config}"
     processes = args.processes or max(1, min(len(os.sched_getaffinity(0)), trials * len(rows)))
     summaries = reproduce(

@@ -29,7 +29,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from carousel.experiments.suite import EXPERIMENTS, Experiment
+from carousel.experiments.suite import EXPERIMENTS, Experiment, PaperResult
 from carousel.experiments.trial import run_faithful, run_trainer
 from carousel.tasks import build_task
 
@@ -224,19 +224,31 @@ def summarise(row: Experiment, config: str, results: list[dict]) -> dict:
         "test_loss_mean": statistics.mean(loss) if loss else math.nan,
         "weights": results[0]["weights"] if results else 0,
         "seconds_total": sum(r["seconds"] for r in results),
-        "paper_trials": row.paper.trials,
-        "paper_success_pct": row.paper.success,
-        "paper_sequences_mean": row.paper.sequences,
-        "paper_weights": row.paper.weights,
-        "paper_test": row.paper.test,
-        "ratio_to_paper": mean / row.paper.sequences if solved else math.nan,
+        **paper_columns(row.paper, mean if solved else math.nan),
         "target": row.target,
     }
-    for name, value in row.paper.milestones.items():
+    for name, value in (row.paper.milestones if row.paper else {}).items():
         ours = [r["milestones"][name] for r in results if name in r["milestones"]]
         summary[f"{name}_mean"] = statistics.mean(ours) if ours else math.nan
         summary[f"paper_{name}_mean"] = value
     return summary
+
+
+def paper_columns(paper: PaperResult | None, mean: float) -> dict:
+    """The paper's columns of a row's summary, and ours / paper (empty beyond the paper)."""
+    if paper is None:
+        return dict.fromkeys(
+            ("paper_trials", "paper_success_pct", "paper_sequences_mean", "paper_weights",
+             "paper_test", "ratio_to_paper"),
+        )  # fmt: skip
+    return {
+        "paper_trials": paper.trials,
+        "paper_success_pct": paper.success,
+        "paper_sequences_mean": paper.sequences,
+        "paper_weights": paper.weights,
+        "paper_test": paper.test,
+        "ratio_to_paper": mean / paper.sequences,
+    }
 
 
 TRIAL_FIELDS = ["row", "config", "trial", "seed", "budget", "solved", "sequences", "milestones",
@@ -338,7 +350,7 @@ def markdown_table(summaries: list[dict]) -> str:
             f"| {_number(s['paper_sequences_mean'])} | {_number(s['ratio_to_paper'], 2)} "
             f"| {_number(s['test_wrong_mean'], 1)} of {s['test_size']}, "
             f"{s['test_loss_mean']:.2g} | {s['paper_test'] or '-'} "
-            f"| {s['weights']} ({s['paper_weights']}) | {s['seconds_total']:.0f} s |"
+            f"| {s['weights']} ({s['paper_weights'] or '-'}) | {s['seconds_total']:.0f} s |"
         )
     return "\n".join(lines) + "\n"
 
@@ -377,8 +389,9 @@ def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
         trials = list(csv.DictReader(file))
     figure, axes = plt.subplots(figsize=(max(5.5, 0.9 * len(summaries) + 2), 3.6))
     for index, summary in enumerate(summaries):
-        axes.bar(index, summary["paper_sequences_mean"], color="0.85", width=0.6,
-                 label="paper (mean)" if index == 0 else None)  # fmt: skip
+        if summary["paper_sequences_mean"]:
+            axes.bar(index, summary["paper_sequences_mean"], color="0.85", width=0.6,
+                     label="paper (mean)" if index == 0 else None)  # fmt: skip
         mine = [t for t in trials if t["row"] == summary["row"]]
         for solved, marker, label in (
             ("True", "o", "ours: solved"),

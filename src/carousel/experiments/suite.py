@@ -5,7 +5,9 @@ paper's network and learning rule (:class:`~carousel.experiments.faithful.Faithf
 result (:class:`PaperResult`) and a training budget. Rows are grouped by experiment (``"1"``,
 ``"2a"``, ..., ``"6b"``); ``carousel reproduce GROUP`` runs a group, ``carousel reproduce ROW``
 one row. The numbers come from the paper's tables (see ``docs/reproduction.md``); where the
-paper is ambiguous, the choice made is stated in the row's ``note``.
+paper is ambiguous, the choice made is stated in the row's ``note``. The group ``"beyond"``
+holds rows the paper did not run (the adding problem at T = 2000 and 5000); they have no
+paper result and are not part of ``all``.
 
 The ``modern`` configuration of every row is the forget-gate LSTM of today's practice (Adam,
 minibatches, gradient clipping, chrono initialisation): :data:`MODERN`; the ``elman`` and ``gru``
@@ -50,7 +52,7 @@ class Experiment:
         title: one line saying what the row is.
         task, options: the carousel task and its options.
         faithful: the paper's network and learning rule.
-        paper: the paper's result.
+        paper: the paper's result (``None``: a row beyond the paper).
         budget: the most training sequences per trial.
         eval_every: score the task's check set every this many sequences (rules that use it).
         chunk: sequences per compiled call (and granularity of evaluations).
@@ -65,7 +67,7 @@ class Experiment:
     task: str
     options: dict
     faithful: Faithful
-    paper: PaperResult
+    paper: PaperResult | None
     budget: int
     eval_every: int = 0
     chunk: int = 100
@@ -163,11 +165,17 @@ def _two_sequence(variant: str, length: int, informative: int, paper: PaperResul
     )
 
 
-def _adding(length: int, paper: PaperResult, budget: int, target: bool = False) -> Experiment:
+def _adding(
+    length: int,
+    paper: PaperResult | None,
+    budget: int,
+    target: bool = False,
+    modern_budget: int = 0,
+) -> Experiment:
     return Experiment(
         name=f"4-T{length}",
-        group="4",
-        title=f"adding problem, T = {length}",
+        group="4" if paper else "beyond",
+        title=f"adding problem, T = {length}" + ("" if paper else " (beyond the paper)"),
         task="adding",
         options={"length": length},
         faithful=Faithful(
@@ -176,7 +184,7 @@ def _adding(length: int, paper: PaperResult, budget: int, target: bool = False) 
         paper=paper,
         budget=budget,
         chunk=max(20, 10_000 // length),
-        modern_budget=int(paper.sequences),
+        modern_budget=modern_budget or int(paper.sequences),
         target=target,
         note="output-gate biases random in [-0.1, 0.1]; a linear output unit (the paper does "
         "not name its squashing; with a sigmoid one the targets near 0 and 1 stay wrong and "
@@ -312,9 +320,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         _multiplication(13, PaperResult(10, 100.0, 1_273_000, 93, "14 wrong, MSE 0.0139")),
         _temporal_order("6a", 2, 0.5, PaperResult(20, 100.0, 31_390, 156, "1 wrong of 2560")),
         _temporal_order("6b", 3, 0.1, PaperResult(10, 100.0, 571_100, 308, "2 wrong of 2560")),
+        _adding(2000, None, 5_000_000, modern_budget=200_000),
+        _adding(5000, None, 10_000_000, modern_budget=200_000),
     )
 }
-"""Every row, by name, in the paper's order."""
+"""Every row, by name, in the paper's order; the rows beyond the paper last."""
 
 GROUPS: dict[str, list[str]] = {}
 for _name, _row in EXPERIMENTS.items():
@@ -331,10 +341,11 @@ QUICK = ("1-3x2-lr0.5", "2a-p100", "2c-q100-p100", "3a-T100-N3", "4-T100", "6a")
 
 
 def select(name: str) -> list[Experiment]:
-    """The rows ``name`` stands for: a row, a group, an alias, or ``"all"``."""
+    """The rows ``name`` stands for: a row, a group, an alias, or ``"all"`` (every row of the
+    paper's tables)."""
     name = ALIASES.get(name, name)
     if name == "all":
-        return list(EXPERIMENTS.values())
+        return [row for row in EXPERIMENTS.values() if row.paper]
     if name in GROUPS:
         return [EXPERIMENTS[row] for row in GROUPS[name]]
     if name in EXPERIMENTS:
