@@ -133,3 +133,21 @@ def test_a_row_beyond_the_paper_has_no_paper_columns(tmp_path):
     line = (tmp_path / "results.md").read_text().splitlines()[2]
     assert line.startswith("| 4-T5000 | modern | 1 | 100 (-) | 1,600 [1,600, 1,600] | - | - |")
     assert "| 4641 (-) |" in line and (tmp_path / "results.png").exists()
+
+
+def test_rows_set_their_own_batch_and_learning_rate_for_the_trained_configurations(monkeypatch):
+    from carousel.experiments import reproduce
+    from carousel.experiments.trial import Trial
+
+    seen = []
+
+    def fake_trainer(task, options, *, model, optim, batch_size, seed, budget, eval_every):
+        seen.append((model["variant"], batch_size, optim["lr"], model.get("init")))
+        return Trial(solved=False, sequences=budget, test={}, test_size=1, weights=1, seconds=0.0)
+
+    monkeypatch.setattr(reproduce, "run_trainer", fake_trainer)
+    for name, config in (("6a", "modern"), ("6a", "gru"), ("3a-T100-N3", "modern")):
+        reproduce.run_trial(name, config, 0, 0, budget=64)
+    assert seen[0][:3] == ("vanilla", 4, 0.03) and seen[0][3].startswith("chrono(")
+    assert seen[1] == ("gru", 4, 0.03, None)  # the baselines train the same way
+    assert seen[2][:3] == ("vanilla", reproduce.MODERN_BATCH, reproduce.MODERN_OPTIM["lr"])

@@ -44,6 +44,8 @@ MODERN = {
 """The layer of each trained configuration (fields of :class:`~carousel.train.ModelConfig`)."""
 MODERN_OPTIM = {"optimizer": "adam", "lr": 0.01, "clip_norm": 1.0}
 MODERN_HIDDEN, MODERN_BATCH = 32, 16
+"""Cells and minibatch size of the trained configurations (a row may set its own batch and
+learning rate: :attr:`~carousel.experiments.suite.Experiment.modern_batch`)."""
 QUICK_TRIALS = 2
 
 
@@ -80,7 +82,8 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             model["init"] = modern_init(row)
         result = run_trainer(
             row.task, row.options, model=model,
-            optim=MODERN_OPTIM, batch_size=MODERN_BATCH, seed=trial_s, budget=limit,
+            optim={**MODERN_OPTIM, "lr": row.modern_lr or MODERN_OPTIM["lr"]},
+            batch_size=row.modern_batch or MODERN_BATCH, seed=trial_s, budget=limit,
             eval_every=row.eval_every or limit // 5,  # rules judged on the test set need more
         )  # fmt: skip
     return {
