@@ -2,7 +2,7 @@
 
 ``EXPERIMENT`` is ``all``, an experiment of the paper (``1``, ``2a``, ``2b``, ``2c``, ``3a``,
 ``3b``, ``3c``, ``4``, ``5``, ``6a``, ``6b``; or ``reber``, ``adding``, ...), ``beyond`` (the
-adding problem at T = 2000 and 5000, which the paper did not run; 3 trials unless
+adding problem at T = 2000, 5000 and 10,000, which the paper did not run; 3 trials unless
 ``--trials``), or one row (``carousel reproduce --list`` lists them). The trials run in parallel
 processes; the table is printed and written, with a CSV per trial and a plot, to ``--out``
 (see :mod:`carousel.experiments.reproduce`).
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
             source = (
                 f"paper: {paper.sequences:,.0f} sequences, {paper.trials} trials"
                 if paper
-                else "not in `all`"
+                else "not part of all"
             )
             print(f"{row.name:<16} {row.title} ({source})")
         return

@@ -6,7 +6,7 @@ result (:class:`PaperResult`) and a training budget. Rows are grouped by experim
 ``"2a"``, ..., ``"6b"``); ``carousel reproduce GROUP`` runs a group, ``carousel reproduce ROW``
 one row. The numbers come from the paper's tables (see ``docs/reproduction.md``); where the
 paper is ambiguous, the choice made is stated in the row's ``note``. The group ``"beyond"``
-holds rows the paper did not run (the adding problem at T = 2000 and 5000); they have no
+holds rows the paper did not run (the adding problem at T = 2000, 5000 and 10,000); they have no
 paper result and are not part of ``all``.
 
 The ``modern`` configuration of every row is the forget-gate LSTM of today's practice (Adam,
@@ -347,6 +347,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         _temporal_order("6b", 3, 0.1, PaperResult(10, 100.0, 571_100, 308, "2 wrong of 2560")),
         _adding(2000, None, 5_000_000, modern_budget=200_000),
         _adding(5000, None, 10_000_000, modern_budget=200_000),
+        _adding(10_000, None, 20_000_000, modern_budget=200_000),
     )
 }
 """Every row, by name, in the paper's order; the rows beyond the paper last."""
