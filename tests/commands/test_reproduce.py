@@ -9,7 +9,7 @@ import json
 import pytest
 
 from carousel.cli import main
-from carousel.experiments.suite import EXPERIMENTS, GROUPS, QUICK, select
+from carousel.experiments.suite import EXPERIMENTS, GROUPS, QUICK, Trained, select
 
 
 def test_reproduce_writes_the_tables_beside_the_papers_numbers(tmp_path, capsys):
@@ -47,7 +47,7 @@ def test_reproduce_trains_the_modern_configuration_through_the_loop(tmp_path, mo
         (trial,) = list(csv.DictReader(file))
     assert trial["config"] == "gru" and trial["sequences"] == "32"
     # without --budget the row's own budget for the trained configurations applies
-    row = dataclasses.replace(EXPERIMENTS["6a"], modern_budget=48)
+    row = dataclasses.replace(EXPERIMENTS["6a"], trained=Trained(budget=48))
     monkeypatch.setitem(EXPERIMENTS, "6a", row)
     out = tmp_path / "own-budget"
     assert main(["reproduce", "6a", "--config", "gru", "--trials", "1", "--out", str(out),
@@ -123,7 +123,7 @@ def test_a_row_beyond_the_paper_has_no_paper_columns(tmp_path):
     from carousel.experiments.reproduce import TrialWriter, summarise, write_results
 
     row = EXPERIMENTS["4-T5000"]
-    assert row.task == "adding" and row.options == {"length": 5000} and row.modern_budget
+    assert row.task == "adding" and row.options == {"length": 5000} and row.trained.budget
     trial = {"row": row.name, "config": "modern", "trial": 0, "seed": 0, "budget": None,
              "solved": True, "sequences": 1600, "milestones": {}, "test": {"wrong": 2, "loss": 1e-4},
              "test_size": 2560, "weights": 4641, "seconds": 1.0}  # fmt: skip
@@ -137,19 +137,32 @@ def test_a_row_beyond_the_paper_has_no_paper_columns(tmp_path):
     assert "| 4641 (-) |" in line and (tmp_path / "results.png").exists()
 
 
-def test_rows_set_their_own_batch_and_learning_rate_for_the_trained_configurations(monkeypatch):
+def test_rows_set_how_the_trained_configurations_train(monkeypatch):
     from carousel.experiments import reproduce
     from carousel.experiments.trial import Trial
 
     seen = []
 
     def fake_trainer(task, options, *, model, optim, batch_size, seed, budget, eval_every):
-        seen.append((model["variant"], batch_size, optim["lr"], model.get("init")))
+        seen.append((task, options, model, optim, batch_size, budget, eval_every))
         return Trial(solved=False, sequences=budget, test={}, test_size=1, weights=1, seconds=0.0)
 
     monkeypatch.setattr(reproduce, "run_trainer", fake_trainer)
-    for name, config in (("6a", "modern"), ("6a", "gru"), ("3a-T100-N3", "modern")):
-        reproduce.run_trial(name, config, 0, 0, budget=64)
-    assert seen[0][:3] == ("vanilla", 4, 0.03) and seen[0][3].startswith("chrono(")
-    assert seen[1] == ("gru", 4, 0.03, None)  # the baselines train the same way
-    assert seen[2][:3] == ("vanilla", reproduce.MODERN_BATCH, reproduce.MODERN_OPTIM["lr"])
+    for name, config in (("6a", "modern"), ("6a", "gru"), ("3a-T100-N3", "modern"),
+                         ("4-T100", "elman"), ("1-3x2-lr0.5", "modern")):  # fmt: skip
+        reproduce.run_trial(name, config, 0, 0)
+    six_a, gru, two_seq, adding, reber = seen
+    assert six_a[4] == 4 and six_a[3]["lr"] == 0.03 and six_a[2]["init"].startswith("chrono(")
+    assert six_a[5] == 31_390  # no budget of its own: the paper's mean
+    assert gru[2] == {"variant": "gru", "hidden_size": 32} and gru[3] == six_a[3]  # same way
+    defaults = Trained()
+    assert (two_seq[4], two_seq[3]["lr"], two_seq[2]["hidden_size"]) == (
+        defaults.batch,
+        defaults.lr,
+        defaults.hidden,
+    )
+    assert two_seq[3]["schedule"] == "constant" and two_seq[6] == 500  # the row's eval_every
+    # adding at T = 100: a linear output unit and a cosine schedule over its own budget
+    assert adding[1] == {"length": 100, "output_activation": "identity"}
+    assert adding[3]["schedule"] == "cosine" and adding[5] == 20_000 and adding[6] == 4_000
+    assert reber[2]["hidden_size"] == 128 and (reber[4], reber[6]) == (1, 64)

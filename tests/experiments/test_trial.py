@@ -56,6 +56,15 @@ def test_the_count_is_exact_within_a_chunk():
     assert trial.curve[-1][0] == 547
 
 
+def test_a_rule_judged_after_training_counts_the_sequences_before_its_window():
+    task = Counting(start=537, window=10)
+    task.count_before_window = True  # experiment 2's convention
+    trial = run_faithful(task, SMALL, seed=0, budget=5000, chunk=100)
+    assert trial.solved and trial.sequences == 537  # sequences 0..536 came before the window
+    unsolved = run_faithful(Counting(start=10**9, window=10), SMALL, seed=0, budget=250)
+    assert unsolved.sequences == 250  # an unsolved trial reports its whole budget
+
+
 def test_an_unsolved_trial_spends_its_budget():
     task = Counting(start=10**9, window=10)
     progress = []
@@ -92,3 +101,25 @@ def test_the_trainer_path_counts_sequences_and_scores_the_test_set(tmp_path):
     assert trial.test_size == 64 and set(trial.test) >= {"loss", "wrong"}
     assert trial.weights == sum(3 * 4 * n for n in (2, 4)) + 2 * 3 * 4 + 4 + 1
     assert trial.curve and trial.curve[-1][0] == 80
+
+
+def test_the_trainer_path_counts_as_the_task_does(tmp_path, monkeypatch):
+    import carousel.train
+
+    def solved_at(sequences):
+        def fake_train(config, directory, quiet, task):
+            (directory / "metrics.csv").write_text("sequences,train_loss\n")
+            return {"solved": True, "solved_sequences": sequences, "sequences": sequences,
+                    "evaluation": {"loss": 0.0}}  # fmt: skip
+
+        return fake_train
+
+    monkeypatch.setattr(carousel.train, "train", solved_at(12_500))
+    options = {"problem": "2c", "p": 4, "q": 3, "test_size": 8}
+    model, optim = {"variant": "vanilla", "hidden_size": 4}, {"lr": 0.01}
+    trial = run_trainer("longlag", options, model=model, optim=optim, batch_size=4, seed=0,
+                        budget=20_000, run_dir=str(tmp_path))  # fmt: skip
+    assert trial.solved and trial.sequences == 2_500  # the 10,000 of the window not counted
+    trial = run_trainer("adding", {"length": 12, "test_size": 8}, model=model, optim=optim,
+                        batch_size=4, seed=0, budget=20_000, run_dir=str(tmp_path))  # fmt: skip
+    assert trial.sequences == 12_500  # the adding problem counts up to its stop

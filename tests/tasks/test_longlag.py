@@ -115,6 +115,8 @@ def test_solved_needs_10000_sequences_all_correct():
     wrong = good["correct"].clone()
     wrong[1234] = 0
     assert not task.solved({**good, "correct": wrong}, None)
+    # the paper judges success on 10,000 sequences after training: they are not counted
+    assert task.count_before_window and task.to_success(25_000) == 15_000
 
 
 @pytest.mark.parametrize("problem", ["2a", "2b", "2c"])

@@ -24,7 +24,7 @@ import torch
 
 from carousel.commands import positive_int
 from carousel.experiments.reproduce import MODERN_OPTIM
-from carousel.experiments.suite import EXPERIMENTS
+from carousel.experiments.suite import EXPERIMENTS, Trained
 from carousel.experiments.trial import Trial, run_faithful, run_trainer
 from carousel.tasks import build_task
 
@@ -72,10 +72,11 @@ def run(args: argparse.Namespace) -> None:
     bar.close()
     say(_line("LSTM (1997 cell, 93 weights)", lstm))
 
-    say("Elman RNN, 32 units, full BPTT with Adam (progress below):")
+    trained = Trained()  # the suite's defaults: 32 units, Adam at 0.01, batch 16
+    say(f"Elman RNN, {trained.hidden} units, full BPTT with Adam (progress below):")
     elman = run_trainer(
-        row.task, row.options, model={"variant": "elman", "hidden_size": 32}, optim=MODERN_OPTIM,
-        batch_size=16, seed=args.seed, budget=args.elman_budget, eval_every=16_000,
+        row.task, row.options, model={"variant": "elman", "hidden_size": trained.hidden},
+        optim={**MODERN_OPTIM, "lr": trained.lr}, batch_size=trained.batch, seed=args.seed, budget=args.elman_budget, eval_every=16_000,
         run_dir=str(out / "elman"), quiet=args.quiet,
     )  # fmt: skip
     say(_line(f"Elman RNN ({elman.weights} weights)", elman))

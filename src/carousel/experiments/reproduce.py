@@ -42,10 +42,9 @@ MODERN = {
     "gru": {"variant": "gru"},
 }
 """The layer of each trained configuration (fields of :class:`~carousel.train.ModelConfig`)."""
-MODERN_OPTIM = {"optimizer": "adam", "lr": 0.01, "clip_norm": 1.0}
-MODERN_HIDDEN, MODERN_BATCH = 32, 16
-"""Cells and minibatch size of the trained configurations (a row may set its own batch and
-learning rate: :attr:`~carousel.experiments.suite.Experiment.modern_batch`)."""
+MODERN_OPTIM = {"optimizer": "adam", "clip_norm": 1.0}
+"""The optimiser of the trained configurations (learning rate and schedule: the row's
+:class:`~carousel.experiments.suite.Trained`)."""
 QUICK_TRIALS = 2
 
 
@@ -76,15 +75,16 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             eval_every=row.eval_every, chunk=row.chunk,
         )  # fmt: skip
     else:
-        limit = budget or row.modern_budget or row.budget
-        model = {**MODERN[config], "hidden_size": MODERN_HIDDEN}
+        trained = row.trained
+        limit = budget or trained.budget or int(row.paper.sequences if row.paper else row.budget)
+        model = {**MODERN[config], "hidden_size": trained.hidden}
         if config == "modern":
             model["init"] = modern_init(row)
         result = run_trainer(
-            row.task, row.options, model=model,
-            optim={**MODERN_OPTIM, "lr": row.modern_lr or MODERN_OPTIM["lr"]},
-            batch_size=row.modern_batch or MODERN_BATCH, seed=trial_s, budget=limit,
-            eval_every=row.eval_every or limit // 5,  # rules judged on the test set need more
+            row.task, {**row.options, **trained.task_options}, model=model,
+            optim={**MODERN_OPTIM, "lr": trained.lr, "schedule": trained.schedule},
+            batch_size=trained.batch, seed=trial_s, budget=limit,
+            eval_every=trained.eval_every or row.eval_every or limit // 5,
         )  # fmt: skip
     return {
         "row": name, "config": config, "trial": trial, "seed": trial_s, "budget": budget,

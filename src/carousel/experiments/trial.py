@@ -34,7 +34,10 @@ class Trial:
 
     Attributes:
         solved: the stopping rule held within the budget.
-        sequences: training sequences seen until it held (or the whole budget).
+        sequences: training sequences to success as the paper counts them (those seen until
+            the rule held, or before its window of successful sequences:
+            :meth:`~carousel.tasks.paper.SequenceTask.to_success`); the whole budget if not
+            solved.
         milestones: sequences until each of the task's intermediate milestones first held.
         test: the task's test metrics of the final network (``loss``, ``wrong``, ...).
         test_size: sequences in that test set.
@@ -178,7 +181,7 @@ def run_faithful(
     test = test_batches(task)
     return Trial(
         solved=solved,
-        sequences=seen,
+        sequences=_to_success(task, seen) if solved else seen,
         test=evaluate(test),
         test_size=sum(batch.size for batch in test),
         weights=net.num_weights(),
@@ -241,15 +244,23 @@ def run_trainer(
         summary = train(config, directory, quiet=quiet, task=task)
         curve = _curve(directory / "metrics.csv")
     weights = _count_weights(config, task)
+    solved = bool(summary["solved"])
     return Trial(
-        solved=bool(summary["solved"]),
-        sequences=int(summary["solved_sequences"] or summary["sequences"]),
+        solved=solved,
+        sequences=_to_success(task, summary["solved_sequences"])
+        if solved
+        else int(summary["sequences"]),
         test=dict(summary["evaluation"]),
         test_size=sum(batch.size for batch in task.eval_batches()),
         weights=weights,
         seconds=time.perf_counter() - start,
         curve=curve,
     )
+
+
+def _to_success(task: Task, sequences: int) -> int:
+    """The paper's count of sequences to success for a rule that held after ``sequences``."""
+    return task.to_success(int(sequences)) if hasattr(task, "to_success") else int(sequences)
 
 
 def _curve(metrics_csv: Path) -> list[tuple[int, float, float]]:

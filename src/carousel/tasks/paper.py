@@ -13,7 +13,10 @@ The per-sequence scores are ``loss`` (the squared error summed over outputs and 
 ``abs_error`` (the largest absolute error of the sequence) and ``correct`` (``abs_error`` below
 the tolerance). The stopping rule (:meth:`SequenceTask.solved`): the last ``stop_window``
 training sequences hold at most ``max_wrong`` wrong ones and, if ``stop_error`` is set, their
-mean ``loss`` is below it.
+mean ``loss`` is below it. Where the paper judges success on a stretch of sequences *after*
+training (experiment 2: "after training, during 10,000 successive, randomly chosen input
+sequences, the maximal absolute error ... is always below 0.25"), ``count_before_window`` is set
+and the sequences to success are those before the window (:meth:`SequenceTask.to_success`).
 """
 
 from __future__ import annotations
@@ -30,12 +33,15 @@ class SequenceTask(Task):
         tolerance: a sequence is correct when every output error at its target steps is below this.
         stop_error: the mean ``loss`` over the window must be below this (``None``: no such rule).
         max_wrong: at most this many wrong sequences in the window.
+        count_before_window: the paper counts the training sequences before the window of
+            successful ones, not those up to its end (see the module docstring).
         test_size: sequences in the fixed test set.
     """
 
     tolerance: float = 0.04
     stop_error: float | None = None
     max_wrong: int = 0
+    count_before_window: bool = False
     test_size: int = 2560
     test_batch: int = 256
 
@@ -108,6 +114,12 @@ class SequenceTask(Task):
         if wrong > self.max_wrong:
             return False
         return self.stop_error is None or float(recent["loss"].mean()) < self.stop_error
+
+    def to_success(self, sequences: int) -> int:
+        """The paper's count of sequences to success when the stopping rule first held after
+        ``sequences`` training sequences: ``sequences``, or with ``count_before_window`` those
+        before the window of ``window`` successful ones."""
+        return sequences - self.window if self.count_before_window else sequences
 
     def milestones(
         self, recent: dict[str, Tensor], evaluation: dict[str, float] | None
