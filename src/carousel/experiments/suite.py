@@ -163,6 +163,7 @@ def _long_lag_2c(q: int, p: int, sequences: float, target: bool = False) -> Expe
         paper=PaperResult(20, 100.0, sequences, 4 + 6 * (p + 4 + 6)),
         budget=max(300_000, int(4 * sequences)),
         chunk=50,
+        trained=Trained(budget=int(sequences) + 10_000),  # the window is not counted
         target=target,
         note="the paper gives no gate biases here: all random, no biases on any unit",
     )
@@ -200,6 +201,7 @@ def _adding(
     target: bool = False,
     trained: Trained | None = None,
 ) -> Experiment:
+    output_units = "linear" if length <= 100 else "sigmoid"
     return Experiment(
         name=f"4-T{length}",
         group="4" if paper else "beyond",
@@ -207,16 +209,18 @@ def _adding(
         task="adding",
         options={"length": length},
         faithful=Faithful(
-            blocks=2, block_size=2, lr=0.5, input_gate_bias=(-3.0, -6.0), output_units="linear"
+            blocks=2, block_size=2, lr=0.5, input_gate_bias=(-3.0, -6.0), output_units=output_units
         ),
         paper=paper,
         budget=budget,
         chunk=max(20, 10_000 // length),
         trained=trained or Trained(),
         target=target,
-        note="output-gate biases random in [-0.1, 0.1]; a linear output unit (the paper does "
-        "not name its squashing; with a sigmoid one the targets near 0 and 1 stay wrong and "
-        "the stopping rule does not hold, see docs/reproduction.md)",
+        note="output-gate biases random in [-0.1, 0.1]; the paper does not name the output "
+        "unit's squashing: a linear unit at T = 100 (with a sigmoid one the targets near 0 and 1 "
+        "stay wrong for long and the stopping rule rarely holds), a sigmoid one beyond (a "
+        "linear one at lr 0.5 jitters above the targets' variance and does not leave the "
+        "plateau); both measured in docs/reproduction.md",
     )
 
 
@@ -278,6 +282,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             paper=PaperResult(18, 100.0, 5_040, 10_504),
             budget=200_000,
             chunk=100,
+            trained=Trained(budget=15_040),  # the paper's mean and the uncounted window
             target=True,
         ),
         Experiment(
@@ -290,6 +295,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             paper=PaperResult(18, 100.0, 5_680, 10_504),
             budget=200_000,
             chunk=100,
+            trained=Trained(budget=15_680),
             note="judged (and here trained) at the sequence end only",
         ),
         _long_lag_2c(50, 50, 30_000),
@@ -352,7 +358,7 @@ EXPERIMENTS: dict[str, Experiment] = {
                 task_options={"output_activation": "identity"},
             ),
         ),
-        _adding(500, PaperResult(10, 100.0, 209_000, 93, "0 wrong of 2560"), 1_000_000, True),
+        _adding(500, PaperResult(10, 100.0, 209_000, 93, "0 wrong of 2560"), 2_000_000, True),
         _adding(1000, PaperResult(10, 100.0, 853_000, 93, "1 wrong of 2560"), 2_500_000),
         _multiplication(140, PaperResult(10, 100.0, 482_000, 93, "139 wrong, MSE 0.0223"), True),
         _multiplication(13, PaperResult(10, 100.0, 1_273_000, 93, "14 wrong, MSE 0.0139")),
