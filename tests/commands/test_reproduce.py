@@ -149,9 +149,9 @@ def test_rows_set_how_the_trained_configurations_train(monkeypatch):
 
     monkeypatch.setattr(reproduce, "run_trainer", fake_trainer)
     for name, config in (("6a", "modern"), ("6a", "gru"), ("3a-T100-N3", "modern"),
-                         ("4-T100", "elman"), ("1-3x2-lr0.5", "modern")):  # fmt: skip
+                         ("4-T100", "elman"), ("1-3x2-lr0.5", "modern"), ("2b-p100", "modern")):  # fmt: skip
         reproduce.run_trial(name, config, 0, 0)
-    six_a, gru, two_seq, adding, reber = seen
+    six_a, gru, two_seq, adding, reber, long_lag = seen
     assert six_a[4] == 4 and six_a[3]["lr"] == 0.03 and six_a[2]["init"].startswith("chrono(")
     assert six_a[5] == 31_390  # no budget of its own: the paper's mean
     assert gru[2] == {"variant": "gru", "hidden_size": 32} and gru[3] == six_a[3]  # same way
@@ -166,3 +166,5 @@ def test_rows_set_how_the_trained_configurations_train(monkeypatch):
     assert adding[1] == {"length": 100, "output_activation": "identity"}
     assert adding[3]["schedule"] == "cosine" and adding[5] == 20_000 and adding[6] == 4_000
     assert reber[2]["hidden_size"] == 128 and (reber[4], reber[6]) == (1, 64)
+    assert long_lag[2]["init"] == "chrono(1000)"  # a row may name its own initialiser
+    assert long_lag[5] == 5_680 + 10_000  # experiment 2: the uncounted window on top

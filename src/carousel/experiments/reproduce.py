@@ -52,7 +52,8 @@ def modern_init(row: Experiment) -> str:
     r"""The ``modern`` configuration's initialiser for ``row``: chrono initialisation (Tallec &
     Ollivier 2018; forget-gate biases :math:`\log U[1, T_{max} - 1]`, input-gate biases their
     negatives) with :math:`T_{max}` the longest sequence of the row's test set, so the cells'
-    forgetting times cover every lag the task can have."""
+    forgetting times cover every lag the task can have (unless the row's
+    :class:`~carousel.experiments.suite.Trained` names another initialiser)."""
     task = build_task(row.task, row.options, seed=0)
     longest = max(batch.mask.shape[1] for batch in task.eval_batches())
     return f"chrono({max(longest, 3)})"
@@ -79,7 +80,7 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
         limit = budget or trained.budget or int(row.paper.sequences if row.paper else row.budget)
         model = {**MODERN[config], "hidden_size": trained.hidden}
         if config == "modern":
-            model["init"] = modern_init(row)
+            model["init"] = trained.init or modern_init(row)
         result = run_trainer(
             row.task, {**row.options, **trained.task_options}, model=model,
             optim={**MODERN_OPTIM, "lr": trained.lr, "schedule": trained.schedule},

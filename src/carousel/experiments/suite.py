@@ -59,6 +59,8 @@ class Trained:
             at the end of the budget (:class:`~carousel.train.OptimConfig`).
         eval_every: score the task's test set every this many sequences (0: the row's
             ``eval_every``, else a fifth of the budget).
+        init: the ``modern`` layer's initialiser (:class:`~carousel.train.ModelConfig`'s
+            ``init``; empty: chrono initialisation over the row's longest test sequence).
         task_options: task options that differ from the faithful row's (e.g. a linear output
             unit for a regression target).
     """
@@ -69,6 +71,7 @@ class Trained:
     hidden: int = 32
     schedule: str = "constant"
     eval_every: int = 0
+    init: str = ""
     task_options: dict = field(default_factory=dict)
 
 
@@ -295,7 +298,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             paper=PaperResult(18, 100.0, 5_680, 10_504),
             budget=200_000,
             chunk=100,
-            trained=Trained(budget=15_680),
+            trained=Trained(budget=15_680, batch=8, lr=0.03, hidden=64, init="chrono(1000)"),
             note="judged (and here trained) at the sequence end only",
         ),
         _long_lag_2c(50, 50, 30_000),
