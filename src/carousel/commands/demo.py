@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> None:
     say(f"Elman RNN, {trained.hidden} units, full BPTT with Adam (progress below):")
     elman = run_trainer(
         row.task, row.options, model={"variant": "elman", "hidden_size": trained.hidden},
-        optim={**MODERN_OPTIM, "lr": trained.lr}, batch_size=trained.batch, seed=args.seed, budget=args.elman_budget, eval_every=16_000,
-        run_dir=str(out / "elman"), quiet=args.quiet,
+        optim={**MODERN_OPTIM, "lr": trained.lr}, batch_size=trained.batch, seed=args.seed,
+        budget=args.elman_budget, eval_every=16_000, run_dir=str(out / "elman"), quiet=args.quiet,
     )  # fmt: skip
     say(_line(f"Elman RNN ({elman.weights} weights)", elman))
 

@@ -59,6 +59,17 @@ def modern_init(row: Experiment) -> str:
     return f"chrono({max(longest, 3)})"
 
 
+def trained_budget(row: Experiment) -> int:
+    """The most training sequences of a trained configuration's trial on ``row``: the row's
+    :class:`~carousel.experiments.suite.Trained` budget, else the paper's mean (plus the
+    success window where the paper does not count it, experiment 2), else the row's budget."""
+    if row.trained.budget or row.paper is None:
+        return row.trained.budget or row.budget
+    task = build_task(row.task, row.options, seed=0)
+    uncounted = task.window if getattr(task, "count_before_window", False) else 0
+    return int(row.paper.sequences) + uncounted
+
+
 def trial_seed(seed: int, trial: int) -> int:
     """The seed of trial ``trial`` (data and weights) under the run's ``seed``."""
     return 1000 * seed + trial
@@ -77,7 +88,7 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
         )  # fmt: skip
     else:
         trained = row.trained
-        limit = budget or trained.budget or int(row.paper.sequences if row.paper else row.budget)
+        limit = budget or trained_budget(row)
         model = {**MODERN[config], "hidden_size": trained.hidden}
         if config == "modern":
             model["init"] = trained.init or modern_init(row)
