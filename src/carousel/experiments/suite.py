@@ -238,7 +238,7 @@ def _multiplication(n_seq: int, paper: PaperResult, target: bool = False) -> Exp
             blocks=2, block_size=2, lr=0.1, input_gate_bias=(-3.0, -6.0), output_units="linear"
         ),
         paper=paper,
-        budget=int(3 * paper.sequences),
+        budget=int(5 * paper.sequences),
         target=target,
         note="network as in experiment 4 (input-gate biases -3, -6, a linear output unit)",
     )
@@ -260,7 +260,7 @@ def _temporal_order(
             input_gate_bias=tuple(-2.0 * (k + 1) for k in range(blocks)),
         ),
         paper=paper,
-        budget=int(3 * paper.sequences),
+        budget=int(5 * paper.sequences),
         target=True,
         note="output-gate biases random in [-0.1, 0.1]",
         **extra,
