@@ -93,6 +93,7 @@ class LongLagTask(SequenceTask):
 
     name = "longlag"
     Options = LongLagOptions
+    count_before_window = True  # success is judged after training (module docstring)
 
     def __init__(self, options: LongLagOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
@@ -114,7 +115,6 @@ class LongLagTask(SequenceTask):
             self.io = ModelIO(head, p + 1, p + 1, output_activation="sigmoid")
         self.tolerance = 0.2 if problem == "2c" else 0.25
         self.window, self.test_size = options.stop_window, options.test_size
-        self.count_before_window = True
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""
