@@ -289,7 +289,9 @@ def test_auto_leaves_the_stock_lstm_to_onednn_from_the_measured_width():
 def test_unsupported_workloads_are_explained(monkeypatch):
     backend = kernels.BACKENDS["numba"]
     assert backend.unsupported(_work()) is None
-    assert "float32 or float64" in backend.unsupported(_work(dtype=torch.float16))
+    assert backend.unsupported(_work(dtype=torch.float16)) is None  # computed in float32
+    assert "float32 or float64" in backend.unsupported(_work(dtype=torch.int32))
+    assert "torch.func" in backend.unsupported(_work(context="a torch.func transform is active"))
     assert "CPU only" in backend.unsupported(_work(device=torch.device("meta")))
     monkeypatch.setattr(numba_cpu, "missing_dependency", lambda: "numba is not installed")
     assert backend.unsupported(_work()) == "numba is not installed"

@@ -21,7 +21,10 @@ ELMAN_1990 = "Elman (1990), Finding Structure in Time, Cognitive Science 14(2)"
 def elman(*, nonlinearity="tanh"):
     r"""Elman RNN: :math:`h_t = \phi(W x_t + R h_{t-1} + b)` with ``nonlinearity`` ``"tanh"`` or ``"relu"`` as in torch."""
     if nonlinearity not in ("tanh", "relu"):
-        raise ValueError(f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}")
+        raise ValueError(
+            f"Unknown nonlinearity {nonlinearity!r}. Select from 'tanh' or 'relu'; "
+            f"nonlinearity must be 'tanh' or 'relu'; got {nonlinearity!r}"
+        )
     return CellSpec(
         family="elman",
         variant="elman",

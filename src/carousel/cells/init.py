@@ -85,7 +85,7 @@ Initializer = Callable[[ParameterGroup], None]
 
 def torch_default(group: ParameterGroup) -> None:
     r"""Every parameter :math:`U(-1/\sqrt{H}, 1/\sqrt{H})`, exactly as ``torch.nn.LSTM/GRU/RNN``."""
-    bound = 1.0 / math.sqrt(group.hidden_size)
+    bound = 1.0 / math.sqrt(group.hidden_size) if group.hidden_size > 0 else 0.0
     with torch.no_grad():
         for param in group.params.values():
             param.uniform_(-bound, bound)

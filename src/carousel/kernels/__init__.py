@@ -13,15 +13,23 @@ units, used by ``"auto"``).
 
 ``backend="auto"`` picks, per call, the supported backend of lowest ``cost``. The environment
 variable ``CAROUSEL_BACKEND`` (a backend name) overrides ``"auto"`` everywhere, for debugging.
+
+A backend that can run a layer may still be unable to run it in the call's *context*: the fused
+kernels read tensor memory directly, so they cannot run under ``torch.func`` transforms, while
+``torch.compile``/``torch.export`` capture the graph, while ``torch.jit.trace`` records, or on
+tensor subclasses (:func:`graph_context` says which). Such a call is handed to the cheapest
+backend that can run it, even when the layer names a backend; nothing is refused or computed
+wrong because of the context.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from torch import Tensor
 
 from carousel.cells import CellSpec
 from carousel.kernels import numba_cpu, reference, torch_native
@@ -32,7 +40,8 @@ class Workload:
     """What a backend is asked to run: the cell, the stack's shape and the data's.
 
     ``needs_grad`` says whether autograd will backpropagate through the call (training) or not
-    (inference under ``torch.no_grad()``); backends rank differently for the two.
+    (inference under ``torch.no_grad()``); backends rank differently for the two. ``context`` is
+    :func:`graph_context` of the call: ``None`` in plain eager execution.
     """
 
     spec: CellSpec
@@ -47,6 +56,7 @@ class Workload:
     num_directions: int
     has_lengths: bool
     needs_grad: bool = True
+    context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,8 @@ class Backend:
         run_stack: see :func:`carousel.kernels.torch_native.run_stack`; or ``None``.
         unsupported: ``workload -> None`` when it can run it, else the reason it cannot.
         cost: ``workload -> float``, the expected time in arbitrary units (``"auto"`` takes the least).
+        length_generic: whether a graph that ``torch.jit.trace`` records of it holds for other
+            sequence lengths (a fused operator) or only for the traced one (a Python loop).
     """
 
     name: str
@@ -69,6 +81,7 @@ class Backend:
     cost: Callable[[Workload], float]
     run_direction: Callable | None = None
     run_stack: Callable | None = None
+    length_generic: bool = False
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -101,9 +114,10 @@ register(
     Backend(
         name="torch-native",
         description="torch's fused RNN operators (oneDNN / cuDNN); stock LSTM, GRU, RNN cells",
-        unsupported=lambda work: torch_native.unsupported(work.spec, work.proj_size),
+        unsupported=torch_native.unsupported_workload,
         cost=lambda work: float(work.steps * work.num_layers * work.num_directions),
         run_stack=torch_native.run_stack,
+        length_generic=True,
     )
 )
 
@@ -119,6 +133,28 @@ register(
 )
 
 
+def graph_context(tensor: Tensor) -> str | None:
+    """``None`` in plain eager execution on ordinary tensors, else what is capturing or wrapping the call.
+
+    Cheap (no tensor values are read), and safe to call while ``torch.compile`` traces.
+    """
+    if torch.compiler.is_compiling():
+        return "torch.compile or torch.export captures the graph"
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return "torch.jit records the graph"
+    if torch._C._functorch.peek_interpreter_stack() is not None:
+        return "a torch.func transform (grad, vmap, jacrev, ...) is active"
+    if type(tensor) not in (Tensor, torch.nn.Parameter) or _dispatch_mode_active():
+        return "the tensors are traced or wrapped (a tensor subclass or a dispatch mode)"
+    return None
+
+
+def _dispatch_mode_active() -> bool:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is not None
+
+
 def check_backend_name(name: str) -> None:
     """Raise ``ValueError`` if ``name`` is neither ``"auto"`` nor a registered backend."""
     if name != "auto" and name not in BACKENDS:
@@ -128,8 +164,11 @@ def check_backend_name(name: str) -> None:
 def select(name: str, work: Workload) -> Backend:
     """The backend that runs ``work``: the one named, or for ``"auto"`` the cheapest supported.
 
+    A named backend that could run the layer but not in this call's context (see the module
+    docstring) hands the call to the cheapest backend that can.
+
     Raises:
-        ValueError: the named backend is unknown or cannot run this workload (with the reason).
+        ValueError: the named backend is unknown or cannot run this layer (with the reason).
     """
     if name == "auto":
         name = os.environ.get("CAROUSEL_BACKEND", "auto")
@@ -137,11 +176,23 @@ def select(name: str, work: Workload) -> Backend:
     if name != "auto":
         backend = BACKENDS[name]
         reason = backend.unsupported(work)
-        if reason is not None:
+        if reason is None:
+            return backend
+        if work.context is None or backend.unsupported(replace(work, context=None)) is not None:
             raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
-        return backend
-    candidates = [b for b in BACKENDS.values() if b.unsupported(work) is None]
-    return min(candidates, key=lambda b: b.cost(work))
+    best, best_cost = None, float("inf")
+    for backend in BACKENDS.values():  # a plain loop: torch.compile traces it without a break
+        if backend.unsupported(work) is None and backend.cost(work) < best_cost:
+            best, best_cost = backend, backend.cost(work)
+    return best
 
 
-__all__ = ["BACKENDS", "Backend", "Workload", "check_backend_name", "register", "select"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "Workload",
+    "check_backend_name",
+    "graph_context",
+    "register",
+    "select",
+]

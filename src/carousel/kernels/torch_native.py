@@ -37,6 +37,16 @@ def unsupported(spec: CellSpec, proj_size: int) -> str | None:
     return None
 
 
+def unsupported_workload(work) -> str | None:
+    """``None`` if torch's operators can run ``work`` (a :class:`carousel.kernels.Workload`)."""
+    if work.has_lengths and work.context is not None:
+        return (
+            "variable lengths go through pack_padded_sequence, which reads the lengths' values, "
+            f"which it cannot while {work.context}"
+        )
+    return unsupported(work.spec, work.proj_size)
+
+
 def _operator(spec: CellSpec):
     if spec.family == "lstm":
         return torch._VF.lstm

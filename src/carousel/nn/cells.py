@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from carousel import kernels
 from carousel.cells import STEPS, CellSpec, CellWeights, make_spec
 from carousel.cells.init import Initializer, ParameterGroup, torch_default
 from carousel.nn import checks
@@ -43,7 +44,8 @@ class RecurrentCell(nn.Module):
         **cell_options,
     ) -> None:
         super().__init__()
-        checks.check_cell_arguments(input_size=input_size, hidden_size=hidden_size, bias=bias)
+        checks.check_cell_arguments(input_size=input_size, hidden_size=hidden_size)
+        bias = bool(bias)
         spec = make_spec(variant, **cell_options)
         spec.check_sizes(hidden_size)
         self.spec = spec
@@ -78,9 +80,17 @@ class RecurrentCell(nn.Module):
             initializer(group)
 
     def forward(self, input: Tensor, hx=None):
-        """One step: returns the new state, a tensor ``h'`` (GRU, RNN) or a tuple ``(h', c'[, gates'])``."""
+        """One step: returns the new state, a tensor ``h'`` (GRU, RNN) or a tuple ``(h', c'[, gates'])``.
+
+        Under autocast the step runs in the autocast dtype where ``torch.nn``'s cell does (on
+        accelerators; on the CPU torch's cells are not cast, and neither are these).
+        """
         param = self.weight_ih
-        checks.check_input_tensor(input, "input", param, self.input_size, ndims=(1, 2))
+        values = kernels.graph_context(input) is None if isinstance(input, Tensor) else True
+        name = type(self).__name__
+        checks.check_input_tensor(
+            input, "input", param, self.input_size, layer=name, cell=True, values=values
+        )
         batched = input.dim() == 2
         x = input if batched else input.unsqueeze(0)
         sizes = self.spec.state_sizes(self.hidden_size)
@@ -88,7 +98,7 @@ class RecurrentCell(nn.Module):
             state = tuple(x.new_zeros(x.shape[0], size) for size in sizes)
         else:
             state = checks.check_state(
-                hx, self.spec.state_names, sizes, 0, x.shape[0], batched, x, type(self).__name__
+                hx, self.spec.state_names, sizes, 0, x.shape[0], batched, x, name, values=values
             )
         params = self.parameter_group().params
         weights = CellWeights.from_parameters(

@@ -1,5 +1,12 @@
 """Validation of user input to layers and cells: every error names the argument, the expected and
-the received value. Nothing is broadcast or converted silently."""
+the received value. Nothing is broadcast or converted silently.
+
+Where ``torch.nn`` rejects the same input, the message starts with torch's wording and the
+exception is also an instance of the class torch raises (:mod:`carousel.errors`). Checks that read
+tensor values (finiteness, the range of ``lengths``) run only in eager execution (``values=True``):
+while a graph is captured (``torch.compile``, ``torch.export``, ``torch.jit.trace``) or under
+``torch.func`` transforms they would break the capture, so they are skipped there.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +15,22 @@ import numbers
 import torch
 from torch import Tensor
 
+from carousel.errors import InputError, InputTypeError
+
 
 def _int(name: str, value, minimum: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int; got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name} should be of type int, got: {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}; got {value}")
+        torch_words = "greater than zero" if minimum == 1 else "non-negative"
+        raise InputError(f"{name} must be {torch_words}; got {value}")
 
 
 def _bool(name: str, value) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool; got {type(value).__name__} {value!r}")
+        raise InputTypeError(
+            f"{name} should be of type bool, got: {type(value).__name__} {value!r}"
+        )
 
 
 def check_layer_arguments(
@@ -28,7 +40,6 @@ def check_layer_arguments(
     _int("input_size", input_size, 1)
     _int("hidden_size", hidden_size, 1)
     _int("num_layers", num_layers, 1)
-    _int("proj_size", proj_size, 0)
     _bool("bias", bias)
     _bool("batch_first", batch_first)
     _bool("bidirectional", bidirectional)
@@ -37,87 +48,142 @@ def check_layer_arguments(
         or not isinstance(dropout, numbers.Number)
         or not 0 <= dropout <= 1
     ):
-        raise ValueError(f"dropout must be a number in [0, 1]; got {dropout!r}")
+        raise InputError(
+            "dropout should be a number in range [0, 1] representing the probability of an "
+            f"element being zeroed; got {dropout!r}"
+        )
+    if isinstance(proj_size, bool) or not isinstance(proj_size, int) or proj_size < 0:
+        raise InputError(
+            "proj_size should be a positive integer or zero to disable projections; "
+            f"got {proj_size!r}"
+        )
     if proj_size >= hidden_size:
-        raise ValueError(
-            f"proj_size must be smaller than hidden_size={hidden_size}; got proj_size={proj_size}"
+        raise InputError(
+            f"proj_size has to be smaller than hidden_size; got proj_size={proj_size} and "
+            f"hidden_size={hidden_size}"
         )
 
 
-def check_cell_arguments(*, input_size, hidden_size, bias) -> None:
-    """Validate the constructor arguments shared with ``torch.nn.RNNCellBase``."""
-    _int("input_size", input_size, 1)
-    _int("hidden_size", hidden_size, 1)
-    _bool("bias", bias)
+def check_cell_arguments(*, input_size, hidden_size) -> None:
+    """Validate the sizes shared with ``torch.nn.RNNCellBase`` (they may be 0).
+
+    ``bias`` is not checked: ``torch.nn``'s cells take any value and test its truth, and code
+    written for them passes e.g. ``RNNCell(10, 20, "relu")`` (the nonlinearity in the bias'
+    place); the cells do the same.
+    """
+    _int("input_size", input_size, 0)
+    _int("hidden_size", hidden_size, 0)
 
 
-def _check_finite(tensor: Tensor, name: str) -> None:
-    # Skipped on accelerators: the check would synchronise every call.
-    if tensor.device.type == "cpu" and not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or infinite values")
+def check_finite(tensor: Tensor, name: str) -> None:
+    """Raise :class:`InputError` if ``tensor`` holds NaN or infinity (eager CPU calls only).
+
+    One reduction, no temporary: the sum of finite values is finite unless it overflows, and only
+    then are the elements checked one by one. Skipped on accelerators, where the check would
+    synchronise every call.
+    """
+    if tensor.device.type != "cpu" or tensor.numel() == 0:
+        return
+    if bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all()):
+        return
+    raise InputError(f"{name} contains NaN or infinite values")
 
 
 def check_input_tensor(
-    tensor, name: str, param: Tensor, input_size: int, ndims: tuple[int, ...]
+    tensor,
+    name: str,
+    param: Tensor,
+    input_size: int,
+    *,
+    layer: str = "RNN",
+    cell: bool = False,
+    ndims: tuple[int, ...] | None = None,
+    values: bool = True,
 ) -> None:
-    """Type, dtype, device, rank, feature size, emptiness and finiteness of an input tensor."""
+    """Type, dtype, device, rank, feature size, length and finiteness of an input tensor.
+
+    ``layer`` is the class name for messages; ``cell`` selects a step-wise cell's ranks (1-D or
+    2-D) and torch's cell wording; ``ndims`` narrows the accepted ranks; ``values=False`` skips
+    the checks that read values.
+    """
     if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a Tensor or a PackedSequence; got {type(tensor).__name__}")
-    if tensor.dtype != param.dtype:
-        raise TypeError(
-            f"{name} must have the parameters' dtype {param.dtype}; got {tensor.dtype} "
-            f"(convert the input, or the layer with .to({tensor.dtype}))"
+        raise InputTypeError(
+            f"{name} must be a Tensor or a PackedSequence; got {type(tensor).__name__}"
         )
+    if tensor.dtype != param.dtype and not torch.is_autocast_enabled(tensor.device.type):
+        raise InputTypeError(
+            f"RNN input dtype ({tensor.dtype}) does not match weight dtype ({param.dtype}). "
+            f"Convert input: input.to({param.dtype}), or convert model: model.to({tensor.dtype}); "
+            f"{name} must have the parameters' dtype {param.dtype}; got {tensor.dtype}"
+        )
+    if not tensor.dtype.is_floating_point:
+        raise InputTypeError(f"{name} must be a floating-point tensor; got dtype {tensor.dtype}")
     if tensor.device != param.device:
-        raise ValueError(
+        raise InputError(
+            "Input and parameter tensors are not at the same device; "
             f"{name} must be on the parameters' device {param.device}; got {tensor.device}"
         )
+    ndims = ndims or ((1, 2) if cell else (2, 3))
     if tensor.dim() not in ndims:
-        expected = " or ".join(f"{n}-D" for n in ndims)
-        raise ValueError(
-            f"{name} must be {expected}; got {tensor.dim()}-D of shape {list(tensor.shape)}"
+        torch_words = " or ".join(f"{n}D" for n in ndims)
+        ours = " or ".join(f"{n}-D" for n in ndims)
+        raise InputError(
+            f"{layer}: Expected {name} to be {torch_words}, got {tensor.dim()}D instead; {name} "
+            f"must be {ours}; got {tensor.dim()}-D of shape {list(tensor.shape)}"
         )
     if tensor.shape[-1] != input_size:
-        raise ValueError(
-            f"{name} must have input_size={input_size} features in its last dimension; "
-            f"got shape {list(tensor.shape)}"
+        torch_words = (
+            f"input has inconsistent input_size: got {tensor.shape[-1]} expected {input_size}"
+            if cell
+            else f"input.size(-1) must be equal to input_size. Expected {input_size}, "
+            f"got {tensor.shape[-1]}"
         )
-    if tensor.numel() == 0:
-        raise ValueError(
-            f"{name} is empty (shape {list(tensor.shape)}); it needs at least one step and one sequence"
+        raise InputError(
+            f"{torch_words}; {name} must have input_size={input_size} features in its last "
+            f"dimension; got shape {list(tensor.shape)}"
         )
-    _check_finite(tensor, name)
+    if not cell and tensor.shape[0] == 0:
+        raise InputError(
+            f"Expected sequence length to be larger than 0 in RNN; {name} has shape "
+            f"{list(tensor.shape)}"
+        )
+    if values:
+        check_finite(tensor, name)
 
 
-def check_lengths(lengths, batch: int, steps: int) -> Tensor:
-    """Return ``lengths`` as a ``(batch,)`` int64 CPU tensor, each in ``[1, steps]``."""
+def check_lengths(lengths, batch: int, steps: int, *, values: bool = True) -> Tensor:
+    """Return ``lengths`` as a ``(batch,)`` int64 CPU tensor, each in ``[1, steps]``.
+
+    ``values=False`` skips the range check (it reads the values).
+    """
     if isinstance(lengths, Tensor):
         if (
             lengths.dtype.is_floating_point
             or lengths.dtype.is_complex
             or lengths.dtype == torch.bool
         ):
-            raise TypeError(f"lengths must hold integers; got dtype {lengths.dtype}")
+            raise InputTypeError(f"lengths must hold integers; got dtype {lengths.dtype}")
         lengths = lengths.detach().to("cpu", torch.int64)
     else:
         try:
             lengths = torch.as_tensor(lengths)
         except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(
+            raise InputTypeError(
                 f"lengths must be a 1-D tensor or sequence of ints; got {lengths!r}"
             ) from error
         if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must hold integers; got {lengths.dtype}")
+            raise InputTypeError(f"lengths must hold integers; got {lengths.dtype}")
         lengths = lengths.to(torch.int64)
     if lengths.dim() != 1 or lengths.shape[0] != batch:
-        raise ValueError(
+        raise InputError(
             f"lengths must have one entry per sequence, shape ({batch},); got shape {list(lengths.shape)}"
         )
-    low, high = int(lengths.min()), int(lengths.max())
-    if low < 1 or high > steps:
-        raise ValueError(
-            f"lengths must lie in [1, {steps}] (the input has {steps} steps); got values from {low} to {high}"
-        )
+    if values and batch:
+        low, high = int(lengths.min()), int(lengths.max())
+        if low < 1 or high > steps:
+            raise InputError(
+                f"lengths must lie in [1, {steps}] (the input has {steps} steps); got values from {low} to {high}"
+            )
     return lengths
 
 
@@ -130,18 +196,20 @@ def check_state(
     batched: bool,
     x: Tensor,
     layer: str,
+    *,
+    values: bool = True,
 ) -> tuple[Tensor, ...]:
     """Validate an initial state and return it as a tuple of ``(stacked, batch, size)`` tensors.
 
     ``stacked`` is ``num_layers * num_directions`` for layers; cells pass ``stacked=0`` and get
-    ``(batch, size)`` tensors.
+    ``(batch, size)`` tensors. ``values=False`` skips the finiteness check.
     """
     if len(names) == 1:
         if not isinstance(hx, Tensor):
-            raise TypeError(f"hx must be a Tensor for {layer}; got {type(hx).__name__}")
+            raise InputTypeError(f"hx must be a Tensor for {layer}; got {type(hx).__name__}")
         hx = (hx,)
     elif not isinstance(hx, (tuple, list)) or len(hx) != len(names):
-        raise TypeError(
+        raise InputTypeError(
             f"hx must be a tuple of {len(names)} tensors ({', '.join(names)}) for {layer}; got "
             f"{type(hx).__name__}"
             + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else "")
@@ -152,15 +220,40 @@ def check_state(
         lead = (stacked,) if stacked else ()
         expected = (*lead, batch, size) if batched else (*lead, size)
         if not isinstance(tensor, Tensor):
-            raise TypeError(f"{label} must be a Tensor; got {type(tensor).__name__}")
-        if tensor.dtype != x.dtype:
-            raise TypeError(f"{label} must have the input's dtype {x.dtype}; got {tensor.dtype}")
+            raise InputTypeError(f"{label} must be a Tensor; got {type(tensor).__name__}")
+        if tensor.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise InputTypeError(
+                f"{label} must have the input's dtype {x.dtype}; got {tensor.dtype}"
+            )
         if tensor.device != x.device:
-            raise ValueError(
-                f"{label} must be on the input's device {x.device}; got {tensor.device}"
+            raise InputError(
+                f"Input and hidden tensors are not at the same device; {label} must be on the "
+                f"input's device {x.device}; got {tensor.device}"
             )
         if tuple(tensor.shape) != expected:
-            raise ValueError(f"{label} must have shape {list(expected)}; got {list(tensor.shape)}")
-        _check_finite(tensor, label)
+            raise InputError(
+                f"{_torch_state_words(layer, stacked, index, len(names), tensor, expected)}; "
+                f"{label} must have shape {list(expected)}; got {list(tensor.shape)}"
+            )
+        if values:
+            check_finite(tensor, label)
         states.append(tensor if batched else tensor.unsqueeze(-2))
     return tuple(states)
+
+
+def _torch_state_words(layer, stacked, index, count, tensor, expected) -> str:
+    """What ``torch.nn`` says about a state of the wrong shape."""
+    if stacked:
+        which = f"hidden[{index}]" if count > 1 else "hidden"
+        return f"Expected {which} size {tuple(expected)}, got {list(tensor.shape)}"
+    if tensor.dim() != len(expected) and tensor.dim() not in (1, 2):
+        which = f"hx[{index}]" if count > 1 else "hidden"
+        return f"{layer}: Expected {which} to be 1D or 2D, got {tensor.dim()}D instead"
+    if tensor.shape[-1] != expected[-1]:
+        return (
+            f"hidden{index} has inconsistent hidden_size: got {tensor.shape[-1]}, "
+            f"expected {expected[-1]}"
+        )
+    if len(expected) == 2 and tensor.dim() == 2:
+        return f"Input batch size {expected[0]} doesn't match hidden{index} batch size {tensor.shape[0]}"
+    return f"hidden{index} has the wrong rank"

@@ -21,6 +21,7 @@ Shapes (as in torch):
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from carousel import kernels
 from carousel.cells import CellSpec, CellWeights, make_spec
 from carousel.cells.init import Initializer, ParameterGroup, torch_default
+from carousel.errors import InputError
 from carousel.nn import checks
 
 
@@ -156,6 +158,21 @@ class Recurrent(nn.Module):
         """Parameters per (layer, direction), as ``torch.nn.RNNBase.all_weights``."""
         return [list(group.params.values()) for group in self.parameter_groups()]
 
+    @property
+    def _flat_weights_names(self) -> list[str]:
+        """Parameter names in ``torch.nn``'s flat order (layer, direction, then
+        ``weight_ih, weight_hh, bias_ih, bias_hh, weight_hr``, then the variant's extras)."""
+        return [name for names in self._group_names for name in names.values()]
+
+    @property
+    def _flat_weights(self) -> list[Tensor | None]:
+        """The tensors named in :attr:`_flat_weights_names`, as ``torch.nn.RNNBase`` keeps them.
+
+        Read afresh on every access, so it follows a parameter that was replaced (a
+        parametrization, a weight drop assigning a plain tensor) without bookkeeping.
+        """
+        return [getattr(self, name, None) for name in self._flat_weights_names]
+
     def reset_parameters(self) -> None:
         """torch's default initialisation, then this layer's ``init`` in order."""
         groups = self.parameter_groups()
@@ -190,7 +207,7 @@ class Recurrent(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def forward(self, input, hx=None, *, lengths=None):
+    def forward(self, input, hx=None, lengths=None):
         """Run the stack over ``input``.
 
         Args:
@@ -203,36 +220,50 @@ class Recurrent(nn.Module):
 
         Returns:
             ``(output, h_n)`` with the same structure as ``hx``.
+
+        Precision: float16 and bfloat16 layers, and autocast regions (where ``torch.nn`` casts,
+        see :data:`AUTOCAST_FAMILIES`), give outputs and states in that dtype as ``torch.nn``
+        does; the fused kernels and the reference loop compute them in float32.
         """
         packed = isinstance(input, PackedSequence)
+        data = input.data if packed else input
         param = next(self.parameters())
+        context = kernels.graph_context(data) if isinstance(data, Tensor) else None
+        values = context is None  # checks that read tensor values: eager execution only
+        name = type(self).__name__
         if packed:
             if lengths is not None:
-                raise ValueError(
+                raise InputError(
                     "lengths must be None for a PackedSequence input (it carries its own)"
                 )
-            checks.check_input_tensor(input.data, "input.data", param, self.input_size, ndims=(2,))
-            x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+            checks.check_input_tensor(
+                input.data, "input.data", param, self.input_size, layer=name, values=values
+            )
+            x, packed_lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+            lengths = packed_lengths
             batched = True
         else:
-            checks.check_input_tensor(input, "input", param, self.input_size, ndims=(2, 3))
+            checks.check_input_tensor(
+                input, "input", param, self.input_size, layer=name, values=values
+            )
             batched = input.dim() == 3
             x = input if batched else input.unsqueeze(1)
             if batched and self.batch_first:
                 x = x.transpose(0, 1)
             if not batched and lengths is not None:
-                raise ValueError("lengths must be None for unbatched (2-D) input")
+                raise InputError("lengths must be None for unbatched (2-D) input")
         steps, batch = x.shape[0], x.shape[1]
         if lengths is not None and not packed:
-            lengths = checks.check_lengths(lengths, batch, steps)
-        if lengths is not None and bool((lengths == steps).all()):
+            lengths = checks.check_lengths(lengths, batch, steps, values=values)
+        if lengths is not None and values and bool((lengths == steps).all()):
             lengths = None
 
-        state = self._initial_state(hx, batch, batched, x)
+        state = self._initial_state(hx, batch, batched, x, values)
+        dtype = _autocast_dtype(self.spec.family, x) or x.dtype
         work = kernels.Workload(
             spec=self.spec,
             device=x.device,
-            dtype=x.dtype,
+            dtype=dtype,
             steps=steps,
             batch=batch,
             input_size=self.input_size,
@@ -247,8 +278,16 @@ class Recurrent(nn.Module):
                 or any(s.requires_grad for s in state)
                 or any(p.requires_grad for p in self.parameters())
             ),
+            context=context,
         )
         backend = kernels.select(self.backend, work)
+        if torch.jit.is_tracing() and not backend.length_generic:
+            raise InputError(
+                f"torch.jit.trace cannot record {name}({self.spec.describe()}): its "
+                f"{backend.name!r} backend runs a Python loop over the {steps} steps, so the "
+                "traced graph would hold for this sequence length only; use torch.export or "
+                "torch.compile, which capture it correctly"
+            )
         if backend.run_stack is not None:
             flat = [p for group in self.parameter_groups() for p in group.params.values()]
             output, final = backend.run_stack(
@@ -264,10 +303,11 @@ class Recurrent(nn.Module):
                 bidirectional=self.bidirectional,
             )
         else:
-            output, final = self._run_directions(backend, x, state, lengths)
+            with _autocast_off(x.device.type):
+                output, final = self._run_directions(backend, x, state, lengths, dtype)
 
         if packed:
-            output = _pack_like(output, lengths, input)
+            output = _pack_like(output, packed_lengths, input)
         elif not batched:
             output = output.squeeze(1)
             final = tuple(s.squeeze(1) for s in final)
@@ -275,19 +315,30 @@ class Recurrent(nn.Module):
             output = output.transpose(0, 1)
         return output, (final[0] if len(final) == 1 else final)
 
-    def _run_directions(self, backend, x, state, lengths):
-        """Stack layers and directions around a backend's ``run_direction``."""
+    def _run_directions(self, backend, x, state, lengths, dtype):
+        """Stack layers and directions around a backend's ``run_direction``, in ``dtype``.
+
+        float16 and bfloat16 are computed in float32 (inputs, states and weights cast up, the
+        results cast back), so every backend accumulates in float32.
+        """
+        compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        layer_input = x.to(dtype).to(compute)
+        state = tuple(s.to(dtype).to(compute) for s in state)
         finals: list[list[Tensor]] = [[] for _ in state]
-        layer_input = x
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
+                weights = self.cell_weights(layer, direction)
+                if weights.weight_ih.dtype != compute:
+                    weights = CellWeights(
+                        *(None if w is None else w.to(dtype).to(compute) for w in weights)
+                    )
                 output, final = backend.run_direction(
                     self.spec,
                     layer_input,
                     tuple(s[index] for s in state),
-                    self.cell_weights(layer, direction),
+                    weights,
                     lengths,
                     direction == 1,
                 )
@@ -297,15 +348,26 @@ class Recurrent(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        return layer_input, tuple(torch.stack(collected) for collected in finals)
+        final = tuple(torch.stack(collected).to(dtype) for collected in finals)
+        return layer_input.to(dtype), final
 
-    def _initial_state(self, hx, batch: int, batched: bool, x: Tensor) -> tuple[Tensor, ...]:
+    def _initial_state(
+        self, hx, batch: int, batched: bool, x: Tensor, values: bool
+    ) -> tuple[Tensor, ...]:
         sizes = self.spec.state_sizes(self.hidden_size, self.proj_size)
         stacked = self.num_layers * self.num_directions
         if hx is None:
             return tuple(x.new_zeros(stacked, batch, size) for size in sizes)
         return checks.check_state(
-            hx, self.spec.state_names, sizes, stacked, batch, batched, x, type(self).__name__
+            hx,
+            self.spec.state_names,
+            sizes,
+            stacked,
+            batch,
+            batched,
+            x,
+            type(self).__name__,
+            values=values,
         )
 
     def extra_repr(self) -> str:
@@ -522,6 +584,29 @@ def _as_initializers(init) -> tuple[Initializer, ...]:
 
 def _to(mask: Tensor | None, factory: dict) -> Tensor | None:
     return None if mask is None else mask.to(**{k: v for k, v in factory.items() if v is not None})
+
+
+AUTOCAST_FAMILIES = {"cpu": ("lstm", "elman")}
+"""Families that ``torch.nn`` runs in autocast's lower precision, per device type: on the CPU its
+LSTM operator is on autocast's list and its RNN runs through cast matrix products, while its GRU
+stays in the input's dtype; on accelerators every recurrent operator is cast."""
+
+
+def _autocast_dtype(family: str, x: Tensor) -> torch.dtype | None:
+    """The dtype autocast would run ``torch.nn``'s operator for ``family`` in, or ``None``."""
+    device = x.device.type
+    if not x.is_floating_point() or not torch.is_autocast_enabled(device):
+        return None
+    if family not in AUTOCAST_FAMILIES.get(device, ("lstm", "gru", "elman")):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
+def _autocast_off(device: str):
+    """A context in which autocast leaves the backends' operations alone (their casts are explicit)."""
+    if torch.is_autocast_enabled(device):
+        return torch.autocast(device, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _pack_like(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

@@ -37,10 +37,14 @@ def unsupported(work) -> str | None:
         return reason
     if work.device.type != "cpu":
         return f"the numba kernels run on the CPU only; got device {work.device}"
-    if work.dtype not in (torch.float32, torch.float64):
-        return f"the numba kernels run in float32 or float64; got {work.dtype}"
+    if work.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+        return f"the numba kernels run in float32 or float64 (float16, bfloat16 through float32); got {work.dtype}"
     if work.spec.family not in FAMILIES:
         return f"no numba kernel for the {work.spec.family!r} family"
+    if work.context is not None:
+        return (
+            f"the numba kernels read tensor memory directly, which they cannot while {work.context}"
+        )
     return None
 
 

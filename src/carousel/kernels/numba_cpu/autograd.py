@@ -1,37 +1,115 @@
-"""The compiled kernels as ``torch.autograd.Function`` s, and the backend's ``run_direction``.
+"""The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``.
 
-Tensors and arrays are exchanged without copies: inputs are viewed with ``Tensor.numpy()`` (after
-``contiguous()``, a no-op for parameters), results are wrapped with ``torch.from_numpy``. What the
-forward kernel saves for the backward pass stays a NumPy array on ``ctx``; the tensors the backward
-pass reads again (input and weights) go through ``save_for_backward``, so an in-place change to
-them between forward and backward is detected as usual. Without autograd (``torch.no_grad()`` or
-no input requiring a gradient) the forward kernel runs with ``keep=False`` and saves nothing.
+Each family's kernels share one calling convention (see :class:`FamilyKernels`), so one Function,
+:class:`FusedDirection`, drives all three. Tensors and arrays are exchanged without copies: inputs
+are viewed with ``Tensor.numpy()`` (after ``contiguous()``, a no-op for parameters), results are
+wrapped with ``torch.from_numpy``. What the forward kernel saves for the backward pass stays a
+NumPy array on ``ctx``; the inputs go through ``save_for_backward``, so an in-place change to them
+between forward and backward is detected as usual. Without autograd (``torch.no_grad()`` or no
+input requiring a gradient) the forward kernel runs with ``keep=False`` and saves nothing.
+
+Higher-order gradients: the hand-written backward kernel computes numbers, not a graph. When the
+backward pass itself is to be differentiated (``create_graph=True``, so grad mode is on inside
+``backward``), :class:`FusedDirection` recomputes the direction with the reference backend (the
+same equations in differentiable PyTorch ops) and returns the gradients of that graph, which
+autograd can differentiate again. First-order gradients never take that path.
 """
 
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS the kernels call, for the policy)
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from carousel.cells import CellSpec, CellWeights
-from carousel.kernels import threads
+from carousel.kernels import reference, threads
 from carousel.kernels.numba_cpu.elman import elman_backward, elman_config, elman_forward
 from carousel.kernels.numba_cpu.gru import gru_backward, gru_config, gru_forward
 from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_config, lstm_forward
 
 threads.apply_policy()
 
+
+@dataclass(frozen=True)
+class FamilyKernels:
+    """How the backend calls one family's kernels.
+
+    The forward kernel is ``forward(config, *inputs, lengths, reverse, keep)`` where ``inputs`` is
+    ``(x, *states, *weights)``: ``states`` are ``state_slots`` tensors (an LSTM always passes
+    ``h, c, gates``, the last one ``(B, 0)`` without gate feedback) and ``weights`` are the
+    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields``, in that order. It returns
+    ``num_outputs`` arrays (``output`` and the final states) followed by its saved arrays; the ones
+    at ``saved`` are handed to the backward kernel.
+
+    The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
+    reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
+    input. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
+    """
+
+    config: object
+    forward: object
+    backward: object
+    state_slots: int
+    weight_fields: tuple[str, ...]
+    weight_ndims: tuple[int, ...]
+    num_outputs: int
+    saved: tuple[int, ...]
+    backward_inputs: tuple[int, ...]
+    workspace_factor: int
+
+
+FAMILIES = {
+    "lstm": FamilyKernels(
+        config=lstm_config,
+        forward=lstm_forward,
+        backward=lstm_backward,
+        state_slots=3,
+        weight_fields=("weight_ih", "bias", "weight_hh", "weight_peephole", "weight_hr"),
+        weight_ndims=(2, 1, 2, 2, 2),
+        num_outputs=4,
+        saved=(4, 5, 6, 7),
+        backward_inputs=(0, 4, 6, 7, 8),
+        workspace_factor=1,
+    ),
+    "gru": FamilyKernels(
+        config=gru_config,
+        forward=gru_forward,
+        backward=gru_backward,
+        state_slots=1,
+        weight_fields=("weight_ih", "bias", "weight_hh", "bias_hh"),
+        weight_ndims=(2, 1, 2, 1),
+        num_outputs=2,
+        saved=(2, 3, 4),
+        backward_inputs=(0, 2, 4),
+        workspace_factor=2,
+    ),
+    "elman": FamilyKernels(
+        config=elman_config,
+        forward=elman_forward,
+        backward=elman_backward,
+        state_slots=1,
+        weight_fields=("weight_ih", "bias", "weight_hh"),
+        weight_ndims=(2, 1, 2),
+        num_outputs=2,
+        saved=(0, 2),
+        backward_inputs=(0, 2, 4),
+        workspace_factor=1,
+    ),
+}
+"""The kernels of each family, by ``CellSpec.family``."""
+
+# Zero-size placeholders for absent optional weights (bias (0,), peephole and projection (0, 0)).
 _EMPTY = {
     (dtype, ndim): np.zeros((0,) * ndim, dtype=dtype)
     for dtype in (np.float32, np.float64)
-    for ndim in (1, 2, 3)
+    for ndim in (1, 2)
 }
+_WORKSPACES = threading.local()
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -39,18 +117,14 @@ def _array(tensor: Tensor) -> np.ndarray:
     return tensor.detach().contiguous().numpy()
 
 
-def _optional(tensor: Tensor | None, like: np.ndarray, ndim: int) -> np.ndarray:
-    """``tensor`` as an array, or a zero-size placeholder of ``like``'s dtype."""
-    if tensor is None:
-        return _EMPTY[(like.dtype.type, ndim)]
-    return _array(tensor)
-
-
-def _tensor(array: np.ndarray) -> Tensor:
-    return torch.from_numpy(array)
-
-
-_WORKSPACES = threading.local()
+def _arrays(kernels: FamilyKernels, inputs: tuple[Tensor | None, ...]) -> list[np.ndarray]:
+    """The inputs as arrays; an absent optional weight becomes a zero-size placeholder."""
+    dtype = inputs[0].numpy().dtype.type
+    ndims = (3,) + (2,) * kernels.state_slots + kernels.weight_ndims
+    return [
+        _EMPTY[(dtype, ndim)] if tensor is None else _array(tensor)
+        for tensor, ndim in zip(inputs, ndims, strict=True)
+    ]
 
 
 def _workspace(size: int, dtype) -> np.ndarray:
@@ -67,194 +141,101 @@ def _workspace(size: int, dtype) -> np.ndarray:
     return buffer
 
 
-def _grads(arrays, needed) -> list[Tensor | None]:
-    """The kernel's gradients as tensors, ``None`` where the input needs none."""
-    return [torch.from_numpy(a) if need else None for a, need in zip(arrays, needed, strict=True)]
+@dataclass(frozen=True, eq=False)
+class KernelCall:
+    """Everything about one direction's call that is not a tensor input."""
+
+    spec: CellSpec
+    kernels: FamilyKernels
+    config: np.ndarray
+    lengths: np.ndarray  # (B,) int64
+    lengths_tensor: Tensor | None  # the same, as the reference backend takes it
+    reverse: bool
+
+    def forward(self, inputs: tuple[Tensor | None, ...], keep: bool) -> tuple[np.ndarray, ...]:
+        """Run the forward kernel on tensors; returns every array it returns."""
+        arrays = _arrays(self.kernels, inputs)
+        return self.kernels.forward(self.config, *arrays, self.lengths, self.reverse, keep)
+
+    def reference_run(self, inputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
+        """The same direction through the reference backend: ``(output, *final_state)``."""
+        slots = self.kernels.state_slots
+        state = tuple(inputs[1 : 1 + len(self.spec.state_names)])
+        weights = CellWeights(
+            **dict(zip(self.kernels.weight_fields, inputs[1 + slots :], strict=True))
+        )
+        output, final = reference.run_direction(
+            self.spec, inputs[0], state, weights, self.lengths_tensor, self.reverse
+        )
+        return (output, *final)
 
 
-def _lstm_forward(config, lengths, reverse, keep, x, h0, c0, feedback0, *weights):
-    """Call :func:`lstm_forward` on tensors; returns its arrays."""
-    weight_ih, bias, weight_hh, weight_peephole, weight_hr = weights
-    x_array, h0_array = _array(x), _array(h0)
-    if feedback0 is None:
-        feedback0_array = np.zeros((h0_array.shape[0], 0), x_array.dtype)
-    else:
-        feedback0_array = _array(feedback0)
-    return lstm_forward(
-        config,
-        x_array,
-        h0_array,
-        _array(c0),
-        feedback0_array,
-        _array(weight_ih),
-        _optional(bias, x_array, 1),
-        _array(weight_hh),
-        _optional(weight_peephole, x_array, 2),
-        _optional(weight_hr, x_array, 2),
-        lengths,
-        reverse,
-        keep,
-    )
+class FusedDirection(torch.autograd.Function):
+    """One direction of one layer through a family's forward and backward kernels.
 
-
-def _gru_forward(config, lengths, reverse, keep, x, h0, weight_ih, bias_ih, weight_hh, bias_hh):
-    """Call :func:`gru_forward` on tensors; returns its arrays."""
-    x_array = _array(x)
-    return gru_forward(
-        config,
-        x_array,
-        _array(h0),
-        _array(weight_ih),
-        _optional(bias_ih, x_array, 1),
-        _array(weight_hh),
-        _optional(bias_hh, x_array, 1),
-        lengths,
-        reverse,
-        keep,
-    )
-
-
-def _elman_forward(config, lengths, reverse, keep, x, h0, weight_ih, bias, weight_hh):
-    """Call :func:`elman_forward` on tensors; returns its arrays."""
-    x_array = _array(x)
-    return elman_forward(
-        config,
-        x_array,
-        _array(h0),
-        _array(weight_ih),
-        _optional(bias, x_array, 1),
-        _array(weight_hh),
-        lengths,
-        reverse,
-        keep,
-    )
-
-
-class LSTMFunction(torch.autograd.Function):
-    """One direction of one LSTM layer: :func:`~carousel.kernels.numba_cpu.lstm.lstm_forward` and
-    :func:`~carousel.kernels.numba_cpu.lstm.lstm_backward`.
-
-    ``apply(config, lengths, reverse, x, h0, c0, feedback0, weight_ih, bias, weight_hh,
-    weight_peephole, weight_hr)`` returns ``(output, h_n, c_n, feedback_n)``; optional tensors may
-    be ``None`` (``feedback_n`` then has width 0).
+    ``apply(call, *inputs)`` with ``inputs`` as described in :class:`FamilyKernels` returns
+    ``call.kernels.num_outputs`` tensors: ``output (T, B, H_out)`` and the final states.
     """
 
     @staticmethod
-    def forward(ctx, config, lengths, reverse, x, h0, c0, feedback0, *weights):
-        results = _lstm_forward(config, lengths, reverse, True, x, h0, c0, feedback0, *weights)
-        weight_ih, _, weight_hh, weight_peephole, weight_hr = weights
-        ctx.config, ctx.lengths, ctx.reverse = config, lengths, reverse
-        ctx.kernel_saved = results[4:]
-        ctx.save_for_backward(x, weight_ih, weight_hh, weight_peephole, weight_hr)
-        return tuple(_tensor(a) for a in results[:4])
+    def forward(ctx, call: KernelCall, *inputs):
+        results = call.forward(inputs, keep=True)
+        ctx.call = call
+        ctx.kernel_saved = tuple(results[k] for k in call.kernels.saved)
+        ctx.save_for_backward(*inputs)
+        return tuple(torch.from_numpy(a) for a in results[: call.kernels.num_outputs])
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, d_output, d_h_n, d_c_n, d_feedback_n):
-        x, weight_ih, weight_hh, weight_peephole, weight_hr = ctx.saved_tensors
-        x_array = _array(x)
-        grads = lstm_backward(
-            ctx.config,
-            x_array,
-            _array(weight_ih),
-            _array(weight_hh),
-            _optional(weight_peephole, x_array, 2),
-            _optional(weight_hr, x_array, 2),
-            ctx.lengths,
-            ctx.reverse,
+    def backward(ctx, *grad_outputs):
+        call, inputs, needed = ctx.call, ctx.saved_tensors, ctx.needs_input_grad[1:]
+        if torch.is_grad_enabled():
+            return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
+        kernels = call.kernels
+        x = _array(inputs[0])
+        arrays = _arrays(kernels, inputs)
+        size = (
+            kernels.workspace_factor
+            * x.shape[0]
+            * x.shape[1]
+            * arrays[1 + kernels.state_slots].shape[0]
+        )
+        grads = kernels.backward(
+            call.config,
+            *(arrays[k] for k in kernels.backward_inputs),
+            call.lengths,
+            call.reverse,
             *ctx.kernel_saved,
-            _array(d_output),
-            _array(d_h_n),
-            _array(d_c_n),
-            _array(d_feedback_n),
-            ctx.needs_input_grad[3],
-            _workspace(x_array.shape[0] * x_array.shape[1] * weight_ih.shape[0], x_array.dtype),
+            *(_array(g) for g in grad_outputs),
+            needed[0],
+            _workspace(size, x.dtype),
         )
-        return (None, None, None, *_grads(grads, ctx.needs_input_grad[3:]))
-
-
-class GRUFunction(torch.autograd.Function):
-    """One direction of one GRU layer: :func:`~carousel.kernels.numba_cpu.gru.gru_forward` and
-    :func:`~carousel.kernels.numba_cpu.gru.gru_backward`.
-
-    ``apply(config, lengths, reverse, x, h0, weight_ih, bias_ih, weight_hh, bias_hh)`` returns
-    ``(output, h_n)``.
-    """
-
-    @staticmethod
-    def forward(ctx, config, lengths, reverse, x, h0, weight_ih, bias_ih, weight_hh, bias_hh):
-        output, h_n, *saved = _gru_forward(
-            config, lengths, reverse, True, x, h0, weight_ih, bias_ih, weight_hh, bias_hh
+        return (
+            None,
+            *(torch.from_numpy(g) if need else None for g, need in zip(grads, needed, strict=True)),
         )
-        ctx.config, ctx.lengths, ctx.reverse = config, lengths, reverse
-        ctx.kernel_saved = saved
-        ctx.save_for_backward(x, weight_ih, weight_hh)
-        return _tensor(output), _tensor(h_n)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, d_output, d_h_n):
-        x, weight_ih, weight_hh = ctx.saved_tensors
-        size = 2 * x.shape[0] * x.shape[1] * weight_ih.shape[0]
-        grads = gru_backward(
-            ctx.config,
-            _array(x),
-            _array(weight_ih),
-            _array(weight_hh),
-            ctx.lengths,
-            ctx.reverse,
-            *ctx.kernel_saved,
-            _array(d_output),
-            _array(d_h_n),
-            ctx.needs_input_grad[3],
-            _workspace(size, ctx.kernel_saved[0].dtype),
+
+def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor | None]:
+    """Gradients of the inputs as a differentiable graph, through the reference backend."""
+    with torch.enable_grad():
+        outputs = call.reference_run(inputs)
+    wanted = [t for t, need in zip(inputs, needed, strict=True) if need]
+    grads = iter(
+        torch.autograd.grad(
+            outputs,
+            wanted,
+            grad_outputs[: len(outputs)],
+            create_graph=True,
+            allow_unused=True,
+            materialize_grads=True,
         )
-        return (None, None, None, *_grads(grads, ctx.needs_input_grad[3:]))
-
-
-class ElmanFunction(torch.autograd.Function):
-    """One direction of one Elman layer: :func:`~carousel.kernels.numba_cpu.elman.elman_forward`
-    and :func:`~carousel.kernels.numba_cpu.elman.elman_backward`.
-
-    ``apply(config, lengths, reverse, x, h0, weight_ih, bias, weight_hh)`` returns
-    ``(output, h_n)``.
-    """
-
-    @staticmethod
-    def forward(ctx, config, lengths, reverse, x, h0, weight_ih, bias, weight_hh):
-        output, h_n, source = _elman_forward(
-            config, lengths, reverse, True, x, h0, weight_ih, bias, weight_hh
-        )
-        ctx.config, ctx.lengths, ctx.reverse = config, lengths, reverse
-        ctx.kernel_saved = (output, source)
-        ctx.save_for_backward(x, weight_ih, weight_hh)
-        return _tensor(output), _tensor(h_n)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, d_output, d_h_n):
-        x, weight_ih, weight_hh = ctx.saved_tensors
-        size = x.shape[0] * x.shape[1] * weight_ih.shape[0]
-        grads = elman_backward(
-            ctx.config,
-            _array(x),
-            _array(weight_ih),
-            _array(weight_hh),
-            ctx.lengths,
-            ctx.reverse,
-            *ctx.kernel_saved,
-            _array(d_output),
-            _array(d_h_n),
-            ctx.needs_input_grad[3],
-            _workspace(size, ctx.kernel_saved[0].dtype),
-        )
-        return (None, None, None, *_grads(grads, ctx.needs_input_grad[3:]))
+    )
+    return [next(grads) if need else None for need in needed]
 
 
 @lru_cache(maxsize=256)
 def _config(spec: CellSpec, hidden_size: int) -> np.ndarray:
-    make = {"lstm": lstm_config, "gru": gru_config, "elman": elman_config}[spec.family]
-    return make(spec, hidden_size)
+    return FAMILIES[spec.family].config(spec, hidden_size)
 
 
 def _lengths(lengths: Tensor | None, steps: int, batch: int) -> np.ndarray:
@@ -278,37 +259,24 @@ def run_direction(
     biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
     ``(output (T, B, H_out), final_state)``.
     """
+    kernels = FAMILIES[spec.family]
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
-    config = _config(spec, hidden)
-    lengths_array = _lengths(lengths, steps, batch)
-    reverse = bool(reverse)
-    if spec.family == "lstm":
-        feedback0 = state[2] if len(state) > 2 else None
-        inputs = (
-            x,
-            state[0],
-            state[1],
-            feedback0,
-            weights.weight_ih,
-            weights.bias,
-            weights.weight_hh,
-            weights.weight_peephole,
-            weights.weight_hr,
-        )
-        function, forward = LSTMFunction, _lstm_forward
-    elif spec.family == "gru":
-        inputs = (x, state[0], weights.weight_ih, weights.bias, weights.weight_hh, weights.bias_hh)
-        function, forward = GRUFunction, _gru_forward
-    else:
-        inputs = (x, state[0], weights.weight_ih, weights.bias, weights.weight_hh)
-        function, forward = ElmanFunction, _elman_forward
+    states = tuple(state) + tuple(
+        x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
+    )
+    inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
+    call = KernelCall(
+        spec,
+        kernels,
+        _config(spec, hidden),
+        _lengths(lengths, steps, batch),
+        lengths,
+        bool(reverse),
+    )
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        results = function.apply(config, lengths_array, reverse, *inputs)
+        results = FusedDirection.apply(call, *inputs)
     else:
-        results = [_tensor(a) for a in forward(config, lengths_array, reverse, False, *inputs)[:4]]
-    output = results[0]
-    if spec.family != "lstm":
-        return output, (results[1],)
-    final = (results[1], results[2], results[3]) if len(state) > 2 else (results[1], results[2])
-    return output, final
+        arrays = call.forward(inputs, keep=False)
+        results = [torch.from_numpy(a) for a in arrays[: kernels.num_outputs]]
+    return results[0], tuple(results[1 : 1 + len(state)])
