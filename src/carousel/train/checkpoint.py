@@ -207,6 +207,8 @@ def load_trained_model(
     from carousel.train.config import Config
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory {str(run_dir)!r} does not exist")
     if not (run_dir / "config.json").exists() and which in ("latest", "best"):
         raise CheckpointError(f"{str(run_dir)!r} is not a run directory (it has no config.json)")
     path = find(run_dir, which)
