@@ -305,3 +305,23 @@ def test_a_signal_while_a_finished_run_shuts_down_does_not_fail_it(tmp_path, mon
     args = ["train", "adding", "--out", str(tmp_path / "cli"), "--length", "12", "--steps", "3"]
     assert main([*args, "--test-size", "64", "--hidden-size", "4", "--quiet"]) == 0
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_during_the_last_step_lets_the_run_finish(tmp_path):
+    from tests.train.test_resume import task_that
+
+    config = adding_config(steps=6, checkpoint_every=4, eval_every=4)
+    interrupt = lambda: os.kill(os.getpid(), signal.SIGINT)  # noqa: E731
+    summary = train(config, tmp_path / "run", quiet=True, task=task_that(config, 5, interrupt))
+    assert summary["step"] == 6 and summary["evaluation"] is not None
+    assert ckpt.latest(tmp_path / "run" / "checkpoints").name == "step-00000006.json"
+
+
+def test_the_schema_names_every_field_of_the_progress_record():
+    import dataclasses
+
+    from carousel.train.loop import Progress
+
+    fields = {field.name for field in dataclasses.fields(Progress)}
+    assert set(ckpt.PROGRESS_SCHEMA["properties"]) == fields
+    assert set(ckpt.PROGRESS_SCHEMA["required"]) == fields
