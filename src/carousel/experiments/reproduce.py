@@ -22,10 +22,12 @@ is reproduced by its number alone, whatever else runs.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import multiprocessing
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,16 +77,19 @@ def trial_seed(seed: int, trial: int) -> int:
     return 1000 * seed + trial
 
 
-def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None = None) -> dict:
+def run_trial(
+    name: str, config: str, trial: int, seed: int, budget: int | None = None, progress=None
+) -> dict:
     """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``) whose
-    ``budget`` is the one asked for (``None``: the row's own)."""
+    ``budget`` is the one asked for (``None``: the row's own). ``progress``, if given, is called
+    with the number of training sequences seen so far, every chunk or step."""
     row = EXPERIMENTS[name]
     trial_s = trial_seed(seed, trial)
     if config == "faithful":
         task = build_task(row.task, row.options, seed=trial_s)
         result = run_faithful(
             task, row.faithful, seed=trial_s, budget=budget or row.budget,
-            eval_every=row.eval_every, chunk=row.chunk,
+            eval_every=row.eval_every, chunk=row.chunk, progress=progress,
         )  # fmt: skip
     else:
         trained = row.trained
@@ -96,7 +101,7 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             row.task, {**row.options, **trained.task_options}, model=model,
             optim={**MODERN_OPTIM, "lr": trained.lr, "schedule": trained.schedule},
             batch_size=trained.batch, seed=trial_s, budget=limit,
-            eval_every=trained.eval_every or row.eval_every or limit // 5,
+            eval_every=trained.eval_every or row.eval_every or limit // 5, progress=progress,
         )  # fmt: skip
     return {
         "row": name, "config": config, "trial": trial, "seed": trial_s, "budget": budget,
@@ -104,11 +109,31 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
     }  # fmt: skip
 
 
+REPORT_SECONDS = 1.0
+"""How often a worker process reports the sequences its trial has seen."""
+_reports = None  # a worker's queue to the parent process
+
+
+def _start_worker(reports) -> None:
+    global _reports
+    _reports = reports
+
+
 def _run_job(job: tuple) -> dict:
     from carousel import set_num_threads
 
     set_num_threads(1)
-    return run_trial(*job)
+    last = [0.0, 0]  # time and count of the last report
+
+    def report(seen: int, final: bool = False) -> None:
+        last[1] = seen
+        if _reports is not None and (final or time.monotonic() - last[0] >= REPORT_SECONDS):
+            _reports.put((_key(job), seen))
+            last[0] = time.monotonic()
+
+    result = run_trial(*job, progress=report)
+    report(last[1], final=True)
+    return result
 
 
 def reproduce(
@@ -196,6 +221,14 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[di
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), unit="trial", disable=quiet, dynamic_ncols=True)
+    sequences = tqdm(desc="sequences seen", unit="seq", unit_scale=True, disable=quiet,
+                     dynamic_ncols=True, position=1)  # fmt: skip
+    seen: dict[tuple, int] = {}  # per trial
+
+    def saw(key: tuple, count: int) -> None:
+        seen[key] = count
+        sequences.update(sum(seen.values()) - sequences.n)
+
     results = []
 
     def done(result: dict) -> None:
@@ -209,12 +242,21 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[di
 
     if processes == 1 or len(jobs) <= 1:
         for job in jobs:
-            done(run_trial(*job))
+            done(run_trial(*job, progress=functools.partial(saw, _key(job))))
     else:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(min(processes, len(jobs))) as pool:
-            for result in pool.imap_unordered(_run_job, jobs):
-                done(result)
+        reports = context.Queue()
+        workers = min(processes, len(jobs))
+        with context.Pool(workers, initializer=_start_worker, initargs=(reports,)) as pool:
+            pending = pool.imap_unordered(_run_job, jobs)
+            while len(results) < len(jobs):
+                try:
+                    done(pending.next(timeout=REPORT_SECONDS))
+                except multiprocessing.TimeoutError:
+                    pass
+                while not reports.empty():
+                    saw(*reports.get())
+    sequences.close()
     bar.close()
     return results
 
