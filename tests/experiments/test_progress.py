@@ -33,3 +33,24 @@ def test_the_progress_bar_counts_the_sequences_seen(capsys):
     assert results[0]["sequences"] == 200
     err = capsys.readouterr().err
     assert "sequences seen: 200seq" in err and "1/1" in err
+
+
+def test_results_plot_of_one_row_shows_the_papers_mean_and_names_only_what_it_draws(
+    tmp_path, monkeypatch
+):
+    from matplotlib import pyplot
+
+    closed = []
+    monkeypatch.setattr(pyplot, "close", closed.append)
+    trials = tmp_path / "trials.csv"
+    trials.write_text("row,solved,sequences\n4-T100,True,50000\n4-T100,True,90000\n")
+    summary = {"row": "4-T100", "config": "faithful", "paper_sequences_mean": 74000}
+    reproduce.plot_results(trials, tmp_path / "results.png", [summary])
+    (axes,) = closed[0].axes
+    assert [text.get_text() for text in axes.get_legend().get_texts()] == [
+        "paper (mean)",
+        "ours: solved",
+    ]
+    bottom, top = axes.get_ylim()
+    assert bottom < 50000 and 90000 < top and top / bottom < 100  # not squashed
+    assert (tmp_path / "results.png").stat().st_size > 1000

@@ -436,7 +436,8 @@ def write_results(out_dir: Path, summaries: list[dict], replace: bool = False) -
 
 def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
     """Sequences to success of each trial (dots; crosses: not solved within the budget) beside
-    the paper's mean (bars), one column per row, log scale."""
+    the paper's mean (a grey line), one column per row, log scale; the legend names only what
+    is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -445,18 +446,28 @@ def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
     with open(trials_csv) as file:
         trials = list(csv.DictReader(file))
     figure, axes = plt.subplots(figsize=(max(5.5, 0.9 * len(summaries) + 2), 3.6))
+    labelled = set()
+
+    def label(text: str) -> str | None:  # each kind of mark once in the legend
+        if text in labelled:
+            return None
+        labelled.add(text)
+        return text
+
     for index, summary in enumerate(summaries):
         if summary["paper_sequences_mean"]:
-            axes.bar(index, summary["paper_sequences_mean"], color="0.85", width=0.6,
-                     label="paper (mean)" if index == 0 else None)  # fmt: skip
+            axes.hlines(summary["paper_sequences_mean"], index - 0.3, index + 0.3, color="0.6",
+                        linewidth=4, label=label("paper (mean)"))  # fmt: skip
         mine = [t for t in trials if t["row"] == summary["row"]]
-        for solved, marker, label in (
+        for solved, marker, name in (
             ("True", "o", "ours: solved"),
             ("False", "x", "ours: not solved"),
         ):
             values = [int(t["sequences"]) for t in mine if t["solved"] == solved]
-            axes.scatter([index] * len(values), values, marker=marker, color="C0" if solved == "True" else "C3",
-                         zorder=3, label=label if index == 0 else None)  # fmt: skip
+            if values:
+                axes.scatter([index] * len(values), values, marker=marker, zorder=3,
+                             color="C0" if solved == "True" else "C3", label=label(name))  # fmt: skip
+    axes.set_xlim(-0.6, len(summaries) - 0.4)
     axes.set_yscale("log")
     axes.set_xticks(range(len(summaries)), [s["row"] for s in summaries], rotation=30, ha="right")
     axes.set_ylabel("training sequences")
