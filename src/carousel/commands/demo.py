@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     """Register ``carousel demo``."""
     parser = subparsers.add_parser(
         "demo",
-        help="an Elman RNN and the 1997 LSTM on the adding problem, in about two minutes",
+        help="an Elman RNN and the 1997 LSTM on the adding problem, in under a minute",
         description=__doc__.split("\n\n")[0].split(": ", 1)[1],
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
