@@ -166,7 +166,9 @@ def test_rows_set_how_the_trained_configurations_train(monkeypatch):
 
     seen = []
 
-    def fake_trainer(task, options, *, model, optim, batch_size, seed, budget, eval_every):
+    def fake_trainer(
+        task, options, *, model, optim, batch_size, seed, budget, eval_every, progress
+    ):
         seen.append((task, options, model, optim, batch_size, budget, eval_every))
         return Trial(solved=False, sequences=budget, test={}, test_size=1, weights=1, seconds=0.0)
 
