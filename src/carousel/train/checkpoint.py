@@ -229,7 +229,9 @@ def check_schema(data, schema: dict, source: str) -> None:
         "integer", lambda _, value: isinstance(value, int) and not isinstance(value, bool)
     )
     validator = validators.extend(Draft202012Validator, type_checker=checker)(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (list(e.absolute_path), e.message))
+    errors = sorted(
+        validator.iter_errors(data), key=lambda e: ([str(p) for p in e.absolute_path], e.message)
+    )
     if errors:
         error = errors[0]
         field = ".".join(str(part) for part in error.absolute_path) or "the record"
