@@ -35,7 +35,7 @@ def test_calculator_trains_when_asked(capsys):
     captured = capsys.readouterr()
     assert "trained LSTM (16 cells) and linear read-out" in captured.out
     assert "trained with Adam for 20 updates" in captured.out
-    assert "training the LSTM" in captured.err and "20/20" in captured.err  # the progress bar
+    assert "training the LSTM" in captured.err and "/20 [" in captured.err  # the progress bar
     assert main(["calculator", "--updates", "5", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
 
