@@ -56,7 +56,7 @@ def test_initialisers_reject_what_does_not_exist():
         carousel.LSTM(3, 4, bias=False, init=init.forget_bias(1.0))
     with pytest.raises(ValueError, match="values for gate 'o' must be a scalar or 4 numbers"):
         carousel.LSTM(3, 4, init=init.gate_bias("o", [1, 2]))
-    with pytest.raises(ValueError, match="t_max must exceed 2"):
+    with pytest.raises(ValueError, match=r"chrono: t_max must be finite and > 2; got 1\.0"):
         init.chrono(1)
 
 
@@ -75,3 +75,83 @@ def test_reset_parameters_reapplies_init():
     layer.reset_parameters()
     assert torch.equal(layer.bias_ih_l0[4:8], torch.full((4,), 2.0))
     assert "init=[forget_bias(2.0)]" in repr(layer)
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (
+            lambda: init.gate_bias("f", float("nan")),
+            ValueError,
+            r"gate_bias: values must be finite; got nan",
+        ),
+        (
+            lambda: init.gate_bias("o", [-1, float("inf")]),
+            ValueError,
+            r"gate_bias: values\[1\] must be finite",
+        ),
+        (
+            lambda: init.gate_bias("o", ["-1"]),
+            TypeError,
+            r"gate_bias: values\[0\] must be a real number; got str",
+        ),
+        (lambda: init.gate_bias(1, 0.5), TypeError, r"gate_bias: gate must be a gate name"),
+        (lambda: init.forget_bias(float("-inf")), ValueError, r"forget_bias: value must be finite"),
+        (
+            lambda: init.uniform(float("inf")),
+            ValueError,
+            r"uniform: bound must be finite and > 0; got inf",
+        ),
+        (
+            lambda: init.uniform(-0.1),
+            ValueError,
+            r"uniform: bound must be finite and > 0; got -0.1",
+        ),
+        (
+            lambda: init.uniform("0.1"),
+            TypeError,
+            r"uniform: bound must be a real number; got str '0.1'",
+        ),
+        (lambda: init.uniform(True), TypeError, r"uniform: bound must be a real number; got bool"),
+        (
+            lambda: init.chrono(float("inf")),
+            ValueError,
+            r"chrono: t_max must be finite and > 2; got inf",
+        ),
+        (
+            lambda: init.chrono(float("nan")),
+            ValueError,
+            r"chrono: t_max must be finite and > 2; got nan",
+        ),
+        (
+            lambda: init.chrono(None),
+            TypeError,
+            r"chrono: t_max must be a real number; got NoneType",
+        ),
+        (
+            lambda: init.orthogonal_recurrent(float("nan")),
+            ValueError,
+            r"orthogonal_recurrent: gain must be finite",
+        ),
+    ],
+)
+def test_initialisers_validate_their_arguments(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_initialisers_accept_numbers_of_any_real_type():
+    import numpy as np
+
+    values = torch.tensor([-1.0, -2.0, -3.0, -4.0])
+    layer = carousel.LSTM(2, 4, init=[init.uniform(np.float32(0.1)), init.gate_bias("o", values)])
+    group = layer.parameter_groups()[0]
+    assert group.params["bias_ih"][group.rows("o")].tolist() == values.tolist()
+    assert init.chrono(100).__name__ == "chrono(100.0)"
+
+
+def test_init_text_reports_the_initialisers_own_error():
+    from carousel.models import parse_init
+
+    with pytest.raises(ValueError, match=r"init 'uniform\(1e999\)': uniform: bound must be finite"):
+        parse_init("uniform(1e999)")

@@ -32,9 +32,12 @@ def test_calculator_prints_the_walkthrough_and_writes_plots(tmp_path, capsys):
 
 def test_calculator_trains_when_asked(capsys):
     assert main(["calculator", "--updates", "20"]) == 0
-    printed = capsys.readouterr().out
-    assert "trained LSTM (16 cells) and linear read-out" in printed
-    assert "trained with Adam for 20 updates" in printed
+    captured = capsys.readouterr()
+    assert "trained LSTM (16 cells) and linear read-out" in captured.out
+    assert "trained with Adam for 20 updates" in captured.out
+    assert "training the LSTM" in captured.err and "/20 [" in captured.err  # the progress bar
+    assert main(["calculator", "--updates", "5", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_calculator_rejects_negative_updates(capsys):

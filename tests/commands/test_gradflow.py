@@ -19,7 +19,9 @@ def test_gradflow_writes_csv_and_plots(tmp_path, capsys):
          "--cec-steps", "200"]
     )  # fmt: skip
     assert status == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "constant error carousel, 200 steps" in captured.err  # the progress bar
     assert "cell gradient at lag 200 / lag 0 = 1, largest deviation 0.0e+00" in printed
     assert "gradient below 1e-10 of its start from lag" in printed
     for name in ("gradflow.csv", "error_flow.csv", "gradflow.png", "error_flow.png"):
@@ -42,10 +44,11 @@ def test_gradflow_writes_csv_and_plots(tmp_path, capsys):
     assert all(float(row["linear unit, w = 1 (CEC)"]) == 1.0 for row in factors)
 
 
-def test_gradflow_csv_only(tmp_path):
+def test_gradflow_csv_only(tmp_path, capsys):
     args = ["gradflow", "--out", str(tmp_path), "--steps", "12", "--hidden", "4", "--no-plots"]
-    assert main([*args, "--cec-steps", "20"]) == 0
+    assert main([*args, "--cec-steps", "20", "--quiet"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["error_flow.csv", "gradflow.csv"]
+    assert capsys.readouterr().err == ""
 
 
 def test_adding_problem_follows_its_definition():

@@ -80,15 +80,38 @@ def test_reproduce_lists_rows_and_rejects_bad_arguments(capsys):
         main(["reproduce", "4", "--trials", "0"])
 
 
-def test_demo_trains_both_networks_and_writes_its_pictures(tmp_path, capsys):
+@pytest.fixture
+def restore_threads():
+    import torch
+
+    from carousel.kernels import threads
+
+    before = torch.get_num_threads()
+    yield
+    threads._requested = None
+    torch.set_num_threads(before)
+
+
+def test_demo_trains_both_networks_and_writes_its_pictures(
+    tmp_path, capsys, monkeypatch, restore_threads
+):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda f, *a, **k: (drawn.append(f), save(f, *a, **k)))
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--lstm-budget", "400", "--elman-budget", "64",
                  "--quiet"]) == 0  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lstm_1997"]["sequences"] == 400 and summary["lstm_1997"]["weights"] == 93
-    assert summary["elman"]["sequences"] == 64
+    assert summary["elman"]["sequences"] == 64 and summary["threads"] == 1
     for picture in ("curves.png", "gradflow.png"):
         assert (out / picture).stat().st_size > 1000
+    flow = summary["gradient_flow"]
+    assert flow["lag"] == 100 and 0 < flow["elman_hidden"] < 1
+    (hidden_axes, _) = drawn[-1].axes  # gradflow.png: nothing of the Elman curve is cut off
+    assert hidden_axes.get_ylim()[0] <= flow["elman_hidden"]
     assert main(["demo", "--out", str(out), "--quiet"]) == 2
     assert "not empty" in capsys.readouterr().err
 
@@ -143,7 +166,9 @@ def test_rows_set_how_the_trained_configurations_train(monkeypatch):
 
     seen = []
 
-    def fake_trainer(task, options, *, model, optim, batch_size, seed, budget, eval_every):
+    def fake_trainer(
+        task, options, *, model, optim, batch_size, seed, budget, eval_every, progress
+    ):
         seen.append((task, options, model, optim, batch_size, budget, eval_every))
         return Trial(solved=False, sequences=budget, test={}, test_size=1, weights=1, seconds=0.0)
 

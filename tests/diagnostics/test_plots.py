@@ -44,3 +44,16 @@ def test_plots_reject_bad_arguments(tmp_path):
     with pytest.raises(TypeError, match="GateTraces"):
         plot_gate_traces(traces.cell, tmp_path / "x.png")
     assert not any(tmp_path.iterdir())
+
+
+def test_gradient_flow_plot_shows_every_value_without_a_floor(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    drawn = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, *args, **kwargs: drawn.append(figure))
+    lags = np.arange(101)
+    flows = {"elman": GradientFlow(lags, 10.0 ** (-0.6 * lags), None)}  # 1e-60 at lag 100
+    plot_gradient_flow(flows, tmp_path / "all.png", floor=None)
+    plot_gradient_flow(flows, tmp_path / "floor.png")
+    assert drawn[0].axes[0].get_ylim()[0] <= 1e-60
+    assert drawn[1].axes[0].get_ylim()[0] == 1e-30

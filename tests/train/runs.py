@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig
+from carousel.train.checkpoint import LOCK_NAME
 
 
 @pytest.fixture(scope="module")
@@ -78,12 +79,15 @@ def metrics_without_time(run_dir: Path) -> list[list[str]]:
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, str]]:
-    """Every file under ``directory`` with its modification time and content hash."""
+    """Every file under ``directory`` with its modification time and content hash; the run's
+    lock file only by its presence (each process that takes the lock writes its pid into it)."""
     return {
         str(path.relative_to(directory)): (
             path.stat().st_mtime_ns,
             hashlib.sha256(path.read_bytes()).hexdigest(),
         )
+        if path.name != LOCK_NAME
+        else "lock"
         for path in sorted(directory.rglob("*"))
         if path.is_file()
     }

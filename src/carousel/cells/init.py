@@ -26,6 +26,7 @@ Where a cell has two biases (``bias_ih`` and ``bias_hh``, as torch), the bias in
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -83,6 +84,20 @@ class ParameterGroup:
 Initializer = Callable[[ParameterGroup], None]
 
 
+def _real(function: str, name: str, value, *, above: float | None = None) -> float:
+    """``value`` as a float if it is a finite real number (above ``above``, if given); else a
+    ``TypeError``/``ValueError`` naming ``function``'s argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{function}: {name} must be a real number; got {type(value).__name__} {value!r}"
+        )
+    value = float(value)
+    if not math.isfinite(value) or (above is not None and not value > above):
+        condition = "finite" if above is None else f"finite and > {above:g}"
+        raise ValueError(f"{function}: {name} must be {condition}; got {value!r}")
+    return value
+
+
 def torch_default(group: ParameterGroup) -> None:
     r"""Every parameter :math:`U(-1/\sqrt{H}, 1/\sqrt{H})`, exactly as ``torch.nn.LSTM/GRU/RNN``."""
     bound = 1.0 / math.sqrt(group.hidden_size) if group.hidden_size > 0 else 0.0
@@ -92,9 +107,12 @@ def torch_default(group: ParameterGroup) -> None:
 
 
 def uniform(bound: float) -> Initializer:
-    """Every parameter uniform in ``[-bound, bound]`` (the 1997 paper uses 0.2 and 0.1)."""
-    if not bound > 0:
-        raise ValueError(f"bound must be positive; got {bound!r}")
+    """Every parameter uniform in ``[-bound, bound]`` (the 1997 paper uses 0.2 and 0.1).
+
+    Raises:
+        TypeError, ValueError: ``bound`` is not a finite number > 0.
+    """
+    bound = _real("uniform", "bound", bound, above=0)
 
     def init(group: ParameterGroup) -> None:
         with torch.no_grad():
@@ -110,7 +128,20 @@ def gate_bias(gate: str, values: float | Sequence[float]) -> Initializer:
 
     Example: ``gate_bias("o", [-1, -2, -3, -4])`` gives four memory blocks the 1997 paper's
     staggered output-gate biases.
+
+    Raises:
+        TypeError, ValueError: ``gate`` is not a string, or ``values`` is not a finite number or
+            a flat sequence of them (whether the gate exists and the count fits is checked when
+            the initialiser is applied).
     """
+    if not isinstance(gate, str):
+        raise TypeError(f"gate_bias: gate must be a gate name such as 'f'; got {gate!r}")
+    if isinstance(values, Tensor):
+        values = values.tolist()
+    if isinstance(values, (list, tuple)):
+        values = [_real("gate_bias", f"values[{k}]", v) for k, v in enumerate(values)]
+    else:
+        values = _real("gate_bias", "values", values)
 
     def init(group: ParameterGroup) -> None:
         rows = group.rows(gate)
@@ -129,8 +160,12 @@ def gate_bias(gate: str, values: float | Sequence[float]) -> Initializer:
 
 
 def forget_bias(value: float = 1.0) -> Initializer:
-    """Forget-gate bias :math:`b_f = value` (positive values make cells remember at the start)."""
-    init = gate_bias("f", value)
+    """Forget-gate bias :math:`b_f = value` (positive values make cells remember at the start).
+
+    Raises:
+        TypeError, ValueError: ``value`` is not a finite number.
+    """
+    init = gate_bias("f", _real("forget_bias", "value", value))
     init.__name__ = f"forget_bias({value})"
     return init
 
@@ -141,9 +176,12 @@ def chrono(t_max: float) -> Initializer:
     A cell with forget bias :math:`b_f` keeps a fraction :math:`\sigma(b_f)` of its content per step,
     so its characteristic forgetting time is about :math:`e^{b_f}` steps: spread over
     :math:`[1, T_{max}]`, the cells cover every time scale up to the longest expected dependency.
+
+    Raises:
+        TypeError, ValueError: ``t_max`` is not a finite number > 2 (the range is
+            :math:`[1, T_{max} - 1]`).
     """
-    if not t_max > 2:
-        raise ValueError(f"t_max must exceed 2 (the range is [1, t_max - 1]); got {t_max!r}")
+    t_max = _real("chrono", "t_max", t_max, above=2)
 
     def init(group: ParameterGroup) -> None:
         rows = group.rows("f")
@@ -163,7 +201,12 @@ def chrono(t_max: float) -> Initializer:
 
 
 def orthogonal_recurrent(gain: float = 1.0) -> Initializer:
-    """Each gate block of ``weight_hh`` (its columns reading :math:`h_{t-1}`) a (semi-)orthogonal matrix."""
+    """Each gate block of ``weight_hh`` (its columns reading :math:`h_{t-1}`) a (semi-)orthogonal matrix.
+
+    Raises:
+        TypeError, ValueError: ``gain`` is not a finite number.
+    """
+    gain = _real("orthogonal_recurrent", "gain", gain)
 
     def init(group: ParameterGroup) -> None:
         weight = group.params["weight_hh"]

@@ -42,7 +42,11 @@ TORCH_CLASSES = {"vanilla": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.n
 def add_parser(subparsers) -> None:
     """Register ``carousel bench``."""
     parser = subparsers.add_parser(
-        "bench", help="time the numba kernels against torch.nn and the reference loop"
+        "bench",
+        help="time the numba kernels against torch.nn and the reference loop",
+        description="Time forward and forward+backward of every backend against torch.nn and "
+        "the reference loop, in one process, over a grid of shapes; print the table or write it "
+        "into a markdown file.",
     )
     parser.add_argument(
         "--cells", default=",".join(CELLS), help="comma-separated variants (default: %(default)s)"

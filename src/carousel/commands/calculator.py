@@ -10,6 +10,7 @@ two-cell LSTM, and an LSTM trained on random examples (see :mod:`carousel.diagno
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -37,6 +38,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the trained LSTM")
     parser.add_argument(
         "--plots", type=Path, default=None, help="also write gate-trace heatmaps to this directory"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar while the LSTM trains"
     )
     parser.set_defaults(func=run)
 
@@ -136,7 +140,13 @@ def run(args: argparse.Namespace) -> None:
 
     trained = None
     if args.updates > 0:
-        trained = worked.train_lstm(args.updates, seed=args.seed)
+        from tqdm import tqdm
+
+        with tqdm(
+            total=args.updates, desc="training the LSTM", unit="update", disable=args.quiet,
+            file=sys.stderr, leave=False, dynamic_ncols=True,
+        ) as bar:  # fmt: skip
+            trained = worked.train_lstm(args.updates, seed=args.seed, progress=bar.update)
         _print_walkthrough(worked.model_walkthrough(trained.model))
         print(
             f"  trained with Adam for {args.updates} updates on random sequences of 12 inputs "

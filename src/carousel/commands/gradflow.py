@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> None:
         "--cec-steps", type=positive_int, default=1000, help="length of the CEC check"
     )
     parser.add_argument("--no-plots", action="store_true", help="write the CSV files only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
@@ -108,13 +110,20 @@ def run(args: argparse.Namespace) -> None:
     def loss(output: torch.Tensor) -> torch.Tensor:
         return nn.functional.mse_loss(readout(output[-1]), target)
 
+    from tqdm import tqdm
+
+    compared = models(args.hidden, args.steps)
+    bar = tqdm(total=len(compared) + 1, unit="model", disable=args.quiet, file=sys.stderr,
+               leave=False, dynamic_ncols=True)  # fmt: skip
     flows, factors = {}, {}
-    for name, layer in models(args.hidden, args.steps).items():
+    for name, layer in compared.items():
+        bar.set_description(name)
         flows[name] = gradient_flow(layer.eval(), x, loss)
         if layer.spec.family == "elman":
             nets = elman_net_inputs(layer, x)[0]  # first sequence
             weight = layer.weight_hh_l0.detach().double().numpy()
             factors[f"{name}, largest"] = np.abs(error_flow(weight, nets, "tanh")).max(axis=(1, 2))
+        bar.update()
     lags = np.arange(args.steps)
     for weight in (0.5, 1.0, 1.7):
         label = f"linear unit, w = {weight:g}" + (" (CEC)" if weight == 1 else "")
@@ -153,7 +162,10 @@ def run(args: argparse.Namespace) -> None:
             row += " " + " ".join(f"{relative.cell[q]:10.2e}" for q in lags_shown)
         print(row)
 
+    bar.set_description(f"constant error carousel, {args.cec_steps} steps")
     cec = cec_comparison(steps=args.cec_steps, seed=args.seed)
+    bar.update()
+    bar.close()
     cell = cec["cec"].cell
     below = cec["elman"].first_lag_below(1e-10)
     print(

@@ -13,7 +13,12 @@ from carousel.kernels import BACKENDS
 
 def add_parser(subparsers) -> None:
     """Register ``carousel info``."""
-    parser = subparsers.add_parser("info", help="show versions, backends and cell variants")
+    parser = subparsers.add_parser(
+        "info",
+        help="show versions, backends and cell variants",
+        description="Print the versions of carousel and torch, the thread count, the kernel "
+        "backends and the registered cell variants with their sources.",
+    )
     parser.set_defaults(func=run)
 
 

@@ -28,6 +28,7 @@ run by the library's own step; the tables come from :func:`carousel.diagnostics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -404,12 +405,14 @@ def train_lstm(
     learning_rate: float = 1e-2,
     seed: int = 0,
     test_sequences: int = 1000,
+    progress: Callable[[], None] | None = None,
 ) -> TrainedCalculator:
     """Train a :class:`CalculatorModel` with Adam on random calculator sequences.
 
     The loss is the mean squared error over every step, so the model must also print 0 while
     it accumulates (the lecture suggests scoring those steps too). Deterministic for a given
-    ``seed``; it does not touch the global random state.
+    ``seed``; it does not touch the global random state. ``progress``, if given, is called
+    after every update.
     """
     if not isinstance(updates, int) or isinstance(updates, bool) or updates < 1:
         raise ValueError(f"updates must be a positive int; got {updates!r}")
@@ -429,6 +432,8 @@ def train_lstm(
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if progress is not None:
+            progress()
     model.eval()
     x, y = calculator_batch(test_sequences, steps, generator)
     with torch.no_grad():

@@ -44,12 +44,13 @@ def plot_gradient_flow(
     path,
     *,
     title: str = "",
-    floor: float = 1e-30,
+    floor: float | None = 1e-30,
     dpi: int = 90,
 ) -> Path:
     """Log-scale :math:`\\|\\partial L/\\partial h_{T-q}\\|` (left) and
     :math:`\\|\\partial L/\\partial c_{T-q}\\|` (right, cells that have one) against the lag,
-    each relative to its value at lag 0, one line per named model; the axis stops at ``floor``."""
+    each relative to its value at lag 0, one line per named model; the axis stops at ``floor``
+    (``None``: it shows every value)."""
     if not flows:
         raise ValueError("flows must name at least one GradientFlow")
     figure = _figure(10, 4.8)
@@ -65,7 +66,8 @@ def plot_gradient_flow(
         axes.set_yscale("log")
         axes.set_xlabel("lag q (steps back from the last step)")
         axes.grid(True, which="major", alpha=0.3)
-    hidden_axes.set_ylim(bottom=floor)
+    if floor is not None:
+        hidden_axes.set_ylim(bottom=floor)
     figure.legend(
         *hidden_axes.get_legend_handles_labels(),
         loc="outside lower center",

@@ -22,10 +22,12 @@ is reproduced by its number alone, whatever else runs.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import multiprocessing
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,16 +77,19 @@ def trial_seed(seed: int, trial: int) -> int:
     return 1000 * seed + trial
 
 
-def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None = None) -> dict:
+def run_trial(
+    name: str, config: str, trial: int, seed: int, budget: int | None = None, progress=None
+) -> dict:
     """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``) whose
-    ``budget`` is the one asked for (``None``: the row's own)."""
+    ``budget`` is the one asked for (``None``: the row's own). ``progress``, if given, is called
+    with the number of training sequences seen so far, every chunk or step."""
     row = EXPERIMENTS[name]
     trial_s = trial_seed(seed, trial)
     if config == "faithful":
         task = build_task(row.task, row.options, seed=trial_s)
         result = run_faithful(
             task, row.faithful, seed=trial_s, budget=budget or row.budget,
-            eval_every=row.eval_every, chunk=row.chunk,
+            eval_every=row.eval_every, chunk=row.chunk, progress=progress,
         )  # fmt: skip
     else:
         trained = row.trained
@@ -96,7 +101,7 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
             row.task, {**row.options, **trained.task_options}, model=model,
             optim={**MODERN_OPTIM, "lr": trained.lr, "schedule": trained.schedule},
             batch_size=trained.batch, seed=trial_s, budget=limit,
-            eval_every=trained.eval_every or row.eval_every or limit // 5,
+            eval_every=trained.eval_every or row.eval_every or limit // 5, progress=progress,
         )  # fmt: skip
     return {
         "row": name, "config": config, "trial": trial, "seed": trial_s, "budget": budget,
@@ -104,11 +109,31 @@ def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None 
     }  # fmt: skip
 
 
+REPORT_SECONDS = 1.0
+"""How often a worker process reports the sequences its trial has seen."""
+_reports = None  # a worker's queue to the parent process
+
+
+def _start_worker(reports) -> None:
+    global _reports
+    _reports = reports
+
+
 def _run_job(job: tuple) -> dict:
     from carousel import set_num_threads
 
     set_num_threads(1)
-    return run_trial(*job)
+    last = [0.0, 0]  # time and count of the last report
+
+    def report(seen: int, final: bool = False) -> None:
+        last[1] = seen
+        if _reports is not None and (final or time.monotonic() - last[0] >= REPORT_SECONDS):
+            _reports.put((_key(job), seen))
+            last[0] = time.monotonic()
+
+    result = run_trial(*job, progress=report)
+    report(last[1], final=True)
+    return result
 
 
 def reproduce(
@@ -196,6 +221,14 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[di
     from tqdm import tqdm
 
     bar = tqdm(total=len(jobs), unit="trial", disable=quiet, dynamic_ncols=True)
+    sequences = tqdm(desc="sequences seen", unit="seq", unit_scale=True, disable=quiet,
+                     dynamic_ncols=True, position=1)  # fmt: skip
+    seen: dict[tuple, int] = {}  # per trial
+
+    def saw(key: tuple, count: int) -> None:
+        seen[key] = count
+        sequences.update(sum(seen.values()) - sequences.n)
+
     results = []
 
     def done(result: dict) -> None:
@@ -209,12 +242,21 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[di
 
     if processes == 1 or len(jobs) <= 1:
         for job in jobs:
-            done(run_trial(*job))
+            done(run_trial(*job, progress=functools.partial(saw, _key(job))))
     else:
         context = multiprocessing.get_context("spawn")
-        with context.Pool(min(processes, len(jobs))) as pool:
-            for result in pool.imap_unordered(_run_job, jobs):
-                done(result)
+        reports = context.Queue()
+        workers = min(processes, len(jobs))
+        with context.Pool(workers, initializer=_start_worker, initargs=(reports,)) as pool:
+            pending = pool.imap_unordered(_run_job, jobs)
+            while len(results) < len(jobs):
+                try:
+                    done(pending.next(timeout=REPORT_SECONDS))
+                except multiprocessing.TimeoutError:
+                    pass
+                while not reports.empty():
+                    saw(*reports.get())
+    sequences.close()
     bar.close()
     return results
 
@@ -394,7 +436,8 @@ def write_results(out_dir: Path, summaries: list[dict], replace: bool = False) -
 
 def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
     """Sequences to success of each trial (dots; crosses: not solved within the budget) beside
-    the paper's mean (bars), one column per row, log scale."""
+    the paper's mean (a grey line), one column per row, log scale; the legend names only what
+    is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -403,18 +446,28 @@ def plot_results(trials_csv: Path, path: Path, summaries: list[dict]) -> Path:
     with open(trials_csv) as file:
         trials = list(csv.DictReader(file))
     figure, axes = plt.subplots(figsize=(max(5.5, 0.9 * len(summaries) + 2), 3.6))
+    labelled = set()
+
+    def label(text: str) -> str | None:  # each kind of mark once in the legend
+        if text in labelled:
+            return None
+        labelled.add(text)
+        return text
+
     for index, summary in enumerate(summaries):
         if summary["paper_sequences_mean"]:
-            axes.bar(index, summary["paper_sequences_mean"], color="0.85", width=0.6,
-                     label="paper (mean)" if index == 0 else None)  # fmt: skip
+            axes.hlines(summary["paper_sequences_mean"], index - 0.3, index + 0.3, color="0.6",
+                        linewidth=4, label=label("paper (mean)"))  # fmt: skip
         mine = [t for t in trials if t["row"] == summary["row"]]
-        for solved, marker, label in (
+        for solved, marker, name in (
             ("True", "o", "ours: solved"),
             ("False", "x", "ours: not solved"),
         ):
             values = [int(t["sequences"]) for t in mine if t["solved"] == solved]
-            axes.scatter([index] * len(values), values, marker=marker, color="C0" if solved == "True" else "C3",
-                         zorder=3, label=label if index == 0 else None)  # fmt: skip
+            if values:
+                axes.scatter([index] * len(values), values, marker=marker, zorder=3,
+                             color="C0" if solved == "True" else "C3", label=label(name))  # fmt: skip
+    axes.set_xlim(-0.6, len(summaries) - 0.4)
     axes.set_yscale("log")
     axes.set_xticks(range(len(summaries)), [s["row"] for s in summaries], rotation=30, ha="right")
     axes.set_ylabel("training sequences")

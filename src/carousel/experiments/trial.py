@@ -204,6 +204,7 @@ def run_trainer(
     eval_every: int = 0,
     run_dir: str | None = None,
     quiet: bool = True,
+    progress: Callable[[int], None] | None = None,
 ) -> Trial:
     """Train a carousel model with carousel's loop (:func:`carousel.train.train`).
 
@@ -217,6 +218,7 @@ def run_trainer(
         eval_every: evaluate every this many sequences (0: at the end only).
         run_dir: where the run is written (default: a temporary directory, removed after).
         quiet: no progress bar or messages.
+        progress: called with the number of sequences seen after every step.
     """
     from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig, train
 
@@ -238,6 +240,14 @@ def run_trainer(
         ),
     )
     task = build_task(task_name, task_options, seed)
+    if progress is not None:
+        draw = task.train_batch
+
+        def train_batch(index: int, size: int):
+            progress((index + 1) * size)
+            return draw(index, size)
+
+        task.train_batch = train_batch
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(run_dir or scratch)

@@ -36,22 +36,24 @@ def parse_init(text: str) -> list:
     if not text.strip():
         return []
     try:
-        calls = ast.parse(f"[{text}]", mode="eval").body.elts
-        result = []
-        for call in calls:
+        calls = []
+        for call in ast.parse(f"[{text}]", mode="eval").body.elts:
             if not isinstance(call, ast.Call) or not isinstance(call.func, ast.Name):
                 raise ValueError
             if call.func.id not in INITIALIZERS:
                 raise ValueError
             args = [ast.literal_eval(arg) for arg in call.args]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-            result.append(getattr(initializers, call.func.id)(*args, **kwargs))
-        return result
+            calls.append((getattr(initializers, call.func.id), args, kwargs))
     except (SyntaxError, ValueError, TypeError):
         raise ValueError(
             f"init must be calls of {', '.join(INITIALIZERS)} with literal arguments, "
             f'e.g. "forget_bias(1.0)" or "uniform(0.1), gate_bias(\'i\', [-3, -6])"; got {text!r}'
         ) from None
+    try:
+        return [factory(*args, **kwargs) for factory, args, kwargs in calls]
+    except (ValueError, TypeError) as error:  # the initialiser's own message names the argument
+        raise ValueError(f"init {text!r}: {error}") from None
 
 
 def build(io, config) -> nn.Module:

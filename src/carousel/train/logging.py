@@ -21,7 +21,7 @@ import io
 import sys
 from pathlib import Path
 
-from carousel.train.checkpoint import atomic_write
+from carousel.train.checkpoint import CheckpointError, atomic_write
 
 FIXED_COLUMNS = ["step", "sequences", "seconds", "lr", "grad_norm"]
 
@@ -136,6 +136,45 @@ class RunLog:
         if self.writer is not None:
             self.writer.close()
         plot_curves(self.csv_path, self.run_dir / "curve.png", title, self.message)
+
+
+def check_metrics(path: Path) -> None:
+    """Raise :class:`~carousel.train.checkpoint.CheckpointError`, naming the file, the line and
+    the column, unless ``path`` (if it exists) is a ``metrics.csv`` a resumed run can continue:
+    a header that starts with the fixed columns, rows as wide as it, a whole ``step`` >= 0 and
+    numbers (or nothing) in every other cell."""
+    if not path.exists():
+        return
+    source = f"metrics file {str(path)!r}"
+    try:
+        with open(path, newline="", encoding="utf-8") as file:
+            rows = list(csv.reader(file))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise CheckpointError(f"{source} cannot be read: {error}") from None
+    if not rows:
+        return
+    header = rows[0]
+    if header[: len(FIXED_COLUMNS)] != FIXED_COLUMNS:
+        raise CheckpointError(
+            f"{source} is corrupt: line 1: the header must start with {','.join(FIXED_COLUMNS)}; "
+            f"got {','.join(header[: len(FIXED_COLUMNS)])!r}"
+        )
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise CheckpointError(
+                f"{source} is corrupt: line {line}: {len(row)} cells; the header has {len(header)}"
+            )
+        if not row[0].isdigit():
+            raise CheckpointError(
+                f"{source} is corrupt: line {line}, column step: expected a whole number; got {row[0]!r}"
+            )
+        for column, cell in zip(header[1:], row[1:], strict=True):
+            try:
+                float(cell or 0)
+            except ValueError:
+                raise CheckpointError(
+                    f"{source} is corrupt: line {line}, column {column}: expected a number; got {cell!r}"
+                ) from None
 
 
 def _format(value) -> str:

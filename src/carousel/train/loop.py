@@ -40,7 +40,7 @@ from carousel.tasks.base import Batch, shard_range
 from carousel.train import checkpoint, distributed
 from carousel.train.checkpoint import CheckpointError
 from carousel.train.config import Config, OptimConfig
-from carousel.train.logging import RunLog
+from carousel.train.logging import RunLog, check_metrics
 
 RESUMABLE = (
     "train.steps",
@@ -118,26 +118,35 @@ def train(
         ``step``, ``sequences``, ``solved`` (bool), ``solved_step``, ``solved_sequences``,
         ``best_step``, ``best_loss`` and ``evaluation`` (the final test metrics).
 
+    The run directory is locked for the whole run (:class:`~carousel.train.checkpoint.RunLock`).
+
     Raises:
         ValueError: bad settings, or a run directory that is not empty without ``resume``;
-            :class:`~carousel.train.checkpoint.CheckpointError` (a ``ValueError``) for a run or
-            checkpoint that does not match or is corrupt. Nothing is written before these checks.
-        KeyboardInterrupt: after SIGINT/SIGTERM, once the current step's checkpoint is written.
+            :class:`~carousel.train.checkpoint.CheckpointError` (a ``ValueError``) for a run
+            directory in use by another process, a run or checkpoint that does not match or is
+            corrupt, or a resume with fewer ``steps`` than the checkpoint's. Nothing is written
+            before these checks.
+        KeyboardInterrupt: after SIGINT/SIGTERM, once the current step's checkpoint is written
+            (a signal after the last step does not interrupt: the run has finished).
     """
     config.check()  # it may have been changed since it was made
     if config.train.threads:
         set_num_threads(config.train.threads)
     context = distributed.setup(config.train.device)
+    lock = checkpoint.RunLock(Path(run_dir)) if context.is_main else None
     try:
-        summary = _train(config, Path(run_dir), resume, quiet, task, context)
+        summary = _train(config, Path(run_dir), resume, quiet, task, context, lock)
     except BaseException:
         distributed.teardown(context, wait=False)
         raise
+    finally:
+        if lock is not None:
+            lock.release()
     distributed.teardown(context)
     return summary
 
 
-def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, context) -> dict:
+def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, context, lock) -> dict:
     settings = config.train
     if settings.batch_size % context.world_size:
         raise ValueError(
@@ -145,27 +154,23 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
             f"({context.world_size}): every process takes an equal share of each batch"
         )
 
-    # 1. The run directory: checked (by rank 0) before anything is built or written.
-    latest = _broadcast_checked(context, lambda: check_run_directory(run_dir, config, resume))
-
-    # 2. Task, model and optimiser, all determined by the seed.
+    # 1. Task, model and optimiser, all determined by the seed.
     if task is None:
         task = build_task(config.task, config.task_options, settings.seed)
     elif task.name != config.task:
         raise ValueError(f"task object {task.name!r} does not match config.task {config.task!r}")
-    vocabulary_path = run_dir / "vocab.json"
-    if resume and vocabulary_path.exists():
-        if task.vocabulary != checkpoint.read_json(vocabulary_path, "vocabulary"):
-            raise CheckpointError(
-                f"the task's vocabulary differs from the one saved in {str(vocabulary_path)!r} "
-                "(has the text changed?)"
-            )
     torch.manual_seed(settings.seed)
     model = models.build(task.io, config.model).to(context.device)
     optimizer = make_optimizer(model, config.optim)
     torch.manual_seed(settings.seed + context.rank)  # dropout differs between processes
 
-    # 3. Resume: weights, optimiser, carried state, recent scores, progress and RNG states.
+    # 2. The run directory: locked (by rank 0, for the run's whole life) and checked.
+    latest = _broadcast_checked(
+        context, lambda: check_run_directory(run_dir, config, resume, lock, task.vocabulary)
+    )
+
+    # 3. Resume: weights, optimiser, carried state, recent scores, progress and RNG states,
+    #    every part of the checkpoint checked before any is used.
     progress, carried, recent = Progress(), None, Window(task.window)
     if latest is not None:
         progress, carried = restore(latest, model, optimizer, recent, config, context)
@@ -257,13 +262,14 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
                     improved,
                 )
             log.step()
-            if interrupted:
+            if interrupted and not finished:
                 log.close(config.task)
                 log.message(f"interrupted after step {progress.step}; continue with --resume")
                 raise KeyboardInterrupt
-    log.close(config.task)
-    if evaluation is None and latest is not None:  # resumed a finished run: report its test metrics
-        evaluation = evaluate(model, task, context)
+        # Still under the stop request: a signal now cannot turn a finished run into a failure.
+        log.close(config.task)
+        if evaluation is None and latest is not None:  # resumed a finished run: its test metrics
+            evaluation = evaluate(model, task, context)
     return {
         "step": progress.step,
         "sequences": progress.sequences,
@@ -389,23 +395,41 @@ def write_row(log: RunLog, task: Task, progress: Progress, lr: float, evaluation
 # ---- run directory and checkpoints ---------------------------------------------------------
 
 
-def check_run_directory(run_dir: Path, config: Config, resume: bool) -> Path | None:
-    """Check that training may write to ``run_dir``; return the checkpoint to resume from.
+def check_run_directory(
+    run_dir: Path,
+    config: Config,
+    resume: bool,
+    lock: checkpoint.RunLock | None = None,
+    vocabulary=None,
+) -> Path | None:
+    """Check that training may write to ``run_dir``, taking ``lock`` (if given) first; return
+    the checkpoint to resume from.
 
     A new run needs a missing or empty directory. A resumed run needs the run's
-    ``config.json`` to match ``config`` (up to :data:`RESUMABLE`); it continues from the latest
-    checkpoint, or from step 0 if none was written yet.
+    ``config.json`` to match ``config`` (up to :data:`RESUMABLE`), its ``vocab.json`` (if any) to
+    equal ``vocabulary`` and its ``metrics.csv`` to be readable; it continues from the latest
+    checkpoint, or from step 0 if none was written yet. The lock is taken only where a run
+    may be: never in a directory that is neither empty nor a run's.
     """
+    config_path = run_dir / "config.json"
     if not resume:
-        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        if run_dir.exists() and not run_dir.is_dir():
+            raise CheckpointError(
+                f"output directory {str(run_dir)!r} is a file; choose another --out"
+            )
+        is_run = config_path.exists() or (run_dir / checkpoint.LOCK_NAME).exists()
+        if lock is not None and (is_run or not _contents(run_dir)):
+            lock.acquire()
+        if _contents(run_dir):
             raise CheckpointError(
                 f"output directory {str(run_dir)!r} is not empty; pass --resume to continue the "
                 "run in it, or choose another --out"
             )
         return None
-    config_path = run_dir / "config.json"
     if not config_path.exists():
         raise CheckpointError(f"nothing to resume in {str(run_dir)!r}: it has no config.json")
+    if lock is not None:
+        lock.acquire()
     saved = Config.from_dict(
         checkpoint.read_json(config_path, "run configuration"), str(config_path)
     )
@@ -415,7 +439,22 @@ def check_run_directory(run_dir: Path, config: Config, resume: bool) -> Path | N
             f"the run in {str(run_dir)!r} was made with other settings ({'; '.join(differences[:4])}); "
             "resume it with its own settings, or choose another --out"
         )
+    vocabulary_path = run_dir / "vocab.json"
+    if vocabulary_path.exists():
+        if vocabulary != checkpoint.read_json(vocabulary_path, "vocabulary"):
+            raise CheckpointError(
+                f"the task's vocabulary differs from the one saved in {str(vocabulary_path)!r} "
+                "(has the text changed?)"
+            )
+    check_metrics(run_dir / "metrics.csv")
     return checkpoint.latest(run_dir / "checkpoints")
+
+
+def _contents(directory: Path) -> list[str]:
+    """The entries of ``directory`` (none if it does not exist) but its lock file."""
+    if not directory.is_dir():
+        return []
+    return [path.name for path in directory.iterdir() if path.name != checkpoint.LOCK_NAME]
 
 
 def _broadcast_checked(context, check):
@@ -475,20 +514,22 @@ def save_checkpoint(
 def restore(path: Path, model, optimizer, recent: Window, config: Config, context):
     """Load the checkpoint ``path`` into the model, optimiser and window; return the progress
     and this process's rows of the carried state."""
-    tensors, info = checkpoint.load(path)
+    tensors, info = checkpoint.load(path)  # the record checked whole (schema, digest, fields)
     source = repr(str(path))
-    try:
-        saved = Config.from_dict(info["config"], source)
-        progress = Progress(**info["progress"])
-        optimizer_settings, carried_kind, rng = info["optimizer"], info["carried"], info["rng"]
-    except (KeyError, TypeError) as error:
-        raise CheckpointError(
-            f"checkpoint {source} lacks what a resume needs ({error!r}); is it from another version?"
-        ) from None
+    saved = checkpoint.read_config(info, path)
+    progress = Progress(**info["progress"])
+    optimizer_settings, carried_kind, rng = info["optimizer"], info["carried"], info["rng"]
     differences = config.differences(saved, ignore=RESUMABLE)
     if differences:
         raise CheckpointError(
             f"checkpoint {source} belongs to a run with other settings: {'; '.join(differences[:4])}"
+        )
+    _check_window(tensors, recent.size, f"checkpoint {source}")
+    if progress.step > config.train.steps:
+        raise CheckpointError(
+            f"steps ({config.train.steps}) is below the step of checkpoint {source} "
+            f"({progress.step}; the run's target is {saved.train.steps} steps): resume with at "
+            f"least {progress.step} steps; nothing was changed"
         )
     checkpoint.load_model(model, tensors, source)
     checkpoint.load_optimizer(optimizer, tensors, optimizer_settings, source)
@@ -505,7 +546,7 @@ def restore(path: Path, model, optimizer, recent: Window, config: Config, contex
             states.append(state[:, start:stop].to(context.device))
         carried = tuple(states) if carried_kind == "tuple" else states[0]
     if len(rng) == context.world_size:
-        _set_rng_state(rng[context.rank], context.device)
+        _set_rng_state(rng[context.rank], context.device, f"checkpoint {source}")
     elif context.is_main:
         warnings.warn(
             f"the run was trained with {len(rng)} processes and resumes with "
@@ -524,8 +565,21 @@ def _rng_state(device: torch.device) -> dict:
     return state
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    decode = lambda text: torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)  # noqa: E731
-    torch.set_rng_state(decode(state["torch"]))
+def _check_window(tensors, window: int, source: str) -> None:
+    """The recent scores of a checkpoint fit the task's window."""
+    for name, value in tensors.items():
+        if name.startswith("recent.") and value.shape[0] > window:
+            raise CheckpointError(
+                f"{source} is corrupt: recent: {name} holds {value.shape[0]} scores; the "
+                f"task's window is {window}"
+            )
+
+
+def _set_rng_state(state: dict, device: torch.device, source: str) -> None:
+    torch.set_rng_state(checkpoint.decode_rng(state["torch"], source, "rng.torch"))
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(decode(state["cuda"]), device)
+        try:
+            cuda = checkpoint.decode_rng(state["cuda"], source, "rng.cuda")
+            torch.cuda.set_rng_state(cuda, device)
+        except RuntimeError as error:
+            raise CheckpointError(f"{source} is corrupt: rng.cuda: {error}") from None
