@@ -110,19 +110,8 @@ def check_input_tensor(
         raise InputTypeError(
             f"{name} must be a Tensor or a PackedSequence; got {type(tensor).__name__}"
         )
-    if tensor.dtype != param.dtype and not torch.is_autocast_enabled(tensor.device.type):
-        raise InputTypeError(
-            f"RNN input dtype ({tensor.dtype}) does not match weight dtype ({param.dtype}). "
-            f"Convert input: input.to({param.dtype}), or convert model: model.to({tensor.dtype}); "
-            f"{name} must have the parameters' dtype {param.dtype}; got {tensor.dtype}"
-        )
-    if not tensor.dtype.is_floating_point:
-        raise InputTypeError(f"{name} must be a floating-point tensor; got dtype {tensor.dtype}")
-    if tensor.device != param.device:
-        raise InputError(
-            "Input and parameter tensors are not at the same device; "
-            f"{name} must be on the parameters' device {param.device}; got {tensor.device}"
-        )
+    if not cell:  # torch.nn's layers check the dtype first, its cells the shape
+        _check_dtype_and_device(tensor, name, param)
     ndims = ndims or ((1, 2) if cell else (2, 3))
     if tensor.dim() not in ndims:
         torch_words = " or ".join(f"{n}D" for n in ndims)
@@ -142,6 +131,8 @@ def check_input_tensor(
             f"{torch_words}; {name} must have input_size={input_size} features in its last "
             f"dimension; got shape {list(tensor.shape)}"
         )
+    if cell:
+        _check_dtype_and_device(tensor, name, param)
     if not cell and tensor.shape[0] == 0:
         raise InputError(
             f"Expected sequence length to be larger than 0 in RNN; {name} has shape "
@@ -149,6 +140,22 @@ def check_input_tensor(
         )
     if values:
         check_finite(tensor, name)
+
+
+def _check_dtype_and_device(tensor: Tensor, name: str, param: Tensor) -> None:
+    if tensor.dtype != param.dtype and not torch.is_autocast_enabled(tensor.device.type):
+        raise InputTypeError(
+            f"RNN input dtype ({tensor.dtype}) does not match weight dtype ({param.dtype}). "
+            f"Convert input: input.to({param.dtype}), or convert model: model.to({tensor.dtype}); "
+            f"{name} must have the parameters' dtype {param.dtype}; got {tensor.dtype}"
+        )
+    if not tensor.dtype.is_floating_point:
+        raise InputTypeError(f"{name} must be a floating-point tensor; got dtype {tensor.dtype}")
+    if tensor.device != param.device:
+        raise InputError(
+            "Input and parameter tensors are not at the same device; "
+            f"{name} must be on the parameters' device {param.device}; got {tensor.device}"
+        )
 
 
 def check_lengths(lengths, batch: int, steps: int, *, values: bool = True) -> Tensor:

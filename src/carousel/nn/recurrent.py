@@ -498,7 +498,9 @@ class GRU(Recurrent):
         candidate_activation: str | None = None,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
+        proj_size: int = 0,
     ) -> None:
+        _refuse_projection(proj_size)
         super().__init__(
             input_size,
             hidden_size,
@@ -543,7 +545,9 @@ class RNN(Recurrent):
         *,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
+        proj_size: int = 0,
     ) -> None:
+        _refuse_projection(proj_size)
         super().__init__(
             input_size,
             hidden_size,
@@ -569,6 +573,15 @@ class RNN(Recurrent):
         text = super().extra_repr()
         return text + (
             f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else ""
+        )
+
+
+def _refuse_projection(proj_size) -> None:
+    """GRU and RNN take ``proj_size`` only to refuse it, as ``torch.nn`` does."""
+    if proj_size != 0:
+        raise InputError(
+            "proj_size argument is only supported for LSTM, not RNN or GRU; "
+            f"got proj_size={proj_size!r}"
         )
 
 

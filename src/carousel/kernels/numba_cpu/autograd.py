@@ -10,9 +10,11 @@ input requiring a gradient) the forward kernel runs with ``keep=False`` and save
 
 Higher-order gradients: the hand-written backward kernel computes numbers, not a graph. When the
 backward pass itself is to be differentiated (``create_graph=True``, so grad mode is on inside
-``backward``), :class:`FusedDirection` recomputes the direction with the reference backend (the
-same equations in differentiable PyTorch ops) and returns the gradients of that graph, which
-autograd can differentiate again. First-order gradients never take that path.
+``backward``), or its upstream gradients are batched or wrapped (a vmap over the backward, as
+``gradcheck`` does to check batched gradients), :class:`FusedDirection` recomputes the direction
+with the reference backend (the same equations in differentiable PyTorch ops) and returns the
+gradients of that graph, which autograd can differentiate and vmap can batch. Ordinary
+first-order gradients never take that path.
 """
 
 from __future__ import annotations
@@ -188,7 +190,7 @@ class FusedDirection(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         call, inputs, needed = ctx.call, ctx.saved_tensors, ctx.needs_input_grad[1:]
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or not all(_plain(g) for g in grad_outputs):
             return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
         kernels = call.kernels
         x = _array(inputs[0])
@@ -213,6 +215,17 @@ class FusedDirection(torch.autograd.Function):
             None,
             *(torch.from_numpy(g) if need else None for g, need in zip(grads, needed, strict=True)),
         )
+
+
+def _plain(tensor: Tensor) -> bool:
+    """Whether the kernels can read ``tensor``'s memory: not batched by a vmap (``gradcheck``
+    checks batched gradients under the legacy one), not wrapped by a transform, no subclass."""
+    functorch = torch._C._functorch
+    return (
+        type(tensor) is Tensor
+        and not functorch.is_legacy_batchedtensor(tensor)
+        and not functorch.is_functorch_wrapped_tensor(tensor)
+    )
 
 
 def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor | None]:
