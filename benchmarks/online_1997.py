@@ -23,7 +23,7 @@ import torch
 from numba import njit
 
 import carousel
-from carousel.commands.bench import write_block
+from carousel.benchmarks.harness import write_block
 from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_config, lstm_forward
 
 STEPS, INPUTS, HIDDEN = 1000, 2, 4

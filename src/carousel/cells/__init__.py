@@ -8,27 +8,46 @@ from carousel.cells import init
 from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS, Activation, get_activation
 from carousel.cells.elman import elman_step
 from carousel.cells.gru import gru_step
-from carousel.cells.lstm import LSTMStepValues, lstm_step, lstm_step_values
-from carousel.cells.spec import VARIANTS, CellSpec, CellWeights, make_spec, register_variant
-
-STEPS = {"lstm": lstm_step, "gru": gru_step, "elman": elman_step}
-"""One step of each family, in PyTorch ops: ``step(spec, gates_x, state, weights) -> (h_t, state)``."""
+from carousel.cells.lstm import (
+    LSTM_OPTIONS,
+    LSTMStepValues,
+    lstm_step,
+    lstm_step_values,
+    lstm_variant,
+)
+from carousel.cells.registry import (
+    FAMILIES,
+    VARIANTS,
+    Family,
+    Variant,
+    cell_options,
+    make_spec,
+    register_family,
+    register_variant,
+)
+from carousel.cells.spec import CellSpec, CellWeights
 
 __all__ = [
     "ACTIVATIONS",
+    "FAMILIES",
     "GATE_ACTIVATIONS",
-    "STEPS",
+    "LSTM_OPTIONS",
     "VARIANTS",
     "Activation",
     "CellSpec",
     "CellWeights",
+    "Family",
     "LSTMStepValues",
+    "Variant",
+    "cell_options",
     "elman_step",
     "get_activation",
     "gru_step",
     "init",
     "lstm_step",
     "lstm_step_values",
+    "lstm_variant",
     "make_spec",
+    "register_family",
     "register_variant",
 ]

@@ -12,13 +12,14 @@ from __future__ import annotations
 from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS
-from carousel.cells.spec import CellSpec, CellWeights, register_variant
+from carousel.cells.registry import Family, register_family, register_variant
+from carousel.cells.spec import CellSpec, CellWeights
 
 ELMAN_1990 = "Elman (1990), Finding Structure in Time, Cognitive Science 14(2)"
 
 
-@register_variant("elman")
-def elman(*, nonlinearity="tanh"):
+@register_variant("elman", "elman", {"nonlinearity": "tanh"})
+def elman(*, nonlinearity):
     r"""Elman RNN: :math:`h_t = \phi(W x_t + R h_{t-1} + b)` with ``nonlinearity`` ``"tanh"`` or ``"relu"`` as in torch."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(
@@ -41,3 +42,6 @@ def elman_step(
     (h,) = state
     h_new = ACTIVATIONS[spec.candidate_activation].forward(gates_x + h @ weights.weight_hh.T)
     return h_new, (h_new,)
+
+
+register_family(Family("elman", ("h",), elman_step))

@@ -15,13 +15,14 @@ from __future__ import annotations
 from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS
-from carousel.cells.spec import CellSpec, CellWeights, register_variant
+from carousel.cells.registry import Family, register_family, register_variant
+from carousel.cells.spec import CellSpec, CellWeights
 
 CHO_2014 = "Cho et al. (2014), Learning Phrase Representations using RNN Encoder-Decoder"
 
 
-@register_variant("gru")
-def gru(*, gate_activation="sigmoid", candidate_activation="tanh"):
+@register_variant("gru", "gru", {"gate_activation": "sigmoid", "candidate_activation": "tanh"})
+def gru(*, gate_activation, candidate_activation):
     r"""The GRU of Cho et al. (2014) with ``torch.nn.GRU``'s placement of :math:`b_{hn}` inside :math:`r_t \odot (\cdot)`.
 
     .. math::
@@ -57,3 +58,6 @@ def gru_step(
     )
     h_new = (1 - update) * new + update * h
     return h_new, (h_new,)
+
+
+register_family(Family("gru", ("r", "z", "n"), gru_step))

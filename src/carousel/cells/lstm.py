@@ -35,7 +35,8 @@ import torch
 from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS
-from carousel.cells.spec import CellSpec, CellWeights, register_variant
+from carousel.cells.registry import Family, register_family, register_variant
+from carousel.cells.spec import CellSpec, CellWeights
 
 GERS_2000 = "Gers, Schmidhuber & Cummins (2000), Learning to Forget: Continual Prediction with LSTM"
 PEEPHOLE_2000 = "Gers & Schmidhuber (2000), Recurrent Nets that Time and Count"
@@ -43,51 +44,49 @@ GREFF_2017 = "Greff et al. (2017), LSTM: A Search Space Odyssey, IEEE TNNLS 28(1
 HOCHREITER_1997 = "Hochreiter & Schmidhuber (1997), Long Short-Term Memory, Neural Computation 9(8)"
 
 
-def _lstm(
-    variant: str,
-    gates: tuple[str, ...],
-    reference: str,
-    *,
-    peepholes: bool,
-    gate_activation: str = "sigmoid",
-    candidate_activation: str = "tanh",
-    output_activation: str = "tanh",
-    coupled_input_forget: bool = False,
-    gate_feedback: str = "none",
-    block_size: int = 1,
-    truncate_gradient: bool = False,
-    num_biases: int = 2,
-    cell_bias: bool = True,
-) -> CellSpec:
-    return CellSpec(
-        family="lstm",
-        variant=variant,
-        gates=gates,
-        gate_activation=gate_activation,
-        candidate_activation=candidate_activation,
-        output_activation=output_activation,
-        peepholes=peepholes,
-        coupled_input_forget=coupled_input_forget,
-        gate_feedback=gate_feedback,
-        block_size=block_size,
-        truncate_gradient=truncate_gradient,
-        num_biases=num_biases,
-        cell_bias=cell_bias,
-        reference=reference,
-    )
+LSTM_OPTIONS: dict[str, object] = {
+    "peepholes": False,
+    "gate_activation": "sigmoid",
+    "candidate_activation": "tanh",
+    "output_activation": "tanh",
+    "block_size": 1,
+    "truncate_gradient": False,
+    "cell_bias": True,
+}
+"""The options every LSTM variant takes (see :class:`CellSpec`), with the forget-gate LSTM's defaults."""
 
 
-@register_variant("vanilla")
-def vanilla(
-    *,
-    peepholes=False,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+def lstm_variant(name: str, gates: str, reference: str, **settings):
+    """Declare an LSTM variant: its packed ``gates`` (e.g. ``"ifgo"``), its source, and ``settings``.
+
+    A setting named in :data:`LSTM_OPTIONS` changes that option's default for this variant (the
+    user may still set it); any other is a fixed :class:`CellSpec` field of the variant
+    (``coupled_input_forget``, ``gate_feedback``, ``num_biases``). The decorated function carries
+    only the docstring with the variant's equations; it becomes the variant's factory.
+    """
+    defaults = {**LSTM_OPTIONS, **{k: v for k, v in settings.items() if k in LSTM_OPTIONS}}
+    fixed = {k: v for k, v in settings.items() if k not in LSTM_OPTIONS}
+
+    def declare(described):
+        def build(**options) -> CellSpec:
+            return CellSpec(
+                family="lstm",
+                variant=name,
+                gates=tuple(gates),
+                reference=reference,
+                **fixed,
+                **options,
+            )
+
+        build.__name__, build.__doc__ = described.__name__, described.__doc__
+        build.__module__ = described.__module__
+        return register_variant(name, "lstm", defaults)(build)
+
+    return declare
+
+
+@lstm_variant("vanilla", "ifgo", GERS_2000)
+def vanilla():
     r"""The forget-gate LSTM of Gers et al. (2000), exactly ``torch.nn.LSTM``.
 
     .. math::
@@ -100,20 +99,10 @@ def vanilla(
 
     Gate order ``(i, f, g, o)`` and two biases, as in torch, so its state_dicts load unchanged.
     """
-    return _lstm("vanilla", ("i", "f", "g", "o"), GERS_2000, **locals())
 
 
-@register_variant("peephole")
-def peephole(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("peephole", "ifgo", PEEPHOLE_2000, peepholes=True)
+def peephole():
     r"""The peephole LSTM of Gers & Schmidhuber (2000); the baseline of Greff et al. (2017).
 
     .. math::
@@ -126,156 +115,76 @@ def peephole(
     The peephole weights are the parameter ``weight_peephole`` of shape ``(3, H)``, rows
     ``(p_i, p_f, p_o)``.
     """
-    return _lstm("peephole", ("i", "f", "g", "o"), PEEPHOLE_2000, **locals())
 
 
-@register_variant("nig")
-def nig(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("nig", "fgo", GREFF_2017, peepholes=True)
+def nig():
     r"""NIG, no input gate (Greff et al. 2017): the peephole LSTM with :math:`i_t = 1`.
 
     .. math:: c_t = f_t \odot c_{t-1} + g(W_g x_t + R_g h_{t-1} + b_g)
 
     Packed gates ``(f, g, o)``.
     """
-    return _lstm("nig", ("f", "g", "o"), GREFF_2017, **locals())
 
 
-@register_variant("nfg")
-def nfg(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("nfg", "igo", GREFF_2017, peepholes=True)
+def nfg():
     r"""NFG, no forget gate (Greff et al. 2017): the peephole LSTM with :math:`f_t = 1`.
 
     .. math:: c_t = c_{t-1} + i_t \odot z_t
 
     This is the constant error carousel of the 1997 paper. Packed gates ``(i, g, o)``.
     """
-    return _lstm("nfg", ("i", "g", "o"), GREFF_2017, **locals())
 
 
-@register_variant("nog")
-def nog(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("nog", "ifg", GREFF_2017, peepholes=True)
+def nog():
     r"""NOG, no output gate (Greff et al. 2017): the peephole LSTM with :math:`o_t = 1`.
 
     .. math:: h_t = h(c_t)
 
     Packed gates ``(i, f, g)``.
     """
-    return _lstm("nog", ("i", "f", "g"), GREFF_2017, **locals())
 
 
-@register_variant("niaf")
-def niaf(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="identity",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("niaf", "ifgo", GREFF_2017, peepholes=True, candidate_activation="identity")
+def niaf():
     r"""NIAF, no input activation function (Greff et al. 2017): the peephole LSTM with :math:`g(x) = x`.
 
     .. math:: c_t = f_t \odot c_{t-1} + i_t \odot (W_g x_t + R_g h_{t-1} + b_g)
     """
-    return _lstm("niaf", ("i", "f", "g", "o"), GREFF_2017, **locals())
 
 
-@register_variant("noaf")
-def noaf(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="identity",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("noaf", "ifgo", GREFF_2017, peepholes=True, output_activation="identity")
+def noaf():
     r"""NOAF, no output activation function (Greff et al. 2017): the peephole LSTM with :math:`h(x) = x`.
 
     .. math:: h_t = o_t \odot c_t
 
     With ``gate_activation="hard_sigmoid"`` this is the LSTM of the ECE 417 lecture (seed 004).
     """
-    return _lstm("noaf", ("i", "f", "g", "o"), GREFF_2017, **locals())
 
 
-@register_variant("np")
-def np_(
-    *,
-    peepholes=False,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("np", "ifgo", GREFF_2017)
+def np_():
     r"""NP, no peepholes (Greff et al. 2017): the peephole LSTM without :math:`p_i, p_f, p_o`.
 
     That is the forget-gate LSTM, so ``np`` computes exactly what ``vanilla`` computes.
     """
-    return _lstm("np", ("i", "f", "g", "o"), GREFF_2017, **locals())
 
 
-@register_variant("cifg")
-def cifg(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("cifg", "igo", GREFF_2017, peepholes=True, coupled_input_forget=True)
+def cifg():
     r"""CIFG, coupled input and forget gate (Greff et al. 2017): :math:`f_t = 1 - i_t`.
 
     .. math:: c_t = (1 - i_t) \odot c_{t-1} + i_t \odot z_t
 
     Packed gates ``(i, g, o)``; peepholes on ``i`` and ``o``. The GRU couples its gates the same way.
     """
-    return _lstm("cifg", ("i", "g", "o"), GREFF_2017, coupled_input_forget=True, **locals())
 
 
-@register_variant("fgr")
-def fgr(
-    *,
-    peepholes=True,
-    gate_activation="sigmoid",
-    candidate_activation="tanh",
-    output_activation="tanh",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+@lstm_variant("fgr", "ifgo", GREFF_2017, peepholes=True, gate_feedback="gates")
+def fgr():
     r"""FGR, full gate recurrence (Greff et al. 2017): every gate also sees all gates of the last step.
 
     .. math::
@@ -287,20 +196,18 @@ def fgr(
     rows that would read the gates are held at zero by a fixed mask. The state carries the gate
     activations: ``(h, c, gates)``.
     """
-    return _lstm("fgr", ("i", "f", "g", "o"), GREFF_2017, gate_feedback="gates", **locals())
 
 
-@register_variant("1997")
-def lstm1997(
-    *,
-    peepholes=False,
-    gate_activation="sigmoid",
+@lstm_variant(
+    "1997",
+    "igo",
+    HOCHREITER_1997,
     candidate_activation="g1997",
     output_activation="h1997",
-    block_size=1,
-    truncate_gradient=False,
-    cell_bias=True,
-):
+    gate_feedback="all",
+    num_biases=1,
+)
+def lstm1997():
     r"""The original LSTM of Hochreiter & Schmidhuber (1997): memory blocks, no forget gate.
 
     With blocks of ``S = block_size`` cells sharing one input gate and one output gate, for cell
@@ -323,9 +230,6 @@ def lstm1997(
     state carries error back. It is off by default so that the layer computes the exact gradient.
     The state is ``(h, c, gates)``. Packed gates ``(i, g, o)``.
     """
-    return _lstm(
-        "1997", ("i", "g", "o"), HOCHREITER_1997, gate_feedback="all", num_biases=1, **locals()
-    )
 
 
 class LSTMStepValues(NamedTuple):
@@ -431,3 +335,6 @@ def lstm_step_values(
         values = {"i": input_gate, "f": forget_gate, "o": output_gate}
         new_state = (*new_state, torch.cat([values[g] for g in spec.feedback_gates], dim=-1))
     return LSTMStepValues(input_gate, forget_gate, candidate, output_gate, cell, output, new_state)
+
+
+register_family(Family("lstm", ("i", "f", "g", "o"), lstm_step))

@@ -22,7 +22,6 @@ with gate feedback (``fgr``, ``1997``), by the previous step's gate activations 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import NamedTuple
 
@@ -30,12 +29,8 @@ import torch
 from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS
+from carousel.cells.registry import FAMILIES
 
-FAMILIES = {
-    "lstm": ("i", "f", "g", "o"),
-    "gru": ("r", "z", "n"),
-    "elman": ("h",),
-}
 GATE_FEEDBACK = ("none", "gates", "all")
 
 
@@ -82,7 +77,7 @@ class CellSpec:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"family must be one of {sorted(FAMILIES)}; got {self.family!r}")
-        allowed = FAMILIES[self.family]
+        allowed = FAMILIES[self.family].gates
         if (
             not self.gates
             or any(g not in allowed for g in self.gates)
@@ -280,6 +275,13 @@ class CellSpec:
         mask[self.gate_slices(hidden_size)["g"]] = 0
         return mask
 
+    def step(
+        self, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One step of this cell in PyTorch ops (its family's
+        :attr:`~carousel.cells.registry.Family.step`)."""
+        return FAMILIES[self.family].step(self, gates_x, state, weights)
+
     def replace(self, **changes) -> CellSpec:
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
@@ -349,48 +351,3 @@ class CellWeights(NamedTuple):
             weight_peephole=params.get("weight_peephole"),
             weight_hr=params.get("weight_hr"),
         )
-
-
-# ---- the variant registry --------------------------------------------------------------------
-
-VariantFactory = Callable[..., CellSpec]
-VARIANTS: dict[str, VariantFactory] = {}
-
-
-def register_variant(name: str) -> Callable[[VariantFactory], VariantFactory]:
-    """Decorator: register a factory ``(**options) -> CellSpec`` under ``name``."""
-
-    def decorate(factory: VariantFactory) -> VariantFactory:
-        if name in VARIANTS:
-            raise ValueError(f"variant {name!r} is registered already")
-        VARIANTS[name] = factory
-        return factory
-
-    return decorate
-
-
-def make_spec(variant: str | CellSpec, **options) -> CellSpec:
-    """Build the spec of a registered variant, with options (``None`` means the variant's default).
-
-    Args:
-        variant: a name from :data:`VARIANTS` or a ready :class:`CellSpec` (then ``options`` are
-            applied with :meth:`CellSpec.replace`).
-        **options: the variant's keyword options, e.g. ``peepholes=True``,
-            ``gate_activation="hard_sigmoid"``, ``block_size=2``.
-
-    Raises:
-        ValueError: unknown variant, or an option the variant does not take.
-    """
-    options = {k: v for k, v in options.items() if v is not None}
-    if isinstance(variant, CellSpec):
-        return variant.replace(**options) if options else variant
-    if not isinstance(variant, str) or variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {sorted(VARIANTS)}; got {variant!r}")
-    factory = VARIANTS[variant]
-    try:
-        return factory(**options)
-    except TypeError as error:
-        accepted = sorted(factory.__code__.co_varnames[: factory.__code__.co_kwonlyargcount])
-        raise ValueError(
-            f"variant {variant!r} takes the options {accepted}; got {sorted(options)} ({error})"
-        ) from None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from carousel.cells import STEPS, LSTMStepValues, lstm_step_values
+from carousel.cells import LSTMStepValues, lstm_step_values
 from carousel.nn import Recurrent, checks
 
 
@@ -116,7 +116,7 @@ def unroll(layer: Recurrent, input: Tensor) -> Unrolled:
                     output, state = step.output, step.state
                     group_values.append(step)
                 else:
-                    output, state = STEPS[spec.family](spec, gates_x_t, state, weights)
+                    output, state = spec.step(gates_x_t, state, weights)
                 group_states.append(state)
                 group_outputs.append(output)
             output = torch.stack(group_outputs)  # (L, N, H_out)

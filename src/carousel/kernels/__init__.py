@@ -1,4 +1,4 @@
-"""The kernel registry: one selection point between the reference loop and the fused backends.
+"""The kernels: one selection point between the reference loop and the fused backends.
 
 A backend runs a recurrent stack for a :class:`Workload`. It provides either ``run_direction`` (one
 direction of one layer; the layer does the stacking) or ``run_stack`` (all layers at once), says
@@ -11,7 +11,9 @@ units, used by ``"auto"``).
 ``numba``          fused CPU kernels with hand-written BPTT (:mod:`.numba_cpu`); every cell
 =================  ==========================================================================
 
-``backend="auto"`` picks, per call, the supported backend of lowest ``cost``. The environment
+Each backend module registers itself in :mod:`carousel.kernels.registry` when it is imported
+(importing this package imports all of them), with its own ``unsupported`` and ``cost``; adding a
+backend is one module and one import line here. ``backend="auto"`` picks, per call, the supported backend of lowest ``cost``. The environment
 variable ``CAROUSEL_BACKEND`` (a backend name) overrides ``"auto"`` everywhere, for debugging.
 
 A backend that can run a layer may still be unable to run it in the call's *context*: the fused
@@ -24,168 +26,17 @@ wrong because of the context.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-
-import torch
-from torch import Tensor
-
-from carousel.cells import CellSpec
+# Each backend module registers itself on import.
 from carousel.kernels import numba_cpu, reference, torch_native
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What a backend is asked to run: the cell, the stack's shape and the data's.
-
-    ``needs_grad`` says whether autograd will backpropagate through the call (training) or not
-    (inference under ``torch.no_grad()``); backends rank differently for the two. ``context`` is
-    :func:`graph_context` of the call: ``None`` in plain eager execution.
-    """
-
-    spec: CellSpec
-    device: torch.device
-    dtype: torch.dtype
-    steps: int
-    batch: int
-    input_size: int
-    hidden_size: int
-    proj_size: int
-    num_layers: int
-    num_directions: int
-    has_lengths: bool
-    needs_grad: bool = True
-    context: str | None = None
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A registered backend.
-
-    Attributes:
-        name: registry key, the value of a layer's ``backend=``.
-        description: one line for ``carousel backends`` and error messages.
-        run_direction: ``(spec, x, state, weights, lengths, reverse) -> (output, state)``, see
-            :func:`carousel.kernels.reference.run_direction`; or ``None``.
-        run_stack: see :func:`carousel.kernels.torch_native.run_stack`; or ``None``.
-        unsupported: ``workload -> None`` when it can run it, else the reason it cannot.
-        cost: ``workload -> float``, the expected time in arbitrary units (``"auto"`` takes the least).
-        length_generic: whether a graph that ``torch.jit.trace`` records of it holds for other
-            sequence lengths (a fused operator) or only for the traced one (a Python loop).
-    """
-
-    name: str
-    description: str
-    unsupported: Callable[[Workload], str | None]
-    cost: Callable[[Workload], float]
-    run_direction: Callable | None = None
-    run_stack: Callable | None = None
-    length_generic: bool = False
-
-
-BACKENDS: dict[str, Backend] = {}
-
-
-def register(backend: Backend) -> Backend:
-    """Add ``backend`` to the registry (replacing one of the same name)."""
-    if (backend.run_direction is None) == (backend.run_stack is None):
-        raise ValueError("a backend provides exactly one of run_direction and run_stack")
-    BACKENDS[backend.name] = backend
-    return backend
-
-
-def _reference_cost(work: Workload) -> float:
-    # Per-step Python overhead dominates small problems; it is never the fastest choice when a
-    # fused backend supports the workload, so its cost is set well above theirs.
-    return 1e3 * work.steps * work.num_layers * work.num_directions
-
-
-register(
-    Backend(
-        name="reference",
-        description="per-step PyTorch loop with autograd (the executable specification)",
-        unsupported=lambda work: None,
-        cost=_reference_cost,
-        run_direction=reference.run_direction,
-    )
+from carousel.kernels.registry import (
+    BACKENDS,
+    Backend,
+    Workload,
+    check_backend_name,
+    graph_context,
+    register,
+    select,
 )
-register(
-    Backend(
-        name="torch-native",
-        description="torch's fused RNN operators (oneDNN / cuDNN); stock LSTM, GRU, RNN cells",
-        unsupported=torch_native.unsupported_workload,
-        cost=lambda work: float(work.steps * work.num_layers * work.num_directions),
-        run_stack=torch_native.run_stack,
-        length_generic=True,
-    )
-)
-
-
-register(
-    Backend(
-        name="numba",
-        description="fused CPU kernels compiled with Numba, hand-written BPTT; every cell",
-        unsupported=numba_cpu.unsupported,
-        cost=numba_cpu.cost,
-        run_direction=numba_cpu.run_direction,
-    )
-)
-
-
-def graph_context(tensor: Tensor) -> str | None:
-    """``None`` in plain eager execution on ordinary tensors, else what is capturing or wrapping the call.
-
-    Cheap (no tensor values are read), and safe to call while ``torch.compile`` traces.
-    """
-    if torch.compiler.is_compiling():
-        return "torch.compile or torch.export captures the graph"
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return "torch.jit records the graph"
-    if torch._C._functorch.peek_interpreter_stack() is not None:
-        return "a torch.func transform (grad, vmap, jacrev, ...) is active"
-    if type(tensor) not in (Tensor, torch.nn.Parameter) or _dispatch_mode_active():
-        return "the tensors are traced or wrapped (a tensor subclass or a dispatch mode)"
-    return None
-
-
-def _dispatch_mode_active() -> bool:
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    return _get_current_dispatch_mode() is not None
-
-
-def check_backend_name(name: str) -> None:
-    """Raise ``ValueError`` if ``name`` is neither ``"auto"`` nor a registered backend."""
-    if name != "auto" and name not in BACKENDS:
-        raise ValueError(f"backend must be 'auto' or one of {sorted(BACKENDS)}; got {name!r}")
-
-
-def select(name: str, work: Workload) -> Backend:
-    """The backend that runs ``work``: the one named, or for ``"auto"`` the cheapest supported.
-
-    A named backend that could run the layer but not in this call's context (see the module
-    docstring) hands the call to the cheapest backend that can.
-
-    Raises:
-        ValueError: the named backend is unknown or cannot run this layer (with the reason).
-    """
-    if name == "auto":
-        name = os.environ.get("CAROUSEL_BACKEND", "auto")
-    check_backend_name(name)
-    if name != "auto":
-        backend = BACKENDS[name]
-        reason = backend.unsupported(work)
-        if reason is None:
-            return backend
-        if work.context is None or backend.unsupported(replace(work, context=None)) is not None:
-            raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
-    best, best_cost = None, float("inf")
-    for backend in BACKENDS.values():  # a plain loop: torch.compile traces it without a break
-        if backend.unsupported(work) is None and backend.cost(work) < best_cost:
-            best, best_cost = backend, backend.cost(work)
-    return best
-
 
 __all__ = [
     "BACKENDS",
@@ -193,6 +44,9 @@ __all__ = [
     "Workload",
     "check_backend_name",
     "graph_context",
+    "numba_cpu",
+    "reference",
     "register",
     "select",
+    "torch_native",
 ]

@@ -15,7 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from carousel.cells import STEPS, CellSpec, CellWeights
+from carousel.cells import CellSpec, CellWeights
+from carousel.kernels.registry import Backend, Workload, register
 
 
 def reverse_index(steps: int, lengths: Tensor | None, device: torch.device) -> Tensor:
@@ -61,7 +62,6 @@ def run_direction(
         ``(output, final_state)``: ``(T, B, H_out)`` with zeros past each length, and the state
         after each sequence's last valid step.
     """
-    step = STEPS[spec.family]
     steps = x.shape[0]
     if reverse:
         x = reverse_padded(x, lengths)
@@ -75,7 +75,7 @@ def run_direction(
 
     outputs = []
     for t in range(steps):
-        output, new_state = step(spec, gates_x[t], state, weights)
+        output, new_state = spec.step(gates_x[t], state, weights)
         if active is not None:
             new_state = tuple(
                 torch.where(active[t], new, old) for new, old in zip(new_state, state, strict=True)
@@ -87,3 +87,23 @@ def run_direction(
     if reverse:
         output = reverse_padded(output, lengths)
     return output, state
+
+
+def cost(work: Workload) -> float:
+    """Expected time in the registry's units (steps x layers x directions for a fused call).
+
+    Per-step Python overhead dominates small problems; the loop is never the fastest choice when a
+    fused backend supports the workload, so its cost is set well above theirs.
+    """
+    return 1e3 * work.steps * work.num_layers * work.num_directions
+
+
+register(
+    Backend(
+        name="reference",
+        description="per-step PyTorch loop with autograd (the executable specification)",
+        unsupported=lambda work: None,
+        cost=cost,
+        run_direction=run_direction,
+    )
+)

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from carousel.cells import CellSpec, make_spec
+from carousel.kernels.registry import Backend, Workload, register
 
 _STOCK = {
     ("lstm",): make_spec("vanilla"),
@@ -37,7 +38,7 @@ def unsupported(spec: CellSpec, proj_size: int) -> str | None:
     return None
 
 
-def unsupported_workload(work) -> str | None:
+def unsupported_workload(work: Workload) -> str | None:
     """``None`` if torch's operators can run ``work`` (a :class:`carousel.kernels.Workload`)."""
     if work.has_lengths and work.context is not None:
         return (
@@ -112,3 +113,21 @@ def run_stack(
     )
     final = tuple(s.index_select(1, packed.unsorted_indices) for s in result[1:])
     return output, final
+
+
+def cost(work: Workload) -> float:
+    """Expected time: the registry's unit, steps x layers x directions (the numba backend's cost
+    model says where its kernels beat this one)."""
+    return float(work.steps * work.num_layers * work.num_directions)
+
+
+register(
+    Backend(
+        name="torch-native",
+        description="torch's fused RNN operators (oneDNN / cuDNN); stock LSTM, GRU, RNN cells",
+        unsupported=unsupported_workload,
+        cost=cost,
+        run_stack=run_stack,
+        length_generic=True,
+    )
+)

@@ -2,7 +2,7 @@
 
 A cell computes one step; the user drives the loop. Parameter names are torch's (``weight_ih``,
 ``weight_hh``, ``bias_ih``, ``bias_hh``) plus the variant's extras (``weight_peephole``), and the
-math is the same step function the reference backend loops over (:data:`carousel.cells.STEPS`).
+math is the same step function the reference backend loops over (:meth:`CellSpec.step`).
 
 Shapes: input ``(N, H_in)`` or ``(H_in,)``; each state tensor ``(N, size)`` or ``(size,)``.
 """
@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from carousel import kernels
-from carousel.cells import STEPS, CellSpec, CellWeights, make_spec
-from carousel.cells.init import Initializer, ParameterGroup, torch_default
+from carousel.cells import CellSpec, make_spec
+from carousel.cells.init import Initializer, ParameterGroup
 from carousel.nn import checks
-from carousel.nn.recurrent import _as_initializers, _to
+from carousel.nn.parameters import (
+    as_initializers,
+    cell_weights,
+    initialize,
+    register_masks,
+    register_parameters,
+)
 
 
 class RecurrentCell(nn.Module):
@@ -52,19 +57,10 @@ class RecurrentCell(nn.Module):
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.bias = bias
-        self.init = _as_initializers(init)
+        self.init = as_initializers(init)
         factory = {"device": device, "dtype": dtype}
-        self._names = list(spec.parameter_shapes(input_size, hidden_size, 0, bias))
-        for name, shape in spec.parameter_shapes(input_size, hidden_size, 0, bias).items():
-            setattr(self, name, nn.Parameter(torch.empty(shape, **factory)))
-        self.register_buffer(
-            "recurrent_mask", _to(spec.recurrent_mask(hidden_size), factory), persistent=False
-        )
-        self.register_buffer(
-            "bias_mask",
-            _to(spec.bias_mask(hidden_size) if bias else None, factory),
-            persistent=False,
-        )
+        self._names = register_parameters(self, spec, input_size, hidden_size, 0, bias, "", factory)
+        register_masks(self, spec, hidden_size, 0, bias, factory)
         self.reset_parameters()
 
     def parameter_group(self) -> ParameterGroup:
@@ -74,10 +70,7 @@ class RecurrentCell(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch's default initialisation, then ``init`` in order."""
-        group = self.parameter_group()
-        torch_default(group)
-        for initializer in self.init:
-            initializer(group)
+        initialize([self.parameter_group()], self.init)
 
     def forward(self, input: Tensor, hx=None):
         """One step: returns the new state, a tensor ``h'`` (GRU, RNN) or a tuple ``(h', c'[, gates'])``.
@@ -100,14 +93,12 @@ class RecurrentCell(nn.Module):
             state = checks.check_state(
                 hx, self.spec.state_names, sizes, 0, x.shape[0], batched, x, name, values=values
             )
-        params = self.parameter_group().params
-        weights = CellWeights.from_parameters(
-            self.spec, params, self.recurrent_mask, self.bias_mask
-        )
+        checks.check_dtype_and_device(input, "input", param)  # after the shapes, as torch's cells
+        weights = cell_weights(self, self.parameter_group())
         gates_x = x @ weights.weight_ih.T
         if weights.bias is not None:
             gates_x = gates_x + weights.bias
-        _, new_state = STEPS[self.spec.family](self.spec, gates_x, state, weights)
+        _, new_state = self.spec.step(gates_x, state, weights)
         if not batched:
             new_state = tuple(s.squeeze(0) for s in new_state)
         return new_state[0] if len(new_state) == 1 else new_state

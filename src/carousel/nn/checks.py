@@ -110,8 +110,8 @@ def check_input_tensor(
         raise InputTypeError(
             f"{name} must be a Tensor or a PackedSequence; got {type(tensor).__name__}"
         )
-    if not cell:  # torch.nn's layers check the dtype first, its cells the shape
-        _check_dtype_and_device(tensor, name, param)
+    if not cell:  # torch.nn's layers check the dtype first; cells call it after the state's shape
+        check_dtype_and_device(tensor, name, param)
     ndims = ndims or ((1, 2) if cell else (2, 3))
     if tensor.dim() not in ndims:
         torch_words = " or ".join(f"{n}D" for n in ndims)
@@ -131,8 +131,6 @@ def check_input_tensor(
             f"{torch_words}; {name} must have input_size={input_size} features in its last "
             f"dimension; got shape {list(tensor.shape)}"
         )
-    if cell:
-        _check_dtype_and_device(tensor, name, param)
     if not cell and tensor.shape[0] == 0:
         raise InputError(
             f"Expected sequence length to be larger than 0 in RNN; {name} has shape "
@@ -142,7 +140,8 @@ def check_input_tensor(
         check_finite(tensor, name)
 
 
-def _check_dtype_and_device(tensor: Tensor, name: str, param: Tensor) -> None:
+def check_dtype_and_device(tensor: Tensor, name: str, param: Tensor) -> None:
+    """The input's dtype (the parameters', unless autocast casts) and device."""
     if tensor.dtype != param.dtype and not torch.is_autocast_enabled(tensor.device.type):
         raise InputTypeError(
             f"RNN input dtype ({tensor.dtype}) does not match weight dtype ({param.dtype}). "

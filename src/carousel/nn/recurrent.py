@@ -21,7 +21,6 @@ Shapes (as in torch):
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 
@@ -32,9 +31,19 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 from carousel import kernels
 from carousel.cells import CellSpec, CellWeights, make_spec
-from carousel.cells.init import Initializer, ParameterGroup, torch_default
+from carousel.cells.init import Initializer, ParameterGroup
 from carousel.errors import InputError
 from carousel.nn import checks
+from carousel.nn.parameters import (
+    as_initializers,
+    cast_weights,
+    cell_weights,
+    initialize,
+    masked_count,
+    register_masks,
+    register_parameters,
+)
+from carousel.nn.precision import autocast_dtype, autocast_off, compute_dtype
 
 
 class Recurrent(nn.Module):
@@ -111,7 +120,7 @@ class Recurrent(nn.Module):
         self.bidirectional = bidirectional
         self.proj_size = proj_size
         self.backend = backend
-        self.init = _as_initializers(init)
+        self.init = as_initializers(init)
         factory = {"device": device, "dtype": dtype}
 
         output_size = spec.output_size(hidden_size, proj_size)
@@ -120,17 +129,12 @@ class Recurrent(nn.Module):
             for direction in range(self.num_directions):
                 layer_input = input_size if layer == 0 else output_size * self.num_directions
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                names = {}
-                for short, shape in spec.parameter_shapes(
-                    layer_input, hidden_size, proj_size, bias
-                ).items():
-                    names[short] = short + suffix
-                    setattr(self, short + suffix, nn.Parameter(torch.empty(shape, **factory)))
-                self._group_names.append(names)
-        recurrent_mask = spec.recurrent_mask(hidden_size, proj_size)
-        bias_mask = spec.bias_mask(hidden_size) if bias else None
-        self.register_buffer("recurrent_mask", _to(recurrent_mask, factory), persistent=False)
-        self.register_buffer("bias_mask", _to(bias_mask, factory), persistent=False)
+                self._group_names.append(
+                    register_parameters(
+                        self, spec, layer_input, hidden_size, proj_size, bias, suffix, factory
+                    )
+                )
+        register_masks(self, spec, hidden_size, proj_size, bias, factory)
         self.reset_parameters()
 
     # ---- parameters ------------------------------------------------------------------------
@@ -175,35 +179,22 @@ class Recurrent(nn.Module):
 
     def reset_parameters(self) -> None:
         """torch's default initialisation, then this layer's ``init`` in order."""
-        groups = self.parameter_groups()
-        for group in groups:
-            torch_default(group)
-        for initializer in self.init:
-            for group in groups:
-                initializer(group)
+        initialize(self.parameter_groups(), self.init)
 
     def flatten_parameters(self) -> None:
         """Does nothing; present so code written for ``torch.nn.LSTM`` runs unchanged."""
 
     def num_weights(self) -> int:
         """Trainable weights, masked-out entries not counted (the 1997 paper's weight counts)."""
-        total = 0
-        for group in self.parameter_groups():
-            for short, param in group.params.items():
-                if short == "weight_hh" and self.recurrent_mask is not None:
-                    total += int(self.recurrent_mask.sum())
-                elif short.startswith("bias") and self.bias_mask is not None:
-                    total += int(self.bias_mask.sum())
-                else:
-                    total += param.numel()
-        return total
+        return sum(
+            masked_count(self, short, param)
+            for group in self.parameter_groups()
+            for short, param in group.params.items()
+        )
 
     def cell_weights(self, layer: int, direction: int = 0) -> CellWeights:
         """What the backends compute with for one (layer, direction): masks applied, biases summed."""
-        group = self.parameter_groups()[layer * self.num_directions + direction]
-        return CellWeights.from_parameters(
-            self.spec, group.params, self.recurrent_mask, self.bias_mask
-        )
+        return cell_weights(self, self.parameter_groups()[layer * self.num_directions + direction])
 
     # ---- forward ----------------------------------------------------------------------------
 
@@ -222,7 +213,7 @@ class Recurrent(nn.Module):
             ``(output, h_n)`` with the same structure as ``hx``.
 
         Precision: float16 and bfloat16 layers, and autocast regions (where ``torch.nn`` casts,
-        see :data:`AUTOCAST_FAMILIES`), give outputs and states in that dtype as ``torch.nn``
+        see :data:`carousel.nn.precision.AUTOCAST_FAMILIES`), give outputs and states in that dtype as ``torch.nn``
         does; the fused kernels and the reference loop compute them in float32.
         """
         packed = isinstance(input, PackedSequence)
@@ -259,7 +250,7 @@ class Recurrent(nn.Module):
             lengths = None
 
         state = self._initial_state(hx, batch, batched, x, values)
-        dtype = _autocast_dtype(self.spec.family, x) or x.dtype
+        dtype = autocast_dtype(self.spec.family, x) or x.dtype
         work = kernels.Workload(
             spec=self.spec,
             device=x.device,
@@ -303,7 +294,7 @@ class Recurrent(nn.Module):
                 bidirectional=self.bidirectional,
             )
         else:
-            with _autocast_off(x.device.type):
+            with autocast_off(x.device.type):
                 output, final = self._run_directions(backend, x, state, lengths, dtype)
 
         if packed:
@@ -321,7 +312,7 @@ class Recurrent(nn.Module):
         float16 and bfloat16 are computed in float32 (inputs, states and weights cast up, the
         results cast back), so every backend accumulates in float32.
         """
-        compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+        compute = compute_dtype(dtype)
         layer_input = x.to(dtype).to(compute)
         state = tuple(s.to(dtype).to(compute) for s in state)
         finals: list[list[Tensor]] = [[] for _ in state]
@@ -329,11 +320,7 @@ class Recurrent(nn.Module):
             outputs = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
-                weights = self.cell_weights(layer, direction)
-                if weights.weight_ih.dtype != compute:
-                    weights = CellWeights(
-                        *(None if w is None else w.to(dtype).to(compute) for w in weights)
-                    )
+                weights = cast_weights(self.cell_weights(layer, direction), dtype, compute)
                 output, final = backend.run_direction(
                     self.spec,
                     layer_input,
@@ -394,232 +381,6 @@ class Recurrent(nn.Module):
 
     def _default_variant(self) -> str:
         return "vanilla"
-
-
-class LSTM(Recurrent):
-    r"""Drop-in ``torch.nn.LSTM`` that runs any cell of the LSTM family.
-
-    With the defaults it computes exactly ``torch.nn.LSTM`` (the forget-gate LSTM of Gers et al.
-    2000; equations in :func:`carousel.cells.lstm.vanilla`), with the same parameters, and
-    ``torch.manual_seed(s)`` gives it the same initial weights. Keyword-only extras:
-
-    Args:
-        variant: ``"vanilla"`` (default), ``"1997"``, ``"peephole"``, ``"nig"``, ``"nfg"``,
-            ``"nog"``, ``"niaf"``, ``"noaf"``, ``"np"``, ``"cifg"``, ``"fgr"``; see
-            :mod:`carousel.cells.lstm` for each one's equations and source.
-        peepholes: add (``True``) or drop (``False``) peephole connections; ``None``: the variant's.
-        gate_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (CReLU, clip(x, 0, 1)).
-        candidate_activation: squashing of the cell input, e.g. ``"tanh"``, ``"identity"``, ``"g1997"``.
-        output_activation: squashing of the cell state before the output gate, e.g. ``"tanh"``,
-            ``"identity"`` (:math:`h = o \odot c`), ``"h1997"``.
-        block_size: cells per memory block sharing their gates (1997 paper).
-        truncate_gradient: the 1997 paper's truncated backpropagation (see the ``1997`` variant).
-        cell_bias: ``False`` leaves the cell inputs unbiased (only gates biased).
-        backend, init: see :class:`Recurrent`.
-
-    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        proj_size: int = 0,
-        device=None,
-        dtype=None,
-        *,
-        variant: str | CellSpec = "vanilla",
-        peepholes: bool | None = None,
-        gate_activation: str | None = None,
-        candidate_activation: str | None = None,
-        output_activation: str | None = None,
-        block_size: int | None = None,
-        truncate_gradient: bool | None = None,
-        cell_bias: bool | None = None,
-        backend: str = "auto",
-        init: Initializer | Sequence[Initializer] | None = None,
-    ) -> None:
-        spec = make_spec(variant)
-        if spec.family != "lstm":
-            raise ValueError(
-                f"variant must be an LSTM variant for carousel.LSTM; {spec.variant!r} is a "
-                f"{spec.family} cell (use carousel.GRU, carousel.RNN or carousel.nn.Recurrent)"
-            )
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            proj_size,
-            device,
-            dtype,
-            variant=spec,
-            backend=backend,
-            init=init,
-            peepholes=peepholes,
-            gate_activation=gate_activation,
-            candidate_activation=candidate_activation,
-            output_activation=output_activation,
-            block_size=block_size,
-            truncate_gradient=truncate_gradient,
-            cell_bias=cell_bias,
-        )
-
-
-class GRU(Recurrent):
-    r"""Drop-in ``torch.nn.GRU`` (Cho et al. 2014); equations in :func:`carousel.cells.gru.gru`.
-
-    Keyword-only extras: ``gate_activation`` (``"sigmoid"``, ``"hard_sigmoid"``),
-    ``candidate_activation`` (squashing of :math:`n_t`), ``backend``, ``init``.
-    Returns ``(output, h_n)``.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        gate_activation: str | None = None,
-        candidate_activation: str | None = None,
-        backend: str = "auto",
-        init: Initializer | Sequence[Initializer] | None = None,
-        proj_size: int = 0,
-    ) -> None:
-        _refuse_projection(proj_size)
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            0,
-            device,
-            dtype,
-            variant="gru",
-            backend=backend,
-            init=init,
-            gate_activation=gate_activation,
-            candidate_activation=candidate_activation,
-        )
-
-    def _default_variant(self) -> str:
-        return "gru"
-
-
-class RNN(Recurrent):
-    r"""Drop-in ``torch.nn.RNN``, the Elman network: :math:`h_t = \phi(W x_t + b_{ih} + R h_{t-1} + b_{hh})`.
-
-    ``nonlinearity`` is ``"tanh"`` or ``"relu"`` and comes fourth, as in torch. Keyword-only extras:
-    ``backend``, ``init``. Returns ``(output, h_n)``.
-    """
-
-    def __init__(
-        self,
-        input_size: int,
-        hidden_size: int,
-        num_layers: int = 1,
-        nonlinearity: str = "tanh",
-        bias: bool = True,
-        batch_first: bool = False,
-        dropout: float = 0.0,
-        bidirectional: bool = False,
-        device=None,
-        dtype=None,
-        *,
-        backend: str = "auto",
-        init: Initializer | Sequence[Initializer] | None = None,
-        proj_size: int = 0,
-    ) -> None:
-        _refuse_projection(proj_size)
-        super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            0,
-            device,
-            dtype,
-            variant="elman",
-            backend=backend,
-            init=init,
-            nonlinearity=nonlinearity,
-        )
-        self.nonlinearity = nonlinearity
-
-    def _default_variant(self) -> str:
-        return "elman"
-
-    def extra_repr(self) -> str:
-        text = super().extra_repr()
-        return text + (
-            f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else ""
-        )
-
-
-def _refuse_projection(proj_size) -> None:
-    """GRU and RNN take ``proj_size`` only to refuse it, as ``torch.nn`` does."""
-    if proj_size != 0:
-        raise InputError(
-            "proj_size argument is only supported for LSTM, not RNN or GRU; "
-            f"got proj_size={proj_size!r}"
-        )
-
-
-def _as_initializers(init) -> tuple[Initializer, ...]:
-    if init is None:
-        return ()
-    if callable(init):
-        return (init,)
-    if isinstance(init, Sequence) and all(callable(i) for i in init):
-        return tuple(init)
-    raise TypeError(f"init must be an initialiser or a sequence of them; got {init!r}")
-
-
-def _to(mask: Tensor | None, factory: dict) -> Tensor | None:
-    return None if mask is None else mask.to(**{k: v for k, v in factory.items() if v is not None})
-
-
-AUTOCAST_FAMILIES = {"cpu": ("lstm", "elman")}
-"""Families that ``torch.nn`` runs in autocast's lower precision, per device type: on the CPU its
-LSTM operator is on autocast's list and its RNN runs through cast matrix products, while its GRU
-stays in the input's dtype; on accelerators every recurrent operator is cast."""
-
-
-def _autocast_dtype(family: str, x: Tensor) -> torch.dtype | None:
-    """The dtype autocast would run ``torch.nn``'s operator for ``family`` in, or ``None``."""
-    device = x.device.type
-    if not x.is_floating_point() or not torch.is_autocast_enabled(device):
-        return None
-    if family not in AUTOCAST_FAMILIES.get(device, ("lstm", "gru", "elman")):
-        return None
-    return torch.get_autocast_dtype(device)
-
-
-def _autocast_off(device: str):
-    """A context in which autocast leaves the backends' operations alone (their casts are explicit)."""
-    if torch.is_autocast_enabled(device):
-        return torch.autocast(device, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _pack_like(output: Tensor, lengths: Tensor, like: PackedSequence) -> PackedSequence:

@@ -8,17 +8,33 @@ weight gradients as large GEMMs after the loop) is described in each module. The
 ``@njit`` functions on NumPy arrays, so compiled training loops can call them directly;
 :mod:`.autograd` wraps them as ``torch.autograd.Function`` s for the layers.
 
-This module only describes the backend to the registry; Numba is imported on the first run.
+This module registers the backend and holds its table of families (:data:`KERNEL_MODULES`);
+Numba is imported on the first run.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from functools import cache
 
 import torch
 
-FAMILIES = ("lstm", "gru", "elman")
+from carousel.kernels.registry import Backend, register
+
+KERNEL_MODULES = {
+    "lstm": "carousel.kernels.numba_cpu.lstm",
+    "gru": "carousel.kernels.numba_cpu.gru",
+    "elman": "carousel.kernels.numba_cpu.elman",
+}
+"""The module of each family's kernels; each defines ``KERNELS``, a
+:class:`~carousel.kernels.numba_cpu.common.FamilyKernels` record. A new family is one module and
+one line here."""
+
+
+def family_kernels(family: str):
+    """The :class:`~carousel.kernels.numba_cpu.common.FamilyKernels` of ``family`` (imports Numba)."""
+    return importlib.import_module(KERNEL_MODULES[family]).KERNELS
 
 
 @cache
@@ -39,7 +55,7 @@ def unsupported(work) -> str | None:
         return f"the numba kernels run on the CPU only; got device {work.device}"
     if work.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         return f"the numba kernels run in float32 or float64 (float16, bfloat16 through float32); got {work.dtype}"
-    if work.spec.family not in FAMILIES:
+    if work.spec.family not in KERNEL_MODULES:
         return f"no numba kernel for the {work.spec.family!r} family"
     if work.context is not None:
         return (
@@ -79,3 +95,14 @@ def run_direction(spec, x, state, weights, lengths=None, reverse=False):
     from carousel.kernels.numba_cpu.autograd import run_direction as run
 
     return run(spec, x, state, weights, lengths, reverse)
+
+
+register(
+    Backend(
+        name="numba",
+        description="fused CPU kernels compiled with Numba, hand-written BPTT; every cell",
+        unsupported=unsupported,
+        cost=cost,
+        run_direction=run_direction,
+    )
+)

@@ -1,7 +1,8 @@
 """The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``.
 
-Each family's kernels share one calling convention (see :class:`FamilyKernels`), so one Function,
-:class:`FusedDirection`, drives all three. Tensors and arrays are exchanged without copies: inputs
+Each family's kernels share one calling convention (see
+:class:`~carousel.kernels.numba_cpu.common.FamilyKernels`), so one Function, :class:`FusedDirection`,
+drives every family. Tensors and arrays are exchanged without copies: inputs
 are viewed with ``Tensor.numpy()`` (after ``contiguous()``, a no-op for parameters), results are
 wrapped with ``torch.from_numpy``. What the forward kernel saves for the backward pass stays a
 NumPy array on ``ctx``; the inputs go through ``save_for_backward``, so an in-place change to them
@@ -30,80 +31,11 @@ from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
 from carousel.kernels import reference, threads
-from carousel.kernels.numba_cpu.elman import elman_backward, elman_config, elman_forward
-from carousel.kernels.numba_cpu.gru import gru_backward, gru_config, gru_forward
-from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_config, lstm_forward
+from carousel.kernels.numba_cpu import family_kernels
+from carousel.kernels.numba_cpu.common import FamilyKernels
 
 threads.apply_policy()
 
-
-@dataclass(frozen=True)
-class FamilyKernels:
-    """How the backend calls one family's kernels.
-
-    The forward kernel is ``forward(config, *inputs, lengths, reverse, keep)`` where ``inputs`` is
-    ``(x, *states, *weights)``: ``states`` are ``state_slots`` tensors (an LSTM always passes
-    ``h, c, gates``, the last one ``(B, 0)`` without gate feedback) and ``weights`` are the
-    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields``, in that order. It returns
-    ``num_outputs`` arrays (``output`` and the final states) followed by its saved arrays; the ones
-    at ``saved`` are handed to the backward kernel.
-
-    The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
-    reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
-    input. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
-    """
-
-    config: object
-    forward: object
-    backward: object
-    state_slots: int
-    weight_fields: tuple[str, ...]
-    weight_ndims: tuple[int, ...]
-    num_outputs: int
-    saved: tuple[int, ...]
-    backward_inputs: tuple[int, ...]
-    workspace_factor: int
-
-
-FAMILIES = {
-    "lstm": FamilyKernels(
-        config=lstm_config,
-        forward=lstm_forward,
-        backward=lstm_backward,
-        state_slots=3,
-        weight_fields=("weight_ih", "bias", "weight_hh", "weight_peephole", "weight_hr"),
-        weight_ndims=(2, 1, 2, 2, 2),
-        num_outputs=4,
-        saved=(4, 5, 6, 7),
-        backward_inputs=(0, 4, 6, 7, 8),
-        workspace_factor=1,
-    ),
-    "gru": FamilyKernels(
-        config=gru_config,
-        forward=gru_forward,
-        backward=gru_backward,
-        state_slots=1,
-        weight_fields=("weight_ih", "bias", "weight_hh", "bias_hh"),
-        weight_ndims=(2, 1, 2, 1),
-        num_outputs=2,
-        saved=(2, 3, 4),
-        backward_inputs=(0, 2, 4),
-        workspace_factor=2,
-    ),
-    "elman": FamilyKernels(
-        config=elman_config,
-        forward=elman_forward,
-        backward=elman_backward,
-        state_slots=1,
-        weight_fields=("weight_ih", "bias", "weight_hh"),
-        weight_ndims=(2, 1, 2),
-        num_outputs=2,
-        saved=(0, 2),
-        backward_inputs=(0, 2, 4),
-        workspace_factor=1,
-    ),
-}
-"""The kernels of each family, by ``CellSpec.family``."""
 
 # Zero-size placeholders for absent optional weights (bias (0,), peephole and projection (0, 0)).
 _EMPTY = {
@@ -248,7 +180,7 @@ def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor 
 
 @lru_cache(maxsize=256)
 def _config(spec: CellSpec, hidden_size: int) -> np.ndarray:
-    return FAMILIES[spec.family].config(spec, hidden_size)
+    return family_kernels(spec.family).config(spec, hidden_size)
 
 
 def _lengths(lengths: Tensor | None, steps: int, batch: int) -> np.ndarray:
@@ -272,7 +204,7 @@ def run_direction(
     biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
     ``(output (T, B, H_out), final_state)``.
     """
-    kernels = FAMILIES[spec.family]
+    kernels = family_kernels(spec.family)
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
     states = tuple(state) + tuple(

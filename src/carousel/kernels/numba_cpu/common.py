@@ -22,6 +22,8 @@ import ctypes
 import hashlib
 import math
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -42,6 +44,34 @@ IDENTITY = ACTIVATIONS["identity"].code
 RELU = ACTIVATIONS["relu"].code
 G1997 = ACTIVATIONS["g1997"].code
 H1997 = ACTIVATIONS["h1997"].code
+
+
+@dataclass(frozen=True)
+class FamilyKernels:
+    """How the backend calls one family's kernels.
+
+    The forward kernel is ``forward(config, *inputs, lengths, reverse, keep)`` where ``inputs`` is
+    ``(x, *states, *weights)``: ``states`` are ``state_slots`` tensors (an LSTM always passes
+    ``h, c, gates``, the last one ``(B, 0)`` without gate feedback) and ``weights`` are the
+    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields``, in that order. It returns
+    ``num_outputs`` arrays (``output`` and the final states) followed by its saved arrays; the ones
+    at ``saved`` are handed to the backward kernel.
+
+    The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
+    reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
+    input. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
+    """
+
+    config: Callable
+    forward: Callable
+    backward: Callable
+    state_slots: int
+    weight_fields: tuple[str, ...]
+    weight_ndims: tuple[int, ...]
+    num_outputs: int
+    saved: tuple[int, ...]
+    backward_inputs: tuple[int, ...]
+    workspace_factor: int
 
 
 def _cache_directory() -> str:

@@ -36,6 +36,7 @@ import numpy as np
 
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.common import (
+    FamilyKernels,
     activate,
     activation_table,
     block_sums,
@@ -508,3 +509,18 @@ def lstm_backward(
         d_peephole.astype(dtype),
         d_weight_hr,
     )
+
+
+KERNELS = FamilyKernels(
+    config=lstm_config,
+    forward=lstm_forward,
+    backward=lstm_backward,
+    state_slots=3,
+    weight_fields=("weight_ih", "bias", "weight_hh", "weight_peephole", "weight_hr"),
+    weight_ndims=(2, 1, 2, 2, 2),
+    num_outputs=4,
+    saved=(4, 5, 6, 7),
+    backward_inputs=(0, 4, 6, 7, 8),
+    workspace_factor=1,
+)
+"""How the numba backend calls this family's kernels (:class:`~carousel.kernels.numba_cpu.common.FamilyKernels`)."""
