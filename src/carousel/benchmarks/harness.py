@@ -106,7 +106,7 @@ def machine() -> str:
     import numpy
 
     from carousel import get_num_threads
-    from carousel.kernels.numba_cpu.common import BLAS
+    from carousel.kernels.numba_cpu.blas import BLAS
 
     model = platform.processor() or platform.machine()
     try:

@@ -6,35 +6,105 @@ cached on disk. Their structure (input projections of all steps as one GEMM, per
 recurrent GEMM and one fused pointwise pass, per step backward one pointwise pass and one GEMM,
 weight gradients as large GEMMs after the loop) is described in each module. The kernels are plain
 ``@njit`` functions on NumPy arrays, so compiled training loops can call them directly;
-:mod:`.autograd` wraps them as ``torch.autograd.Function`` s for the layers.
+:mod:`.autograd` wraps them in one ``torch.autograd.Function`` for the layers.
 
-This module registers the backend and holds its table of families (:data:`KERNEL_MODULES`);
-Numba is imported on the first run.
+This module registers the backend and holds its table of families (:data:`FAMILIES`); Numba is
+imported on the first run.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from functools import cache
+from dataclasses import dataclass
+from functools import cache, cached_property
 
 import torch
 
 from carousel.kernels.registry import Backend, register
 
-KERNEL_MODULES = {
-    "lstm": "carousel.kernels.numba_cpu.lstm",
-    "gru": "carousel.kernels.numba_cpu.gru",
-    "elman": "carousel.kernels.numba_cpu.elman",
+
+@dataclass(frozen=True)
+class FamilyKernels:
+    """How the backend calls one family's kernels: ``config``, ``forward`` and ``backward`` are the
+    functions ``{name}_config``, ``{name}_forward`` and ``{name}_backward`` of the module
+    ``carousel.kernels.numba_cpu.{name}``, imported (and Numba with it) on first use.
+
+    The forward kernel is ``forward(config, *inputs, lengths, reverse, keep)`` where ``inputs`` is
+    ``(x, *states, *weights)``: ``states`` are ``state_slots`` tensors (an LSTM always passes
+    ``h, c, gates``, the last one ``(B, 0)`` without gate feedback) and ``weights`` are the
+    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields``, in that order. It returns
+    ``num_outputs`` arrays (``output`` and the final states) followed by its saved arrays; the ones
+    at ``saved`` are handed to the backward kernel.
+
+    The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
+    reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
+    input. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
+    """
+
+    name: str
+    state_slots: int
+    weight_fields: tuple[str, ...]
+    weight_ndims: tuple[int, ...]
+    num_outputs: int
+    saved: tuple[int, ...]
+    backward_inputs: tuple[int, ...]
+    workspace_factor: int
+
+    def _function(self, kind: str):
+        module = importlib.import_module(f"carousel.kernels.numba_cpu.{self.name}")
+        return getattr(module, f"{self.name}_{kind}")
+
+    @cached_property
+    def config(self):
+        """``config(spec, hidden_size) -> int64 array``: the runtime flags of the variant."""
+        return self._function("config")
+
+    @cached_property
+    def forward(self):
+        """The forward kernel."""
+        return self._function("forward")
+
+    @cached_property
+    def backward(self):
+        """The backward kernel."""
+        return self._function("backward")
+
+
+FAMILIES = {
+    "lstm": FamilyKernels(
+        "lstm",
+        state_slots=3,
+        weight_fields=("weight_ih", "bias", "weight_hh", "weight_peephole", "weight_hr"),
+        weight_ndims=(2, 1, 2, 2, 2),
+        num_outputs=4,
+        saved=(4, 5, 6, 7),
+        backward_inputs=(0, 4, 6, 7, 8),
+        workspace_factor=1,
+    ),
+    "gru": FamilyKernels(
+        "gru",
+        state_slots=1,
+        weight_fields=("weight_ih", "bias", "weight_hh", "bias_hh"),
+        weight_ndims=(2, 1, 2, 1),
+        num_outputs=2,
+        saved=(2, 3, 4),
+        backward_inputs=(0, 2, 4),
+        workspace_factor=2,
+    ),
+    "elman": FamilyKernels(
+        "elman",
+        state_slots=1,
+        weight_fields=("weight_ih", "bias", "weight_hh"),
+        weight_ndims=(2, 1, 2),
+        num_outputs=2,
+        saved=(0, 2),
+        backward_inputs=(0, 2, 4),
+        workspace_factor=1,
+    ),
 }
-"""The module of each family's kernels; each defines ``KERNELS``, a
-:class:`~carousel.kernels.numba_cpu.common.FamilyKernels` record. A new family is one module and
-one line here."""
-
-
-def family_kernels(family: str):
-    """The :class:`~carousel.kernels.numba_cpu.common.FamilyKernels` of ``family`` (imports Numba)."""
-    return importlib.import_module(KERNEL_MODULES[family]).KERNELS
+"""The families the kernels run, with how to call them; a new family is one module with its three
+kernels and one record here."""
 
 
 @cache
@@ -55,7 +125,7 @@ def unsupported(work) -> str | None:
         return f"the numba kernels run on the CPU only; got device {work.device}"
     if work.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         return f"the numba kernels run in float32 or float64 (float16, bfloat16 through float32); got {work.dtype}"
-    if work.spec.family not in KERNEL_MODULES:
+    if work.spec.family not in FAMILIES:
         return f"no numba kernel for the {work.spec.family!r} family"
     if work.context is not None:
         return (

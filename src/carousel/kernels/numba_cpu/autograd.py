@@ -1,7 +1,7 @@
 """The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``.
 
 Each family's kernels share one calling convention (see
-:class:`~carousel.kernels.numba_cpu.common.FamilyKernels`), so one Function, :class:`FusedDirection`,
+:class:`~carousel.kernels.numba_cpu.FamilyKernels`), so one Function, :class:`FusedDirection`,
 drives every family. Tensors and arrays are exchanged without copies: inputs
 are viewed with ``Tensor.numpy()`` (after ``contiguous()``, a no-op for parameters), results are
 wrapped with ``torch.from_numpy``. What the forward kernel saves for the backward pass stays a
@@ -31,8 +31,7 @@ from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
 from carousel.kernels import reference, threads
-from carousel.kernels.numba_cpu import family_kernels
-from carousel.kernels.numba_cpu.common import FamilyKernels
+from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels
 
 threads.apply_policy()
 
@@ -180,7 +179,7 @@ def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor 
 
 @lru_cache(maxsize=256)
 def _config(spec: CellSpec, hidden_size: int) -> np.ndarray:
-    return family_kernels(spec.family).config(spec, hidden_size)
+    return FAMILIES[spec.family].config(spec, hidden_size)
 
 
 def _lengths(lengths: Tensor | None, steps: int, batch: int) -> np.ndarray:
@@ -204,7 +203,7 @@ def run_direction(
     biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
     ``(output (T, B, H_out), final_state)``.
     """
-    kernels = family_kernels(spec.family)
+    kernels = FAMILIES[spec.family]
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
     states = tuple(state) + tuple(

@@ -1,4 +1,5 @@
-r"""Building blocks shared by the compiled kernels: activations, time indexing, the input GEMMs.
+r"""Building blocks shared by the compiled kernels: the kernel decorator and its cache, activations,
+time indexing (the GEMMs are in :mod:`.blas`).
 
 Every function here is compiled with Numba (``@njit(cache=True)``) and works on NumPy arrays of
 float32 or float64; transcendental math is done in float64 whatever the storage type.
@@ -18,22 +19,15 @@ the index is never negative.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import llvmlite.binding as llvm
 import numba
 import numpy as np
-import torch
-from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
-from numba.extending import get_cython_function_address, intrinsic, overload
+from numba.extending import intrinsic, overload
 
 from carousel.cells.activations import ACTIVATIONS
 
@@ -44,34 +38,6 @@ IDENTITY = ACTIVATIONS["identity"].code
 RELU = ACTIVATIONS["relu"].code
 G1997 = ACTIVATIONS["g1997"].code
 H1997 = ACTIVATIONS["h1997"].code
-
-
-@dataclass(frozen=True)
-class FamilyKernels:
-    """How the backend calls one family's kernels.
-
-    The forward kernel is ``forward(config, *inputs, lengths, reverse, keep)`` where ``inputs`` is
-    ``(x, *states, *weights)``: ``states`` are ``state_slots`` tensors (an LSTM always passes
-    ``h, c, gates``, the last one ``(B, 0)`` without gate feedback) and ``weights`` are the
-    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields``, in that order. It returns
-    ``num_outputs`` arrays (``output`` and the final states) followed by its saved arrays; the ones
-    at ``saved`` are handed to the backward kernel.
-
-    The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
-    reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
-    input. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
-    """
-
-    config: Callable
-    forward: Callable
-    backward: Callable
-    state_slots: int
-    weight_fields: tuple[str, ...]
-    weight_ndims: tuple[int, ...]
-    num_outputs: int
-    saved: tuple[int, ...]
-    backward_inputs: tuple[int, ...]
-    workspace_factor: int
 
 
 def _cache_directory() -> str:
@@ -267,181 +233,6 @@ def block_sums(values, block, out):
         out[k] = total
 
 
-def _address(function) -> int:
-    return ctypes.cast(function, ctypes.c_void_p).value
-
-
-@numba.cfunc(types.int32(types.int32), cache=True)
-def _threads_unchanged(num_threads):  # only without MKL: nothing to set
-    return 0
-
-
-def _blas_functions() -> tuple[int, int, int, str]:
-    """Addresses of the Fortran ``sgemm``/``dgemm`` the kernels call, of a function that sets the
-    calling thread's BLAS thread count, and where they come from.
-
-    First choice: the MKL that PyTorch links (``libtorch_cpu`` exports ``sgemm_``, ``dgemm_`` and
-    ``MKL_Set_Num_Threads_Local``). Its threads are PyTorch's own OpenMP pool, so a kernel's GEMMs
-    share the cores with torch operations instead of competing with them, and it is the faster
-    BLAS for the small GEMMs of a recurrent step. Otherwise (a PyTorch built without MKL): SciPy's
-    BLAS, whose threads the policy of :mod:`carousel.kernels.threads` limits.
-    """
-    library_path = Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"
-    if library_path.exists():
-        try:
-            library = ctypes.CDLL(str(library_path))
-            functions = library.sgemm_, library.dgemm_, library.MKL_Set_Num_Threads_Local
-        except (OSError, AttributeError):
-            pass
-        else:
-            return (*(_address(function) for function in functions), "mkl")
-    return (
-        get_cython_function_address("scipy.linalg.cython_blas", "sgemm"),
-        get_cython_function_address("scipy.linalg.cython_blas", "dgemm"),
-        _threads_unchanged.address,
-        "scipy",
-    )
-
-
-_SGEMM, _DGEMM, _LOCAL_THREADS, BLAS = _blas_functions()
-"""``BLAS`` names the library the kernels' GEMMs run on: ``"mkl"`` (PyTorch's) or ``"scipy"``."""
-# compiled (and cached) code calls these by name; the names resolve anew in every process
-llvm.add_symbol("carousel_sgemm", _SGEMM)
-llvm.add_symbol("carousel_dgemm", _DGEMM)
-llvm.add_symbol("carousel_blas_local_threads", _LOCAL_THREADS)
-
-PARALLEL_WORK = 1 << 20
-"""GEMMs with fewer multiply-adds run on the calling thread: splitting them costs more than it
-saves, and on a busy machine waiting for a second thread can cost milliseconds."""
-
-
-@intrinsic
-def _set_local_threads(typingctx, num_threads):
-    """Set the calling thread's BLAS thread count (0: the global one); returns the previous."""
-
-    def codegen(context, builder, sig, args):
-        int32 = ir.IntType(32)
-        function = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(int32, [int32]), "carousel_blas_local_threads"
-        )
-        return builder.call(function, [builder.trunc(args[0], int32)])
-
-    return types.int32(types.int64), codegen
-
-
-@kernel
-def gemm(a, b, c, transpose_a, transpose_b, beta):
-    """``c = op(a) @ op(b) + beta * c`` on C-contiguous 2-D arrays, by the BLAS of :data:`BLAS`.
-
-    ``op(x)`` is ``x.T`` when ``transpose_x`` is true. Products smaller than
-    :data:`PARALLEL_WORK` multiply-adds run on the calling thread alone.
-    """
-    rows = a.shape[1] if transpose_a else a.shape[0]
-    work = rows * (a.shape[0] if transpose_a else a.shape[1]) * c.shape[1]
-    if work < PARALLEL_WORK:
-        previous = _set_local_threads(1)
-        _gemm(a, b, c, transpose_a, transpose_b, beta)
-        _set_local_threads(previous)
-    else:
-        _gemm(a, b, c, transpose_a, transpose_b, beta)
-
-
-@intrinsic
-def _gemm(typingctx, a, b, c, transpose_a, transpose_b, beta):
-    """The Fortran ``gemm`` call behind :func:`gemm`: row-major arrays are column-major
-    transposes, so it computes :math:`c^T = op(b)^T op(a)^T`."""
-    arrays = (a, b, c)
-    if not all(isinstance(x, types.Array) and x.ndim == 2 and x.layout == "C" for x in arrays):
-        return None
-    if not (a.dtype == b.dtype == c.dtype) or c.dtype not in (types.float32, types.float64):
-        return None
-    dtype = c.dtype
-    signature = types.void(a, b, c, transpose_a, transpose_b, beta)
-
-    def codegen(context, builder, sig, args):
-        a_value, b_value, c_value, trans_a, trans_b, beta_value = args
-        a_array = context.make_array(sig.args[0])(context, builder, a_value)
-        b_array = context.make_array(sig.args[1])(context, builder, b_value)
-        c_array = context.make_array(sig.args[2])(context, builder, c_value)
-        int32, char = ir.IntType(32), ir.IntType(8)
-        real = context.get_value_type(dtype)
-
-        def stack(value, kind):  # Fortran takes every argument by reference
-            slot = cgutils.alloca_once(builder, kind)
-            builder.store(value, slot)
-            return slot
-
-        def flag(value, kind):
-            truth = context.cast(builder, value, kind, types.boolean)
-            return builder.select(truth, ir.Constant(char, ord("T")), ir.Constant(char, ord("N")))
-
-        def dims(array):
-            rows, cols = cgutils.unpack_tuple(builder, array.shape, 2)
-            return builder.trunc(rows, int32), builder.trunc(cols, int32)
-
-        a_rows, a_cols = dims(a_array)
-        b_rows, b_cols = dims(b_array)
-        is_a_t = context.cast(builder, trans_a, sig.args[3], types.boolean)
-        is_b_t = context.cast(builder, trans_b, sig.args[4], types.boolean)
-        m = builder.select(is_a_t, a_cols, a_rows)  # rows of op(a)
-        k = builder.select(is_a_t, a_rows, a_cols)
-        n = builder.select(is_b_t, b_rows, b_cols)  # columns of op(b)
-        pointer = real.as_pointer()
-        function = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(
-                ir.VoidType(),
-                [char.as_pointer()] * 2
-                + [int32.as_pointer()] * 3
-                + [pointer, pointer, int32.as_pointer(), pointer, int32.as_pointer()]
-                + [pointer, pointer, int32.as_pointer()],
-            ),
-            "carousel_sgemm" if dtype == types.float32 else "carousel_dgemm",
-        )
-        builder.call(
-            function,
-            [
-                stack(flag(trans_b, sig.args[4]), char),
-                stack(flag(trans_a, sig.args[3]), char),
-                stack(n, int32),
-                stack(m, int32),
-                stack(k, int32),
-                stack(context.get_constant(dtype, 1.0), real),
-                builder.bitcast(b_array.data, pointer),
-                stack(b_cols, int32),
-                builder.bitcast(a_array.data, pointer),
-                stack(a_cols, int32),
-                stack(context.cast(builder, beta_value, sig.args[5], dtype), real),
-                builder.bitcast(c_array.data, pointer),
-                stack(n, int32),
-            ],
-        )
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-SMALL_PRODUCT = 4096
-"""Products ``M * K * N`` up to this size are computed by a plain loop rather than a BLAS call."""
-
-
-@kernel
-def matmul(a, b, out):
-    """``out (M, N) = a (M, K) @ b (K, N)``, all C-contiguous; a loop for small sizes, else BLAS."""
-    rows, inner = a.shape
-    cols = b.shape[1]
-    if rows * inner * cols > SMALL_PRODUCT:
-        gemm(a, b, out, False, False, 0.0)
-        return
-    for m in range(rows):
-        for n in range(cols):
-            out[m, n] = 0.0
-        for k in range(inner):
-            scale = a[m, k]
-            for n in range(cols):
-                out[m, n] += scale * b[k, n]
-
-
 @kernel
 def time_index(step, length, reverse):
     """The time position that processing step ``step`` of a sequence of ``length`` reads.
@@ -476,57 +267,3 @@ def scratch(workspace, offset, steps, batch, width, dtype, lengths):
     if steps > 0 and batch > 0 and np.min(lengths) < steps:
         buffer[:] = 0.0
     return buffer
-
-
-@kernel
-def input_projection(x, weight_ih, bias):
-    """:math:`W_{ih} x_t + b` for all steps in one GEMM.
-
-    Args:
-        x: ``(T, B, I)``.
-        weight_ih: ``(G, I)``.
-        bias: ``(G,)``, or ``(0,)`` for none.
-
-    Returns:
-        ``(T, B, G)``.
-    """
-    steps, batch, inputs = x.shape
-    rows = weight_ih.shape[0]
-    projected = np.empty((steps * batch, rows), x.dtype)  # (T*B, G)
-    for n in range(steps * batch if bias.shape[0] > 0 else 0):
-        for g in range(rows):
-            projected[n, g] = bias[g]
-    beta = 1.0 if bias.shape[0] > 0 else 0.0
-    gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, beta)
-    return projected.reshape((steps, batch, rows))
-
-
-@kernel
-def input_gradients(x, weight_ih, d_projection, need_input_grad):
-    """Backward of :func:`input_projection`, as large GEMMs.
-
-    Args:
-        x: ``(T, B, I)``.
-        weight_ih: ``(G, I)``.
-        d_projection: ``(T, B, G)``, the gradient of the net inputs (zero at padding).
-        need_input_grad: whether to compute ``d_x``.
-
-    Returns:
-        ``(d_x (T, B, I) or (0, 0, 0), d_weight_ih (G, I), d_bias (G,))``.
-    """
-    steps, batch, inputs = x.shape
-    rows = weight_ih.shape[0]
-    d_net = d_projection.reshape((steps * batch, rows))  # (T*B, G)
-    d_weight_ih = np.empty((rows, inputs), x.dtype)
-    gemm(d_net, x.reshape((steps * batch, inputs)), d_weight_ih, True, False, 0.0)  # (G, I)
-    d_bias_sum = np.zeros(rows)  # accumulated in float64
-    for n in range(steps * batch):
-        for g in range(rows):
-            d_bias_sum[g] += d_net[n, g]
-    d_bias = d_bias_sum.astype(x.dtype)
-    if need_input_grad:
-        d_x = np.empty((steps, batch, inputs), x.dtype)
-        gemm(d_net, weight_ih, d_x.reshape((steps * batch, inputs)), False, False, 0.0)
-    else:
-        d_x = np.zeros((0, 0, 0), dtype=x.dtype)
-    return d_x, d_weight_ih, d_bias

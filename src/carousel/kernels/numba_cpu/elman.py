@@ -14,16 +14,17 @@ from __future__ import annotations
 import numpy as np
 
 from carousel.cells import ACTIVATIONS, CellSpec
-from carousel.kernels.numba_cpu.common import (
-    FamilyKernels,
-    activate,
-    activation_table,
-    derivatives,
+from carousel.kernels.numba_cpu.blas import (
     gemm,
     input_gradients,
     input_projection,
-    kernel,
     matmul,
+)
+from carousel.kernels.numba_cpu.common import (
+    activate,
+    activation_table,
+    derivatives,
+    kernel,
     scratch,
     time_index,
     time_major,
@@ -137,18 +138,3 @@ def elman_backward(
     sources = source_at.reshape((flat, hidden))
     gemm(d_net_at.reshape((flat, hidden)), sources, d_weight_hh, True, False, 0.0)  # (H, H)
     return d_x, d_h, d_weight_ih, d_bias, d_weight_hh
-
-
-KERNELS = FamilyKernels(
-    config=elman_config,
-    forward=elman_forward,
-    backward=elman_backward,
-    state_slots=1,
-    weight_fields=("weight_ih", "bias", "weight_hh"),
-    weight_ndims=(2, 1, 2),
-    num_outputs=2,
-    saved=(0, 2),
-    backward_inputs=(0, 2, 4),
-    workspace_factor=1,
-)
-"""How the numba backend calls this family's kernels (:class:`~carousel.kernels.numba_cpu.common.FamilyKernels`)."""

@@ -25,15 +25,16 @@ from __future__ import annotations
 import numpy as np
 
 from carousel.cells import ACTIVATIONS, CellSpec
+from carousel.kernels.numba_cpu.blas import (
+    input_gradients,
+    input_projection,
+    matmul,
+)
 from carousel.kernels.numba_cpu.common import (
-    FamilyKernels,
     activate,
     activation_table,
     derivatives,
-    input_gradients,
-    input_projection,
     kernel,
-    matmul,
     scratch,
     time_index,
     time_major,
@@ -192,18 +193,3 @@ def gru_backward(
     d_x, d_weight_ih, d_bias_ih = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     _, d_weight_hh, d_bias_hh = input_gradients(source_at, weight_hh, d_recurrent_at, False)
     return d_x, d_h, d_weight_ih, d_bias_ih, d_weight_hh, d_bias_hh
-
-
-KERNELS = FamilyKernels(
-    config=gru_config,
-    forward=gru_forward,
-    backward=gru_backward,
-    state_slots=1,
-    weight_fields=("weight_ih", "bias", "weight_hh", "bias_hh"),
-    weight_ndims=(2, 1, 2, 1),
-    num_outputs=2,
-    saved=(2, 3, 4),
-    backward_inputs=(0, 2, 4),
-    workspace_factor=2,
-)
-"""How the numba backend calls this family's kernels (:class:`~carousel.kernels.numba_cpu.common.FamilyKernels`)."""

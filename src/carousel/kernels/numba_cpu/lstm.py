@@ -1,11 +1,8 @@
 r"""Every LSTM variant in one pair of compiled kernels: the forward pass and its backward through time.
 
-The cell is chosen by an int64 configuration vector (:func:`lstm_config`), not by compiling a
-kernel per variant: which gate blocks exist and where they start, peepholes, coupled input and
-forget gates, memory blocks, gate feedback, activations and the truncated gradient are all runtime
-flags. Absent gates read a vector of ones (:math:`i = 1`, :math:`f = 1`, :math:`o = 1`), which is
-exact. The equations are those of :func:`carousel.cells.lstm.lstm_step`; with ``S`` cells per block,
-``k(j) = j // S`` is the block of cell ``j``:
+An int64 configuration vector (:mod:`.lstm_config`) selects the variant; absent gates read ones,
+which is exact. The equations of :func:`carousel.cells.lstm.lstm_step`, with ``k(j) = j // S`` the
+block of cell ``j`` (``S`` cells per block):
 
 .. math::
     net_t &= W_{ih} x_t + b + W_{hh} [h_{t-1}, \gamma_{t-1}] \qquad
@@ -14,109 +11,55 @@ exact. The equations are those of :func:`carousel.cells.lstm.lstm_step`; with ``
     c_t &= f_{k(j)} c_{t-1} + i_{k(j)} z, \quad o = \sigma(net_o + p_o \odot c_t), \quad
     y_t = o_{k(j)} h(c_t), \quad h_t = y_t \text{ or } W_{hr} y_t
 
-The backward pass runs the chain rule backwards through these lines, one fused pointwise pass per
-step, then :math:`\partial h_{t-1}, \partial\gamma_{t-1} = \partial net_t\, W_{hh}` (one GEMM per
-step); weight gradients are large GEMMs after the loop. With ``truncate_gradient`` the GEMM is
-skipped and the peephole terms stop at the gates (only the cell state carries error back), which
-is exactly what the reference computes with its ``detach()`` calls.
+:func:`lstm_backward` runs the chain rule back through them (with ``truncate_gradient`` only the
+cell state carries error back, as the reference's ``detach()``).
 
 Shapes: ``T`` steps, ``B`` batch, ``I`` input, ``H`` cells, ``K = H / S`` gate units, ``P`` output
-width (``proj_size`` or ``H``), ``F`` fed-back gate width, ``R = P + F``, ``G`` packed rows.
-Arrays are C-contiguous; optional ones are passed with a zero-length axis (``bias`` ``(0,)``,
-``weight_peephole`` and ``weight_hr`` ``(0, 0)``, ``feedback0`` ``(B, 0)``), so each dtype compiles
-once. Everything saved for the backward pass is indexed by time position (the reverse direction
-with lengths reads the steps of different sequences at different positions). Inside compiled code,
-pass ``reverse``, ``keep`` and ``need_input_grad`` as runtime booleans: constants make Numba
-compile the kernels once more for the literal values.
+width (``proj_size`` or ``H``), ``F`` fed-back gate width, ``R = P + F``, ``G`` packed rows. Optional
+arrays have a zero-length axis (``bias`` ``(0,)``, ``weight_peephole``, ``weight_hr`` ``(0, 0)``,
+``feedback0`` ``(B, 0)``), so each dtype compiles once; saved arrays are indexed by time position.
+Compiled callers pass ``reverse``, ``keep``, ``need_input_grad`` as runtime booleans.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from carousel.cells import ACTIVATIONS, CellSpec
-from carousel.kernels.numba_cpu.common import (
-    FamilyKernels,
-    activate,
-    activation_table,
-    block_sums,
-    derivatives,
-    expand,
+from carousel.kernels.numba_cpu.blas import (
     gemm,
     input_gradients,
     input_projection,
-    kernel,
     matmul,
+)
+from carousel.kernels.numba_cpu.common import (
+    activate,
+    block_sums,
+    derivatives,
+    expand,
+    kernel,
     scratch,
     time_index,
     time_major,
 )
+from carousel.kernels.numba_cpu.lstm_config import (
+    BLOCK_SIZE,
+    COUPLED,
+    FEED_F,
+    FEED_I,
+    FEED_O,
+    PEEP_F,
+    PEEP_I,
+    PEEP_O,
+    ROW_G,
+    ROW_O,
+    TRUNCATE,
+    activation_tables,
+    gate_reads,
+    lstm_config,
+    peephole_row,
+)
 
-# Fields of the configuration vector.
-GATE_ACTIVATION, CANDIDATE_ACTIVATION, OUTPUT_ACTIVATION = 0, 1, 2
-BLOCK_SIZE = 3
-ROW_I, ROW_F, ROW_G, ROW_O = 4, 5, 6, 7  # first packed row of each block, -1 if absent
-PEEP_I, PEEP_F, PEEP_O = 8, 9, 10  # row of weight_peephole, -1 if none
-FEED_I, FEED_F, FEED_O = 11, 12, 13  # offset within the fed-back gates, -1 if not fed back
-COUPLED, TRUNCATE = 14, 15
-CONFIG_SIZE = 16
-
-
-def lstm_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
-    """The int64 configuration vector that selects ``spec``'s variant in the kernels."""
-    config = np.full(CONFIG_SIZE, -1, dtype=np.int64)
-    config[GATE_ACTIVATION] = ACTIVATIONS[spec.gate_activation].code
-    config[CANDIDATE_ACTIVATION] = ACTIVATIONS[spec.candidate_activation].code
-    config[OUTPUT_ACTIVATION] = ACTIVATIONS[spec.output_activation].code
-    config[BLOCK_SIZE] = spec.block_size
-    slices = spec.gate_slices(hidden_size)
-    for gate, field in zip("ifgo", (ROW_I, ROW_F, ROW_G, ROW_O), strict=True):
-        if gate in slices:
-            config[field] = slices[gate].start
-    for row, gate in enumerate(spec.peephole_gates):
-        config[{"i": PEEP_I, "f": PEEP_F, "o": PEEP_O}[gate]] = row
-    offset = 0
-    for gate in spec.feedback_gates:
-        config[{"i": FEED_I, "f": FEED_F, "o": FEED_O}[gate]] = offset
-        offset += spec.gate_size(gate, hidden_size)
-    config[COUPLED] = int(spec.coupled_input_forget)
-    config[TRUNCATE] = int(spec.truncate_gradient)
-    return config
-
-
-@kernel
-def _activation_tables(config, rows, hidden, dtype):
-    """Activation tables of the packed rows (gates and cell input) and of the cell output."""
-    codes = np.full(rows, config[GATE_ACTIVATION])
-    codes[config[ROW_G] : config[ROW_G] + hidden] = config[CANDIDATE_ACTIVATION]
-    gate_table = activation_table(codes, dtype)
-    output_table = activation_table(np.full(hidden, config[OUTPUT_ACTIVATION]), dtype)
-    return gate_table, output_table
-
-
-@kernel
-def _gate_reads(config, rows, units):
-    """Where the input, forget and output gates are read in a row of activations.
-
-    The row holds the ``rows`` packed blocks, then ``units`` ones, then ``units`` values of
-    ``1 - i``: an absent gate reads the ones, a coupled forget gate reads ``1 - i``.
-    """
-    ones, complement = rows, rows + units
-    read_i = config[ROW_I] if config[ROW_I] >= 0 else ones
-    if config[ROW_F] >= 0:
-        read_f = config[ROW_F]
-    else:
-        read_f = complement if config[COUPLED] == 1 else ones
-    read_o = config[ROW_O] if config[ROW_O] >= 0 else ones
-    return read_i, read_f, read_o
-
-
-@kernel
-def _peephole(weight_peephole, row, hidden):
-    """Row ``row`` of the peephole weights, or zeros when there is none (adds nothing)."""
-    if row >= 0:
-        return weight_peephole[row]
-    return np.zeros(hidden, weight_peephole.dtype)
+__all__ = ["lstm_backward", "lstm_config", "lstm_forward"]
 
 
 @kernel
@@ -141,19 +84,17 @@ def lstm_forward(
         config: ``(CONFIG_SIZE,)`` int64 from :func:`lstm_config`.
         x: ``(T, B, I)`` time-major input.
         h0, c0, feedback0: ``(B, P)``, ``(B, H)``, ``(B, F)`` initial state.
-        weight_ih: ``(G, I)``; bias: ``(G,)`` or ``(0,)``; weight_hh: ``(G, R)``.
-        weight_peephole: ``(number of peephole gates, H)`` or ``(0, 0)``.
-        weight_hr: ``(P, H)`` or ``(0, 0)`` without projection.
-        lengths: ``(B,)`` int64 in ``[1, T]``.
-        reverse: run each sequence from its last valid step to its first.
-        keep: save what :func:`lstm_backward` needs (otherwise those arrays have ``T = 0``).
+        weight_ih: ``(G, I)``; bias: ``(G,)``; weight_hh: ``(G, R)``; weight_peephole:
+            ``(peephole gates, H)``; weight_hr: ``(P, H)`` (optional ones zero-length).
+        lengths: ``(B,)`` int64 in ``[1, T]``; reverse: each sequence from its last step.
+        keep: save what :func:`lstm_backward` needs.
 
     Returns:
         ``output (T, B, P)`` (zeros past each length), ``h_n (B, P)``, ``c_n (B, H)``,
         ``feedback_n (B, F)``, and the saved arrays: ``gates (T, B, G)`` (activations; the
         input projections at padded positions), ``cell_prev (T, B, H)`` (:math:`c_{t-1}`),
         ``source (T, B, R)`` (:math:`[h_{t-1}, \gamma_{t-1}]`), ``y (T, B, H)`` (before the
-        projection). Without ``keep`` the last three have ``T = 0``.
+        projection); without ``keep`` the last three have ``T = 0``.
     """
     steps, batch, _ = x.shape
     hidden, out_size, feedback_size = c0.shape[1], h0.shape[1], feedback0.shape[1]
@@ -166,8 +107,8 @@ def lstm_forward(
     peep_i, peep_f, peep_o = config[PEEP_I], config[PEEP_F], config[PEEP_O]
     feed_i, feed_f, feed_o = config[FEED_I], config[FEED_F], config[FEED_O]
     coupled = config[COUPLED] == 1
-    read_i, read_f, read_o = _gate_reads(config, rows, units)
-    gate_table, output_table = _activation_tables(config, rows, hidden, x.dtype)
+    read_i, read_f, read_o = gate_reads(config, rows, units)
+    gate_table, output_table = activation_tables(config, rows, hidden, x.dtype)
     early_rows = row_o if peep_o >= 0 else rows  # rows that do not wait for c_t
     dtype = x.dtype
 
@@ -175,9 +116,9 @@ def lstm_forward(
     gates = input_projection(x, weight_ih, bias)  # (T, B, G)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (R, G)
     weight_hr_t = np.ascontiguousarray(weight_hr.T)  # (H, P)
-    peephole_i = _peephole(weight_peephole, peep_i, hidden)
-    peephole_f = _peephole(weight_peephole, peep_f, hidden)
-    peephole_o = _peephole(weight_peephole, peep_o, hidden)
+    peephole_i = peephole_row(weight_peephole, peep_i, hidden)
+    peephole_f = peephole_row(weight_peephole, peep_f, hidden)
+    peephole_o = peephole_row(weight_peephole, peep_o, hidden)
     output = time_major(steps, batch, out_size, dtype, lengths)
     source = np.empty((batch, source_size), dtype)  # [h, gates] of the last step
     source[:, :out_size] = h0
@@ -310,8 +251,6 @@ def lstm_backward(
 
     (coupled gates: :math:`\partial net_i` uses :math:`\sum \delta c_t (z - c_{t-1})`). The
     truncated gradient drops the peephole terms of :math:`\delta c` and the last product.
-    Absent gates and peepholes are ones and zeros in the same loops, so the loops have no
-    branches and vectorise.
 
     Args:
         config, x, weight_ih, weight_hh, weight_peephole, weight_hr, lengths, reverse: as given to
@@ -342,8 +281,8 @@ def lstm_backward(
     feed_i, feed_f, feed_o = config[FEED_I], config[FEED_F], config[FEED_O]
     coupled = config[COUPLED] == 1
     truncate = config[TRUNCATE] == 1
-    read_i, read_f, read_o = _gate_reads(config, rows, units)
-    gate_table, output_table = _activation_tables(config, rows, hidden, x.dtype)
+    read_i, read_f, read_o = gate_reads(config, rows, units)
+    gate_table, output_table = activation_tables(config, rows, hidden, x.dtype)
     dtype = x.dtype
     # 0/1 factors that replace branches: f = 1 - i, and error flowing through the peepholes
     coupling = dtype.type(1.0) if coupled else dtype.type(0.0)
@@ -358,13 +297,13 @@ def lstm_backward(
     d_y = np.empty((batch, hidden), dtype)  # through the projection
     d_source = np.empty((batch, source_size), dtype)
     d_y_of = d_y if project else d_h  # (B, H): dL/dy_t
-    peephole_i = _peephole(weight_peephole, peep_i, hidden)
-    peephole_f = _peephole(weight_peephole, peep_f, hidden)
-    peephole_o = _peephole(weight_peephole, peep_o, hidden)
+    peephole_i = peephole_row(weight_peephole, peep_i, hidden)
+    peephole_f = peephole_row(weight_peephole, peep_f, hidden)
+    peephole_o = peephole_row(weight_peephole, peep_o, hidden)
     d_peephole = np.zeros(weight_peephole.shape)  # accumulated in float64
-    d_peephole_i = _peephole(d_peephole, peep_i, hidden)
-    d_peephole_f = _peephole(d_peephole, peep_f, hidden)
-    d_peephole_o = _peephole(d_peephole, peep_o, hidden)
+    d_peephole_i = peephole_row(d_peephole, peep_i, hidden)
+    d_peephole_f = peephole_row(d_peephole, peep_f, hidden)
+    d_peephole_o = peephole_row(d_peephole, peep_o, hidden)
 
     # One row's activations, their slopes and the net-input gradients, laid out as in
     # lstm_forward (absent gates read ones and write into the unused tail); views of the blocks.
@@ -509,18 +448,3 @@ def lstm_backward(
         d_peephole.astype(dtype),
         d_weight_hr,
     )
-
-
-KERNELS = FamilyKernels(
-    config=lstm_config,
-    forward=lstm_forward,
-    backward=lstm_backward,
-    state_slots=3,
-    weight_fields=("weight_ih", "bias", "weight_hh", "weight_peephole", "weight_hr"),
-    weight_ndims=(2, 1, 2, 2, 2),
-    num_outputs=4,
-    saved=(4, 5, 6, 7),
-    backward_inputs=(0, 4, 6, 7, 8),
-    workspace_factor=1,
-)
-"""How the numba backend calls this family's kernels (:class:`~carousel.kernels.numba_cpu.common.FamilyKernels`)."""

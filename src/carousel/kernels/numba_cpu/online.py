@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from carousel.kernels.numba_cpu.common import G1997, H1997, IDENTITY, TANH, kernel
-from carousel.kernels.numba_cpu.lstm import (
+from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_forward
+from carousel.kernels.numba_cpu.lstm_config import (
     BLOCK_SIZE,
     CANDIDATE_ACTIVATION,
     FEED_I,
@@ -24,8 +25,6 @@ from carousel.kernels.numba_cpu.lstm import (
     ROW_G,
     ROW_I,
     ROW_O,
-    lstm_backward,
-    lstm_forward,
 )
 
 
