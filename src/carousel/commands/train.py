@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from carousel.cli import UsageError
+from carousel.options import type_names
 from carousel.tasks import TASKS
-from carousel.tasks.base import type_names
 from carousel.train.config import SECTIONS, Config, read_config_file
 
 GROUPS = {"model": "model", "optim": "optimiser", "train": "training"}

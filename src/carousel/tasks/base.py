@@ -33,7 +33,6 @@ Contract, so that runs are exact, resumable and scale over processes:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -257,48 +256,6 @@ def generator(seed: int, *stream: object) -> torch.Generator:
     """
     digest = hashlib.sha256(repr((int(seed), *stream)).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-
-
-def options_from_dict(cls: type, values: dict, where: str):
-    """Build the dataclass ``cls`` from ``values``, rejecting unknown keys, wrong types and values
-    outside a field's ``choices`` (in its metadata)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {where}; known: {sorted(known)}")
-    checked = {}
-    for name, value in values.items():
-        checked[name] = check_type(value, known[name].type, f"{where} option {name!r}")
-        choices = known[name].metadata.get("choices")
-        if choices is not None and checked[name] not in choices:
-            raise ValueError(f"{where} option {name!r} must be one of {choices}; got {value!r}")
-    return cls(**checked)
-
-
-def type_names(annotation) -> list[str]:
-    """The type names of a field annotation: ``"int | None"`` (or ``int | None``) ->
-    ``["int", "None"]``."""
-    if not isinstance(annotation, str):
-        annotation = getattr(annotation, "__name__", str(annotation))
-    return [part.strip().replace("NoneType", "None") for part in annotation.split("|")]
-
-
-def check_type(value, annotation, what: str):
-    """``value`` converted to the field type ``annotation`` (``int``, ``float``, ``str``,
-    ``bool``, or one of them ``| None``); ints are accepted for floats, nothing else is converted."""
-    names = type_names(annotation)
-    if value is None and "None" in names:
-        return None
-    for name in names:
-        if name == "bool" and isinstance(value, bool):
-            return value
-        if name == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if name == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if name == "str" and isinstance(value, str):
-            return value
-    raise TypeError(f"{what} must be {annotation}; got {type(value).__name__} {value!r}")
 
 
 def _describe(value) -> str:

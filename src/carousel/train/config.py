@@ -29,75 +29,69 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carousel.tasks.base import options_from_dict
-
-
-def _option(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
+from carousel.options import option, options_from_dict
 
 
 @dataclass
 class ModelConfig:
     """The recurrent layer under the task's head (see :func:`carousel.models.build`)."""
 
-    variant: str = _option(
+    variant: str = option(
         "vanilla", "cell variant (carousel info lists them), e.g. vanilla, 1997, gru"
     )
-    hidden_size: int = _option(64, "cells (units) per layer and direction")
-    num_layers: int = _option(1, "stacked recurrent layers")
-    bidirectional: bool = _option(False, "read sequences both ways (classifier, regressor, tagger)")
-    dropout: float = _option(0.0, "dropout on non-recurrent edges: inputs, between layers, outputs")
-    proj_size: int = _option(0, "LSTM projection of h to this width (0: none)")
-    embedding_size: int = _option(
-        0, "token embedding width (0: hidden_size, or proj width if tied)"
-    )
-    tie_weights: bool = _option(False, "language models: share the embedding with the decoder")
-    block_size: int | None = _option(None, "LSTM cells per memory block sharing gates (1997)")
-    peepholes: bool | None = _option(None, "LSTM: add/drop peephole connections")
-    gate_activation: str | None = _option(None, "gate squashing: sigmoid or hard_sigmoid")
-    truncate_gradient: bool | None = _option(None, "the 1997 paper's truncated gradient")
-    init: str = _option(
+    hidden_size: int = option(64, "cells (units) per layer and direction")
+    num_layers: int = option(1, "stacked recurrent layers")
+    bidirectional: bool = option(False, "read sequences both ways (classifier, regressor, tagger)")
+    dropout: float = option(0.0, "dropout on non-recurrent edges: inputs, between layers, outputs")
+    proj_size: int = option(0, "LSTM projection of h to this width (0: none)")
+    embedding_size: int = option(0, "token embedding width (0: hidden_size, or proj width if tied)")
+    tie_weights: bool = option(False, "language models: share the embedding with the decoder")
+    block_size: int | None = option(None, "LSTM cells per memory block sharing gates (1997)")
+    peepholes: bool | None = option(None, "LSTM: add/drop peephole connections")
+    gate_activation: str | None = option(None, "gate squashing: sigmoid or hard_sigmoid")
+    truncate_gradient: bool | None = option(None, "the 1997 paper's truncated gradient")
+    init: str = option(
         "", 'initialisers after torch\'s default, e.g. "forget_bias(1.0)" or "chrono(100)"'
     )
-    backend: str = _option("auto", "kernel backend: auto, or a name from carousel info")
+    backend: str = option("auto", "kernel backend: auto, or a name from carousel info")
 
 
 @dataclass
 class OptimConfig:
     """The optimiser, its learning-rate schedule and gradient clipping."""
 
-    optimizer: str = _option(
+    optimizer: str = option(
         "adam",
         "sgd (plain or with momentum; with batch_size 1: online, as in 1997) or adam",
         choices=("sgd", "adam"),
     )
-    lr: float = _option(1e-3, "peak learning rate")
-    momentum: float = _option(0.0, "SGD momentum")
-    weight_decay: float = _option(0.0, "L2 weight decay")
-    schedule: str = _option(
+    lr: float = option(1e-3, "peak learning rate")
+    momentum: float = option(0.0, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 weight decay")
+    schedule: str = option(
         "constant",
         "learning rate after warm-up: constant, linear or cosine decay to 0",
         choices=("constant", "linear", "cosine"),
     )
-    warmup_steps: int = _option(0, "steps of linear warm-up from 0 to lr")
-    clip_norm: float = _option(0.0, "clip the gradient's global L2 norm to this (0: off)")
-    clip_value: float = _option(0.0, "clip every gradient entry to [-v, v] (0: off)")
+    warmup_steps: int = option(0, "steps of linear warm-up from 0 to lr")
+    clip_norm: float = option(0.0, "clip the gradient's global L2 norm to this (0: off)")
+    clip_value: float = option(0.0, "clip every gradient entry to [-v, v] (0: off)")
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batches, seeding, evaluation, checkpoints, stopping, device."""
 
-    steps: int = _option(1000, "optimiser steps (one batch each) to train for")
-    batch_size: int = _option(32, "sequences per step, over all processes (1: online)")
-    seed: int = _option(0, "seed of the data, the initial weights and dropout")
-    eval_every: int = _option(100, "evaluate on the task's test set every N steps (0: at the end)")
-    log_every: int = _option(10, "write training metrics every N steps")
-    checkpoint_every: int = _option(100, "write a checkpoint every N steps (and at the end)")
-    keep_last: int = _option(3, "latest checkpoints kept (the best one is kept too)")
-    stop_when_solved: bool = _option(True, "stop once the task's success criterion holds")
-    device: str = _option("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
-    threads: int = _option(
+    steps: int = option(1000, "optimiser steps (one batch each) to train for")
+    batch_size: int = option(32, "sequences per step, over all processes (1: online)")
+    seed: int = option(0, "seed of the data, the initial weights and dropout")
+    eval_every: int = option(100, "evaluate on the task's test set every N steps (0: at the end)")
+    log_every: int = option(10, "write training metrics every N steps")
+    checkpoint_every: int = option(100, "write a checkpoint every N steps (and at the end)")
+    keep_last: int = option(3, "latest checkpoints kept (the best one is kept too)")
+    stop_when_solved: bool = option(True, "stop once the task's success criterion holds")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
+    threads: int = option(
         0, "CPU threads per process for torch and the kernels (0: as set, see CAROUSEL_NUM_THREADS)"
     )
 
