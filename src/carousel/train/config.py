@@ -29,12 +29,28 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from carousel.cells.options import CELL_OPTIONS
 from carousel.options import option, options_from_dict
 
 
+def _with_cell_options(cls: type) -> type:
+    """Give ``cls`` (before it becomes a dataclass) a field per keyword option of the cell
+    variants, :data:`~carousel.cells.options.CELL_OPTIONS`; ``None``: the variant's default."""
+    for name, cell_option in CELL_OPTIONS.items():
+        cls.__annotations__[name] = f"{cell_option.type.__name__} | None"
+        setattr(cls, name, option(None, cell_option.help))
+    return cls
+
+
 @dataclass
+@_with_cell_options
 class ModelConfig:
-    """The recurrent layer under the task's head (see :func:`carousel.models.build`)."""
+    """The recurrent layer under the task's head (see :func:`carousel.models.build`).
+
+    After the fields below come the cell options, one field per entry of
+    :data:`~carousel.cells.options.CELL_OPTIONS` (``block_size``, ``peepholes``,
+    ``gate_activation``, ...), each ``None`` (the variant's default) unless set.
+    """
 
     variant: str = option(
         "vanilla", "cell variant (carousel info lists them), e.g. vanilla, 1997, gru"
@@ -46,10 +62,6 @@ class ModelConfig:
     proj_size: int = option(0, "LSTM projection of h to this width (0: none)")
     embedding_size: int = option(0, "token embedding width (0: hidden_size, or proj width if tied)")
     tie_weights: bool = option(False, "language models: share the embedding with the decoder")
-    block_size: int | None = option(None, "LSTM cells per memory block sharing gates (1997)")
-    peepholes: bool | None = option(None, "LSTM: add/drop peephole connections")
-    gate_activation: str | None = option(None, "gate squashing: sigmoid or hard_sigmoid")
-    truncate_gradient: bool | None = option(None, "the 1997 paper's truncated gradient")
     init: str = option(
         "", 'initialisers after torch\'s default, e.g. "forget_bias(1.0)" or "chrono(100)"'
     )
