@@ -3,7 +3,8 @@
 values, their ``choices``) in the field's metadata. Each field becomes a key of the TOML/JSON
 configuration and a command-line option of ``carousel train``.
 
-- :func:`option` declares such a field;
+- :func:`option` declares such a field, :func:`check_values` checks an instance against the
+  ``choices`` and ``minimum`` of its fields;
 - :func:`options_from_dict` builds the dataclass from plain data (a TOML table, a JSON object,
   parsed command-line options), naming the option that is unknown or of the wrong type;
 - :func:`check_type` and :func:`type_names` read the field's annotation (``int``, ``float``,
@@ -16,8 +17,25 @@ import dataclasses
 
 
 def option(default, help: str, **extra):
-    """A dataclass field with a default, its ``help`` and any ``extra`` metadata (``choices``)."""
+    """A dataclass field with a default, its ``help`` and any ``extra`` metadata: ``choices``
+    (the values it may take) or ``minimum`` (the least value), which :func:`check_values`
+    checks."""
     return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+def check_values(options, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` and the first field of the dataclass instance
+    ``options`` whose value is not one of its ``choices`` or lies below its ``minimum``."""
+    for field in dataclasses.fields(options):
+        value, metadata = getattr(options, field.name), field.metadata
+        if "choices" in metadata and value not in metadata["choices"]:
+            raise ValueError(
+                f"{where} option {field.name} must be one of {metadata['choices']}; got {value!r}"
+            )
+        if "minimum" in metadata and value < metadata["minimum"]:
+            raise ValueError(
+                f"{where} option {field.name} must be >= {metadata['minimum']}; got {value}"
+            )
 
 
 def options_from_dict(cls: type, values: dict, where: str):

@@ -41,6 +41,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from carousel.options import check_values
+
 HEADS = ("regressor", "classifier", "tagger", "language_model", "seq2seq")
 OUTPUT_ACTIVATIONS = ("identity", "sigmoid")
 
@@ -175,8 +177,10 @@ class Task:
     """Base class of tasks; the methods below are all the trainer uses.
 
     Subclasses set the class attributes ``name`` (the registry key and the command-line name) and
-    ``Options`` (a dataclass; each field, with a ``help`` in its metadata, becomes a command-line
-    option of ``carousel train``), and ``io`` in ``__init__``.
+    ``Options`` (a dataclass; each field, declared with :func:`carousel.options.option` and its
+    ``help``, becomes a command-line option of ``carousel train``), and ``io`` in ``__init__``.
+    The options are checked against the ``choices`` and ``minimum`` of their fields
+    (:func:`carousel.options.check_values`) before the subclass checks the rest.
 
     Attributes:
         options: an instance of ``Options``.
@@ -199,6 +203,7 @@ class Task:
             raise TypeError(
                 f"options of task {self.name!r} must be {self.Options.__name__}; got {type(options).__name__}"
             )
+        check_values(options, self.name)
         self.options = options
         self.seed = int(seed)
 
