@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from carousel.options import option
-from carousel.tasks.base import Batch, ModelIO, Task, generator
+from carousel.tasks.base import Batch, ModelIO, Task, check_held_out, generator
 
 VOCABULARY = ["<s>", "</s>", *"0123456789", "+"]
 """The token of each id."""
@@ -132,16 +132,7 @@ class AdditionTextTask(Task):
                 f"addition_text option test_digits must exceed max_digits ({options.max_digits}) "
                 f"and be at most {MAX_DIGITS} (0: max_digits + 1); got {options.test_digits}"
             )
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0 < getattr(options, name) < 1:
-                raise ValueError(
-                    f"addition_text option {name} must lie in (0, 1); got {getattr(options, name)}"
-                )
-        if options.valid_fraction + options.test_fraction >= 0.5:
-            raise ValueError(
-                "addition_text options valid_fraction + test_fraction must be below 0.5 (the "
-                f"rest trains); got {options.valid_fraction} + {options.test_fraction}"
-            )
+        check_held_out("addition_text", options, below=0.5)
         for name in ("valid_size", "test_size", "long_size"):
             if getattr(options, name) < 1:
                 raise ValueError(

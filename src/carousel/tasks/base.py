@@ -263,6 +263,21 @@ def generator(seed: int, *stream: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
+def check_held_out(task: str, options, below: float) -> None:
+    """Raise ``ValueError`` unless the fractions of a task's data held out for validation and
+    for testing, ``options.valid_fraction`` and ``options.test_fraction``, each lie in (0, 1)
+    and together below ``below`` (the rest trains)."""
+    valid, test = options.valid_fraction, options.test_fraction
+    for name, value in (("valid_fraction", valid), ("test_fraction", test)):
+        if not 0 < value < 1:
+            raise ValueError(f"{task} option {name} must lie in (0, 1); got {value}")
+    if valid + test >= below:
+        raise ValueError(
+            f"{task} options valid_fraction + test_fraction must be below {below} (the rest "
+            f"trains); got {valid} + {test}"
+        )
+
+
 def _describe(value) -> str:
     if isinstance(value, Tensor):
         return f"{value.dtype} tensor of shape {list(value.shape)}"

@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from carousel.options import option
-from carousel.tasks.base import Batch, ModelIO, Task, generator
+from carousel.tasks.base import Batch, ModelIO, Task, check_held_out, generator
 
 TAGS = ("space", "name", "keyword", "op", "number", "string", "comment", "newline", "nl")
 """The tag of each id (see the module docstring)."""
@@ -230,16 +230,7 @@ class PyTokensTask(Task):
                 "pytokens options need 0 <= min_bytes <= max_bytes; got "
                 f"min_bytes={options.min_bytes}, max_bytes={options.max_bytes}"
             )
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0 < getattr(options, name) < 1:
-                raise ValueError(
-                    f"pytokens option {name} must lie in (0, 1); got {getattr(options, name)}"
-                )
-        if options.valid_fraction + options.test_fraction >= 1:
-            raise ValueError(
-                "pytokens options valid_fraction + test_fraction must be below 1; got "
-                f"{options.valid_fraction} + {options.test_fraction}"
-            )
+        check_held_out("pytokens", options, below=1)
         self.source_dir = Path(options.source_dir) if options.source_dir else default_source_dir()
         self.skipped: list[str] = []
         files = self.read_files()
