@@ -182,15 +182,14 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            output, carried = network(
-                batch.x, batch.mask, continue_state(state.carried, batch.reset)
-            )
+            start = continue_state(state.carried, batch.reset)  # None: zeros
+            output, final = network(batch.x, batch.mask, start)  # final: the state after the batch
             loss = task.loss(output, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = clip_gradients(model, config.optim)
             optimizer.step()
-            state.carried = detach(carried) if batch.reset is not None else None
+            state.carried = detach(final) if batch.reset is not None else None
 
             progress.step += 1
             progress.sequences += settings.batch_size
