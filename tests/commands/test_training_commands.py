@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import carousel
-from carousel.cli import main
+from carousel.cli import build_parser, main
+from carousel.train.checkpoint import load_trained_model
 from carousel.train.config import SECTIONS
 from tests.train.runs import (
     one_thread,  # noqa: F401  (a fixture)
@@ -108,6 +109,35 @@ def test_config_file_and_options(tmp_path, capsys):
     assert saved["train"]["batch_size"] == 1 and saved["task_options"]["length"] == 12
     assert main(["train", "charlm", "--out", str(tmp_path / "other"), "--config", str(path)]) == 2
     assert "settings are for task 'adding'" in capsys.readouterr().err
+
+
+def test_every_cell_option_is_a_training_option(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", "adding", "--out", str(run_dir), "--steps", "2", *SMALL_ADDING, "--quiet"]
+    cell = ["--candidate-activation", "identity", "--model-output-activation", "identity"]
+    assert main([*args, *cell, "--no-cell-bias", "--output-activation", "identity"]) == 0
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["model"]["candidate_activation"] == "identity"
+    assert (
+        saved["model"]["output_activation"] == "identity" and saved["model"]["cell_bias"] is False
+    )
+    assert saved["task_options"]["output_activation"] == "identity"  # the output unit's
+    _, model, _ = load_trained_model(run_dir)
+    spec = model.encoder.layer.spec
+    assert (spec.candidate_activation, spec.output_activation, spec.cell_bias) == (
+        "identity", "identity", False,
+    )  # fmt: skip
+
+
+def test_only_a_setting_that_shares_a_task_option_name_gets_its_section_in_its_flag():
+    parser = build_parser().commands["train"]
+    renamed = {
+        action.dest: action.option_strings[0]
+        for action in parser._actions
+        if action.dest.split(".")[0] in SECTIONS
+        and action.option_strings[0] != "--" + action.dest.split(".")[1].replace("_", "-")
+    }
+    assert renamed == {"model.output_activation": "--model-output-activation"}
 
 
 @pytest.mark.parametrize(

@@ -201,3 +201,20 @@ def test_initialisers_are_parsed_not_evaluated():
     for bad in ("__import__('os').getcwd()", "uniform(bound)", "print(1)", "uniform(0.1"):
         with pytest.raises(ValueError, match="literal arguments"):
             parse_init(bad)
+
+
+def test_build_passes_every_cell_option_that_is_set():
+    io = ModelIO("regressor", 2, 1)
+    config = ModelConfig(hidden_size=4, candidate_activation="identity", cell_bias=False)
+    spec = models.build(io, config).encoder.layer.spec
+    assert (spec.candidate_activation, spec.cell_bias, spec.output_activation) == (
+        "identity", False, "tanh",
+    )  # fmt: skip
+    spec = models.build(
+        io, ModelConfig(variant="1997", output_activation="tanh")
+    ).encoder.layer.spec
+    assert (spec.output_activation, spec.candidate_activation) == ("tanh", "g1997")
+    elman = ModelConfig(variant="elman", hidden_size=4, nonlinearity="relu")
+    assert models.build(io, elman).encoder.layer.spec.candidate_activation == "relu"
+    with pytest.raises(ValueError, match="variant 'gru' takes the options"):
+        models.build(io, ModelConfig(variant="gru", peepholes=True))

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig
-from carousel.train.checkpoint import LOCK_NAME
+from carousel.train.run_dir import LOCK_NAME
 
 
 @pytest.fixture(scope="module")

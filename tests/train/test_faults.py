@@ -21,6 +21,8 @@ import torch
 from carousel.cli import main
 from carousel.train import Config, ModelConfig, OptimConfig, TrainConfig, train
 from carousel.train import checkpoint as ckpt
+from carousel.train.run_dir import LOCK_NAME
+from carousel.train.schema import PROGRESS_SCHEMA
 from tests.train.runs import (
     adding_config,
     final_tensors,
@@ -114,7 +116,7 @@ def test_a_second_process_on_a_run_directory_is_refused_and_writes_nothing(
     holder = start_and_wait(processes, small_config(steps=100_000), run_dir, False, past=-1)
     try:
         os.kill(holder.pid, signal.SIGSTOP)  # hold still while the others try
-        lock = (run_dir / ckpt.LOCK_NAME).read_text()
+        lock = (run_dir / LOCK_NAME).read_text()
         assert lock == f"{holder.pid} {socket.gethostname()}\n"
         before = snapshot(run_dir)
         for extra in ([], ["--resume"]):  # a second fresh run, a resume
@@ -126,7 +128,7 @@ def test_a_second_process_on_a_run_directory_is_refused_and_writes_nothing(
                 "choose another --out\n"
             )
             assert snapshot(run_dir) == before
-            assert (run_dir / ckpt.LOCK_NAME).read_text() == lock
+            assert (run_dir / LOCK_NAME).read_text() == lock
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.join()
@@ -320,8 +322,8 @@ def test_a_signal_during_the_last_step_lets_the_run_finish(tmp_path):
 def test_the_schema_names_every_field_of_the_progress_record():
     import dataclasses
 
-    from carousel.train.loop import Progress
+    from carousel.train.state import Progress
 
     fields = {field.name for field in dataclasses.fields(Progress)}
-    assert set(ckpt.PROGRESS_SCHEMA["properties"]) == fields
-    assert set(ckpt.PROGRESS_SCHEMA["required"]) == fields
+    assert set(PROGRESS_SCHEMA["properties"]) == fields
+    assert set(PROGRESS_SCHEMA["required"]) == fields

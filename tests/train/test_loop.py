@@ -10,11 +10,14 @@ import torch
 
 from carousel.tasks import TASKS
 from carousel.tasks.adding import AddingTask
-from carousel.train import OptimConfig, train
-from carousel.train.loop import clip_gradients, continue_state, learning_rate
+from carousel.train import OptimConfig, TrainResult, train
+from carousel.train.logging import read_metrics
+from carousel.train.optim import clip_gradients, learning_rate
+from carousel.train.state import continue_state
 from tests.train.runs import (
     adding_config,
     charlm_config,
+    final_tensors,
     one_thread,  # noqa: F401  (a fixture)
 )
 
@@ -140,3 +143,20 @@ def test_threads_setting_sets_the_thread_count(tmp_path):
         assert torch.get_num_threads() == 1 and carousel.get_num_threads() == 1
     finally:
         carousel.set_num_threads(before)
+
+
+def test_train_returns_the_summary_the_trained_model_and_the_learning_curve(tmp_path):
+    result = train(charlm_config(), tmp_path / "run", quiet=True)
+    assert isinstance(result, TrainResult) and dict(result) == result.summary
+    assert set(result) == {
+        "step", "sequences", "seconds", "solved", "solved_step", "solved_sequences",
+        "best_step", "best_loss", "evaluation",
+    }  # fmt: skip
+    assert result["step"] == 12 and {**result}["evaluation"] == result.summary["evaluation"]
+    assert result.curve == read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [row["step"] for row in result.curve] == [2, 4, 6, 8, 10, 12]
+    assert "eval_loss" in result.curve[2] and "eval_loss" not in result.curve[1]
+    weights = final_tensors(tmp_path / "run", 12)
+    assert not result.model.training
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(value, weights[f"model.{name}"]), name

@@ -10,6 +10,7 @@ import torch
 
 from carousel.tasks import build_task
 from carousel.train import train
+from carousel.train.logging import read_metrics
 from tests.train.runs import (
     adding_config,
     charlm_config,
@@ -95,3 +96,10 @@ def test_resume_may_extend_the_run(tmp_path):
     longer = charlm_config(steps=8)
     assert train(longer, tmp_path / "run", resume=True, quiet=True)["step"] == 8
     assert (tmp_path / "run" / "config.json").read_text().count('"steps": 8') == 1
+
+
+def test_a_resumed_run_returns_the_whole_learning_curve(tmp_path):
+    train(charlm_config(steps=6), tmp_path / "run", quiet=True)
+    result = train(charlm_config(steps=10), tmp_path / "run", resume=True, quiet=True)
+    assert [row["step"] for row in result.curve] == [2, 4, 6, 8, 10]
+    assert result.curve == read_metrics(tmp_path / "run" / "metrics.csv")

@@ -184,15 +184,6 @@ def confusion(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     return matrix
 
 
-def run_config(task: DigitsTask, out_dir: Path) -> Config:
-    """The configuration of the runner's run in ``out_dir/run``; if there is none, the
-    application's own for the task's options and seed."""
-    default = config(quick=task.options.max_images > 0)
-    default.train.seed = task.seed
-    default.task_options = dataclasses.asdict(task.options)
-    return run_settings(out_dir, default)
-
-
 def train_other_order(
     task: DigitsTask, settings: Config, out_dir: Path, quiet: bool
 ) -> tuple[DigitsTask, torch.nn.Module, dict, float]:
@@ -210,7 +201,7 @@ def report(task: DigitsTask, model: torch.nn.Module, out_dir: Path, quiet: bool)
     """Test metrics of the trained LSTM, of the LSTM trained on the other reading order and of
     logistic regression; the confusion matrices and the misclassified digits as plots."""
     out_dir = Path(out_dir)
-    settings = run_config(task, out_dir)
+    settings = run_settings(out_dir, task, config(quick=task.options.max_images > 0))
     other_task, other_model, other_summary, other_seconds = train_other_order(
         task, settings, out_dir, quiet
     )

@@ -306,15 +306,6 @@ def evaluate_series(task: ForecastTask, model: torch.nn.Module, settings: Config
     return {"rows": rows, "forecasts": forecasts, "notes": notes}
 
 
-def run_config(task: ForecastTask, out_dir: Path) -> Config:
-    """The configuration of the runner's run in ``out_dir/run``; if there is none, the
-    application's own for the task's options and seed."""
-    default = config(quick=False)
-    default.train.seed = task.seed
-    default.task_options = dataclasses.asdict(task.options)
-    return run_settings(out_dir, default)
-
-
 def train_other_series(
     task: ForecastTask, settings: Config, out_dir: Path, quiet: bool
 ) -> tuple[ForecastTask, torch.nn.Module, dict, float]:
@@ -389,7 +380,7 @@ def report(task: ForecastTask, model: torch.nn.Module, out_dir: Path, quiet: boo
     trained and scored on the other series (its table among the notes, its rows in
     ``results-SERIES.json``); the MAE at each horizon; the forecasts plot."""
     out_dir = Path(out_dir)
-    settings = run_config(task, out_dir)
+    settings = run_settings(out_dir, task, config(quick=False))
     main = evaluate_series(task, model, settings)
     other_task, other_model, other_summary, other_seconds = train_other_series(
         task, settings, out_dir, quiet

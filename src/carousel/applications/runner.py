@@ -21,6 +21,7 @@ selection; baselines are fitted on the training split only.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import time
@@ -79,12 +80,15 @@ def test_metrics(model: torch.nn.Module, task: Task) -> dict[str, float]:
     return evaluate(model, task, Context(device=device), task.test_batches())
 
 
-def run_settings(out_dir: Path, default: Config) -> Config:
+def run_settings(out_dir: Path, task: Task, default: Config) -> Config:
     """The configuration of the runner's run in ``out_dir/run`` (with its ``--steps``, ``--seed``
-    and task options), or ``default`` if there is none (``report`` called on its own)."""
+    and task options), or if there is none (``report`` called on its own) ``default`` with the
+    options and the seed of ``task``."""
     path = Path(out_dir) / "run" / "config.json"
     if path.exists():
         return Config.from_dict(read_json(path, "run configuration"), str(path))
+    default.train.seed = task.seed
+    default.task_options = dataclasses.asdict(task.options)
     return default
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from carousel.commands import summary
 from carousel.diagnostics import calculator as worked
 from carousel.diagnostics import gate_traces, memorizer
 
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "calculator",
         help="the ECE 417 lecture's pocket-calculator walkthrough, printed as tables",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        description=summary(__doc__),
     )
     parser.add_argument(
         "--updates",

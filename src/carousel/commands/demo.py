@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from carousel.commands import positive_int
+from carousel.commands import positive_int, summary
 from carousel.experiments.reproduce import MODERN_OPTIM
 from carousel.experiments.suite import EXPERIMENTS, Trained
 from carousel.experiments.trial import Trial, run_faithful, run_trainer
@@ -41,7 +41,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="an Elman RNN and the 1997 LSTM on the adding problem, in under a minute",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        description=summary(__doc__),
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")

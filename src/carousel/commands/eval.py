@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from carousel.commands import add_device_argument, add_run_arguments
+
 
 def add_parser(subparsers) -> None:
     """Register ``carousel eval``."""
@@ -14,14 +16,8 @@ def add_parser(subparsers) -> None:
         help="evaluate a run's checkpoint on its task's test set",
         description="Evaluate a checkpoint of the run in DIR on its task's test set; nothing is written.",
     )
-    parser.add_argument("run_dir", metavar="DIR", help="the run directory")
-    parser.add_argument(
-        "--checkpoint",
-        default="latest",
-        metavar="WHICH",
-        help="latest (default), best, or the path of a checkpoint's .json",
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    add_run_arguments(parser)
+    add_device_argument(parser, "auto")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
     parser.set_defaults(func=run)
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from carousel.cells import init
-from carousel.commands import positive_int
+from carousel.commands import positive_int, summary
 from carousel.diagnostics import cec_comparison, elman_net_inputs, error_flow, gradient_flow
 from carousel.nn import GRU, LSTM, RNN, Recurrent
 
@@ -42,7 +42,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "gradflow",
         help="gradient flow across time for Elman, GRU and LSTM cells (CSV and plots)",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        description=summary(__doc__),
     )
     parser.add_argument("--out", type=Path, default=Path("runs/gradflow"), help="output directory")
     parser.add_argument("--steps", type=positive_int, default=200, help="sequence length T")

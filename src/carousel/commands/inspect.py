@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from carousel.cli import UsageError
+from carousel.commands import add_device_argument, add_run_arguments
 
 TOP_STEPS = 2
 """How many steps of the largest mean input gate the summary names."""
@@ -69,13 +70,7 @@ def add_parser(subparsers) -> None:
         "task's loss reaches on it; write gates.csv, retention.csv, gates.png, gradflow.csv and "
         "gradflow.png.",
     )
-    parser.add_argument("run_dir", metavar="DIR", help="the run directory")
-    parser.add_argument(
-        "--checkpoint",
-        default="latest",
-        metavar="WHICH",
-        help="latest (default), best, or the path of a checkpoint's .json",
-    )
+    add_run_arguments(parser)
     parser.add_argument(
         "--sequence",
         type=int,
@@ -87,7 +82,7 @@ def add_parser(subparsers) -> None:
         "--out", type=Path, default=None, metavar="OUTDIR", help="output directory (DIR/inspect)"
     )
     parser.add_argument("--no-plots", action="store_true", help="write the CSV files only")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    add_device_argument(parser, "cpu")
     parser.set_defaults(func=run)
 
 

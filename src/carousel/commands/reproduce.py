@@ -14,7 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
-from carousel.commands import positive_int
+from carousel.commands import positive_int, summary
 from carousel.experiments.reproduce import CONFIGS, QUICK_TRIALS, markdown_table, reproduce
 from carousel.experiments.suite import EXPERIMENTS, QUICK, select
 
@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "reproduce",
         help="the 1997 paper's experiments, side by side with its tables",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        description=summary(__doc__),
     )
     parser.add_argument("experiment", nargs="?", help="all, an experiment (e.g. 4), or a row")
     parser.add_argument("--config", choices=CONFIGS, default="faithful", help="what to train")

@@ -7,6 +7,7 @@ import argparse
 import torch
 
 from carousel.cli import UsageError
+from carousel.commands import add_device_argument, add_run_arguments
 
 
 def add_parser(subparsers) -> None:
@@ -16,13 +17,7 @@ def add_parser(subparsers) -> None:
         help="generate text with a run's language model",
         description="Continue --prompt with characters drawn from the language model of the run in DIR.",
     )
-    parser.add_argument("run_dir", metavar="DIR", help="the run directory of a language model")
-    parser.add_argument(
-        "--checkpoint",
-        default="latest",
-        metavar="WHICH",
-        help="latest (default), best, or a checkpoint's .json",
-    )
+    add_run_arguments(parser, "the run directory of a language model")
     parser.add_argument(
         "--prompt", "--prime", default="\n", help="text to continue (default: a newline)"
     )
@@ -34,7 +29,7 @@ def add_parser(subparsers) -> None:
         help="softmax temperature; 0 takes the most likely token (default: 0.8)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    add_device_argument(parser, "cpu")
     parser.set_defaults(func=run)
 
 

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 
 from carousel.cli import UsageError
+from carousel.options import type_names
 from carousel.tasks import TASKS
-from carousel.tasks.base import type_names
 from carousel.train.config import SECTIONS, Config, read_config_file
 
 GROUPS = {"model": "model", "optim": "optimiser", "train": "training"}
@@ -31,11 +31,11 @@ def _help(field: dataclasses.Field) -> str:
     return f"{field.metadata.get('help', '')} (default: {default})"
 
 
-def _add_field(group, field: dataclasses.Field, dest: str, help: str) -> None:
+def _add_field(group, field: dataclasses.Field, dest: str, help: str, name: str) -> None:
     kind = next(name for name in type_names(field.type) if name != "None")
     if kind == "bool":
         group.add_argument(
-            flag(field.name),
+            flag(name),
             dest=dest,
             action=argparse.BooleanOptionalAction,
             default=argparse.SUPPRESS,
@@ -43,7 +43,7 @@ def _add_field(group, field: dataclasses.Field, dest: str, help: str) -> None:
         )
         return
     group.add_argument(
-        flag(field.name),
+        flag(name),
         dest=dest,
         type={"int": int, "float": float, "str": str}[kind],
         choices=field.metadata.get("choices"),
@@ -51,6 +51,14 @@ def _add_field(group, field: dataclasses.Field, dest: str, help: str) -> None:
         metavar=None if "choices" in field.metadata else field.name.upper(),
         help=help,
     )
+
+
+def setting_name(section: str, name: str, task_options) -> str:
+    """The name of setting ``name`` of ``section`` on the command line: ``name`` itself, or
+    ``section_name`` where a task option has that name (``output_activation`` of ``[model]``,
+    the cell's, is ``--model-output-activation``; the task's output unit keeps
+    ``--output-activation``)."""
+    return f"{section}_{name}" if name in task_options else name
 
 
 def task_option_fields() -> dict[str, tuple[dataclasses.Field, dict[str, str]]]:
@@ -98,22 +106,24 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--config", metavar="FILE", help="settings from a .toml (or .json) file")
     parser.add_argument("--quiet", action="store_true", help="print nothing (for scripts)")
+    task_options = task_option_fields()
     names = {"task", "out", "resume", "config", "quiet"}
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{GROUPS[section]} ([{section}])")
         for field in dataclasses.fields(cls):
-            if field.name in names:
-                raise TypeError(f"setting {field.name!r} is defined twice")
-            names.add(field.name)
-            _add_field(group, field, f"{section}.{field.name}", _help(field))
+            name = setting_name(section, field.name, task_options)
+            if name in names:
+                raise TypeError(f"setting {name!r} is defined twice")
+            names.add(name)
+            _add_field(group, field, f"{section}.{field.name}", _help(field), name)
     group = parser.add_argument_group(
         "task options ([task_options]); each applies to the tasks named"
     )
-    for name, (field, helps) in task_option_fields().items():
+    for name, (field, helps) in task_options.items():
         if name in names:
             raise TypeError(f"task option {name!r} clashes with a setting of the same name")
         help = "; ".join(f"{task}: {text}" for task, text in helps.items())
-        _add_field(group, field, f"task_options.{name}", help)
+        _add_field(group, field, f"task_options.{name}", help, name)
     parser.set_defaults(func=run)
 
 

@@ -13,8 +13,8 @@ Both count training sequences exactly and score the final network on the task's 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,7 +25,7 @@ import torch
 
 from carousel.experiments.faithful import Faithful, Net1997, as_output, batch_arrays
 from carousel.tasks import Task, build_task
-from carousel.train.loop import Window
+from carousel.train.state import Window
 
 
 @dataclass
@@ -250,21 +250,18 @@ def run_trainer(
         task.train_batch = train_batch
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
-        directory = Path(run_dir or scratch)
-        summary = train(config, directory, quiet=quiet, task=task)
-        curve = _curve(directory / "metrics.csv")
-    weights = _count_weights(config, task)
-    solved = bool(summary["solved"])
+        result = train(config, Path(run_dir or scratch), quiet=quiet, task=task)
+    solved = bool(result["solved"])
     return Trial(
         solved=solved,
-        sequences=_to_success(task, summary["solved_sequences"])
+        sequences=_to_success(task, result["solved_sequences"])
         if solved
-        else int(summary["sequences"]),
-        test=dict(summary["evaluation"]),
+        else int(result["sequences"]),
+        test=dict(result["evaluation"]),
         test_size=sum(batch.size for batch in task.eval_batches()),
-        weights=weights,
+        weights=sum(parameter.numel() for parameter in result.model.parameters()),
         seconds=time.perf_counter() - start,
-        curve=curve,
+        curve=_curve(result.curve),
     )
 
 
@@ -273,17 +270,10 @@ def _to_success(task: Task, sequences: int) -> int:
     return task.to_success(int(sequences)) if hasattr(task, "to_success") else int(sequences)
 
 
-def _curve(metrics_csv: Path) -> list[tuple[int, float, float]]:
-    """``(sequences, training loss, training accuracy)`` from a run's ``metrics.csv``."""
-    with open(metrics_csv) as file:
-        rows = [row for row in csv.DictReader(file) if row.get("train_loss")]
+def _curve(rows: list[dict[str, float]]) -> list[tuple[int, float, float]]:
+    """``(sequences, training loss, training accuracy)`` from a run's learning curve."""
     return [
-        (int(row["sequences"]), float(row["train_loss"]), float(row.get("train_accuracy") or "nan"))
+        (int(row["sequences"]), row["train_loss"], row.get("train_accuracy", math.nan))
         for row in rows
+        if "train_loss" in row
     ]
-
-
-def _count_weights(config, task: Task) -> int:
-    from carousel.models import build
-
-    return sum(p.numel() for p in build(task.io, config.model).parameters())

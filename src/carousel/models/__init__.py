@@ -19,6 +19,7 @@ import ast
 from torch import nn
 
 from carousel.cells import init as initializers
+from carousel.cells.options import CELL_OPTIONS
 from carousel.models.heads import Classifier, Encoder, LanguageModel, Regressor, Tagger
 from carousel.models.seq2seq import Seq2Seq
 from carousel.nn import Recurrent
@@ -65,9 +66,7 @@ def build(io, config) -> nn.Module:
             an embedding, a bidirectional language model).
     """
     cell_options = {
-        name: getattr(config, name)
-        for name in ("block_size", "peepholes", "gate_activation", "truncate_gradient")
-        if getattr(config, name) is not None
+        name: getattr(config, name) for name in CELL_OPTIONS if getattr(config, name) is not None
     }
     width = config.proj_size or config.hidden_size
     embedding_size = config.embedding_size or (width if config.tie_weights else config.hidden_size)

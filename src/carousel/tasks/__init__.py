@@ -27,9 +27,10 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
 
 from __future__ import annotations
 
+from carousel.options import options_from_dict
 from carousel.tasks.adding import AddingTask
 from carousel.tasks.addition_text import AdditionTextTask
-from carousel.tasks.base import Batch, ModelIO, Task, generator, options_from_dict
+from carousel.tasks.base import Batch, ModelIO, Task, generator
 from carousel.tasks.calculator import CalculatorTask
 from carousel.tasks.charlm import CharLMTask
 from carousel.tasks.delayed_xor import DelayedXorTask

@@ -20,11 +20,12 @@ sequences (``stop_error``, ``stop_window``). Its test set has 2,560 sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
 
@@ -36,27 +37,17 @@ TOLERANCE = 0.04
 class AddingOptions:
     """Options of the adding problem."""
 
-    length: int = field(
-        default=100,
-        metadata={
-            "help": "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100, 500, 1000)"
-        },
+    length: int = option(
+        100, "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100, 500, 1000)"
     )
-    test_size: int = field(default=2560, metadata={"help": "sequences in the fixed test set"})
-    output_activation: str = field(
-        default="sigmoid",
-        metadata={
-            "help": "output unit: sigmoid (the paper) or identity",
-            "choices": ("sigmoid", "identity"),
-        },
+    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
+    output_activation: str = option(
+        "sigmoid", "output unit: sigmoid (the paper) or identity", choices=("sigmoid", "identity")
     )
-    stop_window: int = field(
-        default=2000,
-        metadata={"help": "solved when this many latest training sequences were all correct ..."},
+    stop_window: int = option(
+        2000, "solved when this many latest training sequences were all correct ...", minimum=0
     )
-    stop_error: float = field(
-        default=0.01, metadata={"help": "... and their mean squared error is below this"}
-    )
+    stop_error: float = option(0.01, "... and their mean squared error is below this")
 
 
 class AddingTask(SequenceTask):
@@ -69,15 +60,9 @@ class AddingTask(SequenceTask):
     def __init__(self, options: AddingOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         options = self.options
-        check_options(
-            "adding",
-            **{"length (T)": (options.length >= 12, f"at least 12; got {options.length}")},
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
-        )
+        length = (options.length >= 12, f"at least 12; got {options.length}")
+        check_options("adding", **{"length (T)": length})
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)
-        self.window, self.stop_error = options.stop_window, options.stop_error
-        self.test_size = options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

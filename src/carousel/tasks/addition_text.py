@@ -43,14 +43,15 @@ is predicted exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from carousel.tasks.base import Batch, ModelIO, Task, generator
+from carousel.options import option
+from carousel.tasks.base import Batch, ModelIO, Task, check_held_out, generator
 
 VOCABULARY = ["<s>", "</s>", *"0123456789", "+"]
 """The token of each id."""
@@ -68,32 +69,16 @@ MAX_DIGITS = 9
 class AdditionTextOptions:
     """Options of written addition."""
 
-    max_digits: int = field(
-        default=3, metadata={"help": "training, validation and test operands have 1..N digits"}
-    )
-    test_digits: int = field(
-        default=0,
-        metadata={"help": "operand digits of the longer-number set (0: max_digits + 1)"},
-    )
-    reverse_source: bool = field(
-        default=False, metadata={"help": "feed the source characters in reverse order"}
-    )
-    valid_fraction: float = field(
-        default=0.05, metadata={"help": "fraction of operand pairs kept for validation"}
-    )
-    test_fraction: float = field(
-        default=0.05, metadata={"help": "fraction of operand pairs kept for the test set"}
-    )
-    valid_size: int = field(
-        default=1000, metadata={"help": "distinct problems in the validation set"}
-    )
-    test_size: int = field(default=2000, metadata={"help": "distinct problems in the test set"})
-    long_size: int = field(
-        default=1000, metadata={"help": "distinct problems in the longer-number set"}
-    )
-    target_exact: float = field(
-        default=0.0,
-        metadata={"help": "solved when the validation exact-match reaches this (0: never)"},
+    max_digits: int = option(3, "training, validation and test operands have 1..N digits")
+    test_digits: int = option(0, "operand digits of the longer-number set (0: max_digits + 1)")
+    reverse_source: bool = option(False, "feed the source characters in reverse order")
+    valid_fraction: float = option(0.05, "fraction of operand pairs kept for validation")
+    test_fraction: float = option(0.05, "fraction of operand pairs kept for the test set")
+    valid_size: int = option(1000, "distinct problems in the validation set")
+    test_size: int = option(2000, "distinct problems in the test set")
+    long_size: int = option(1000, "distinct problems in the longer-number set")
+    target_exact: float = option(
+        0.0, "solved when the validation exact-match reaches this (0: never)"
     )
 
 
@@ -147,16 +132,7 @@ class AdditionTextTask(Task):
                 f"addition_text option test_digits must exceed max_digits ({options.max_digits}) "
                 f"and be at most {MAX_DIGITS} (0: max_digits + 1); got {options.test_digits}"
             )
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0 < getattr(options, name) < 1:
-                raise ValueError(
-                    f"addition_text option {name} must lie in (0, 1); got {getattr(options, name)}"
-                )
-        if options.valid_fraction + options.test_fraction >= 0.5:
-            raise ValueError(
-                "addition_text options valid_fraction + test_fraction must be below 0.5 (the "
-                f"rest trains); got {options.valid_fraction} + {options.test_fraction}"
-            )
+        check_held_out("addition_text", options, below=0.5)
         for name in ("valid_size", "test_size", "long_size"):
             if getattr(options, name) < 1:
                 raise ValueError(

@@ -33,7 +33,6 @@ Contract, so that runs are exact, resumable and scale over processes:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor
+
+from carousel.options import check_values
 
 HEADS = ("regressor", "classifier", "tagger", "language_model", "seq2seq")
 OUTPUT_ACTIVATIONS = ("identity", "sigmoid")
@@ -176,8 +177,10 @@ class Task:
     """Base class of tasks; the methods below are all the trainer uses.
 
     Subclasses set the class attributes ``name`` (the registry key and the command-line name) and
-    ``Options`` (a dataclass; each field, with a ``help`` in its metadata, becomes a command-line
-    option of ``carousel train``), and ``io`` in ``__init__``.
+    ``Options`` (a dataclass; each field, declared with :func:`carousel.options.option` and its
+    ``help``, becomes a command-line option of ``carousel train``), and ``io`` in ``__init__``.
+    The options are checked against the ``choices`` and ``minimum`` of their fields
+    (:func:`carousel.options.check_values`) before the subclass checks the rest.
 
     Attributes:
         options: an instance of ``Options``.
@@ -200,6 +203,7 @@ class Task:
             raise TypeError(
                 f"options of task {self.name!r} must be {self.Options.__name__}; got {type(options).__name__}"
             )
+        check_values(options, self.name)
         self.options = options
         self.seed = int(seed)
 
@@ -259,46 +263,19 @@ def generator(seed: int, *stream: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
-def options_from_dict(cls: type, values: dict, where: str):
-    """Build the dataclass ``cls`` from ``values``, rejecting unknown keys, wrong types and values
-    outside a field's ``choices`` (in its metadata)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {where}; known: {sorted(known)}")
-    checked = {}
-    for name, value in values.items():
-        checked[name] = check_type(value, known[name].type, f"{where} option {name!r}")
-        choices = known[name].metadata.get("choices")
-        if choices is not None and checked[name] not in choices:
-            raise ValueError(f"{where} option {name!r} must be one of {choices}; got {value!r}")
-    return cls(**checked)
-
-
-def type_names(annotation) -> list[str]:
-    """The type names of a field annotation: ``"int | None"`` (or ``int | None``) ->
-    ``["int", "None"]``."""
-    if not isinstance(annotation, str):
-        annotation = getattr(annotation, "__name__", str(annotation))
-    return [part.strip().replace("NoneType", "None") for part in annotation.split("|")]
-
-
-def check_type(value, annotation, what: str):
-    """``value`` converted to the field type ``annotation`` (``int``, ``float``, ``str``,
-    ``bool``, or one of them ``| None``); ints are accepted for floats, nothing else is converted."""
-    names = type_names(annotation)
-    if value is None and "None" in names:
-        return None
-    for name in names:
-        if name == "bool" and isinstance(value, bool):
-            return value
-        if name == "int" and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if name == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if name == "str" and isinstance(value, str):
-            return value
-    raise TypeError(f"{what} must be {annotation}; got {type(value).__name__} {value!r}")
+def check_held_out(task: str, options, below: float) -> None:
+    """Raise ``ValueError`` unless the fractions of a task's data held out for validation and
+    for testing, ``options.valid_fraction`` and ``options.test_fraction``, each lie in (0, 1)
+    and together below ``below`` (the rest trains)."""
+    valid, test = options.valid_fraction, options.test_fraction
+    for name, value in (("valid_fraction", valid), ("test_fraction", test)):
+        if not 0 < value < 1:
+            raise ValueError(f"{task} option {name} must lie in (0, 1); got {value}")
+    if valid + test >= below:
+        raise ValueError(
+            f"{task} options valid_fraction + test_fraction must be below {below} (the rest "
+            f"trains); got {valid} + {test}"
+        )
 
 
 def _describe(value) -> str:

@@ -28,11 +28,12 @@ holds when the last ``stop_window`` = 1,000 training sequences were all correct.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
 
@@ -55,23 +56,18 @@ def printed_values(x: Tensor) -> Tensor:
 class CalculatorOptions:
     """Options of the pocket calculator task."""
 
-    min_length: int = field(default=8, metadata={"help": "the shortest sequence"})
-    max_length: int = field(default=16, metadata={"help": "the longest sequence"})
-    max_digit: int = field(default=3, metadata={"help": "summands are uniform in 1 .. max_digit"})
-    zero_probability: float = field(
-        default=0.3, metadata={"help": "the probability of an input 0 ('=', print and reset)"}
+    min_length: int = option(8, "the shortest sequence", minimum=1)
+    max_length: int = option(16, "the longest sequence")
+    max_digit: int = option(3, "summands are uniform in 1 .. max_digit", minimum=1)
+    zero_probability: float = option(0.3, "the probability of an input 0 ('=', print and reset)")
+    scored: str = option(
+        "printed",
+        "steps whose error counts: printed (y > 0, the lecture) or every step",
+        choices=SCORED,
     )
-    scored: str = field(
-        default="printed",
-        metadata={
-            "help": "steps whose error counts: printed (y > 0, the lecture) or every step",
-            "choices": SCORED,
-        },
-    )
-    test_size: int = field(default=1000, metadata={"help": "sequences in the fixed test set"})
-    stop_window: int = field(
-        default=1000,
-        metadata={"help": "solved when this many latest training sequences were all correct"},
+    test_size: int = option(1000, "sequences in the fixed test set", minimum=1)
+    stop_window: int = option(
+        1000, "solved when this many latest training sequences were all correct", minimum=0
     )
 
 
@@ -88,22 +84,16 @@ class CalculatorTask(SequenceTask):
         options = self.options
         check_options(
             "calculator",
-            min_length=(options.min_length >= 1, f">= 1; got {options.min_length}"),
             max_length=(
                 options.max_length >= options.min_length,
                 f">= min_length ({options.min_length}); got {options.max_length}",
             ),
-            max_digit=(options.max_digit >= 1, f">= 1; got {options.max_digit}"),
             zero_probability=(
                 0.0 <= options.zero_probability <= 1.0,
                 f"in [0, 1]; got {options.zero_probability}",
             ),
-            scored=(options.scored in SCORED, f"one of {SCORED}; got {options.scored!r}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
         )
         self.io = ModelIO("tagger", 1, 1, output_activation="identity")
-        self.window, self.test_size = options.stop_window, options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

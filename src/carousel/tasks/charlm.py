@@ -19,13 +19,14 @@ Metrics: ``loss`` (cross-entropy, nats per character), ``bpc`` (bits per charact
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO, Task
 
 
@@ -33,29 +34,16 @@ from carousel.tasks.base import Batch, ModelIO, Task
 class CharLMOptions:
     """Options of character-level language modelling."""
 
-    text: str = field(
-        default="",
-        metadata={"help": "UTF-8 text file to model; empty: Python's bundled pydoc_data.topics"},
+    text: str = option("", "UTF-8 text file to model; empty: Python's bundled pydoc_data.topics")
+    seq_len: int = option(100, "characters per chunk: the truncated-BPTT length")
+    valid_fraction: float = option(0.1, "final fraction of the text held out for validation")
+    test_fraction: float = option(
+        0.0, "final fraction of the text held out for testing (0: no test set)"
     )
-    seq_len: int = field(
-        default=100, metadata={"help": "characters per chunk: the truncated-BPTT length"}
-    )
-    valid_fraction: float = field(
-        default=0.1, metadata={"help": "final fraction of the text held out for validation"}
-    )
-    test_fraction: float = field(
-        default=0.0,
-        metadata={"help": "final fraction of the text held out for testing (0: no test set)"},
-    )
-    eval_streams: int = field(
-        default=8, metadata={"help": "parallel streams the validation text is cut into"}
-    )
-    max_chars: int = field(
-        default=0, metadata={"help": "use only the first N characters of the text (0: all)"}
-    )
-    target_bpc: float = field(
-        default=0.0,
-        metadata={"help": "solved when validation bits per character reach this (0: never)"},
+    eval_streams: int = option(8, "parallel streams the validation text is cut into")
+    max_chars: int = option(0, "use only the first N characters of the text (0: all)")
+    target_bpc: float = option(
+        0.0, "solved when validation bits per character reach this (0: never)"
     )
 
 

@@ -30,10 +30,11 @@ at its end is below 0.5 (the output is on the right side of 0.5). ``solved``: th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
 
@@ -42,14 +43,10 @@ from carousel.tasks.paper import SequenceTask, check_options
 class DelayedXorOptions:
     """Options of the strongly delayed XOR."""
 
-    length: int = field(
-        default=100,
-        metadata={"help": "T, the sequence length; the bits lie in the first and third quarter"},
-    )
-    test_size: int = field(default=2560, metadata={"help": "sequences in the fixed test set"})
-    stop_window: int = field(
-        default=2000,
-        metadata={"help": "solved when this many latest training sequences were all correct"},
+    length: int = option(100, "T, the sequence length; the bits lie in the first and third quarter")
+    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
+    stop_window: int = option(
+        2000, "solved when this many latest training sequences were all correct", minimum=0
     )
 
 
@@ -63,15 +60,9 @@ class DelayedXorTask(SequenceTask):
 
     def __init__(self, options: DelayedXorOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        options = self.options
-        check_options(
-            "delayed_xor",
-            length=(options.length >= 4, f"at least 4; got {options.length}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
-        )
+        length = self.options.length
+        check_options("delayed_xor", length=(length >= 4, f"at least 4; got {length}"))
         self.io = ModelIO("regressor", 2, 1, output_activation="sigmoid")
-        self.window, self.test_size = options.stop_window, options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

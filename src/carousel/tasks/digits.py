@@ -26,13 +26,14 @@ correctly), ``errors`` (the number of misclassified images).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO, Task, generator
 
 SPLIT_SEED = 1797
@@ -51,20 +52,16 @@ EVAL_BATCH = 256
 class DigitsOptions:
     """Options of the digits task."""
 
-    order: str = field(
-        default="rows",
-        metadata={
-            "help": "how an image is read: rows (8 steps of 8 pixels) or pixels (64 steps of 1)",
-            "choices": ORDERS,
-        },
+    order: str = option(
+        "rows",
+        "how an image is read: rows (8 steps of 8 pixels) or pixels (64 steps of 1)",
+        choices=ORDERS,
     )
-    max_images: int = field(
-        default=0,
-        metadata={"help": "use only the first N images of each split, for smoke runs (0: all)"},
+    max_images: int = option(
+        0, "use only the first N images of each split, for smoke runs (0: all)", minimum=0
     )
-    target_accuracy: float = field(
-        default=0.0,
-        metadata={"help": "solved when the validation accuracy reaches this (0: never)"},
+    target_accuracy: float = option(
+        0.0, "solved when the validation accuracy reaches this (0: never)"
     )
 
 
@@ -130,10 +127,6 @@ class DigitsTask(Task):
     def __init__(self, options: DigitsOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         options = self.options
-        if options.order not in ORDERS:
-            raise ValueError(f"digits option order must be one of {ORDERS}; got {options.order!r}")
-        if options.max_images < 0:
-            raise ValueError(f"digits option max_images must be >= 0; got {options.max_images}")
         if not 0 <= options.target_accuracy <= 1:
             raise ValueError(
                 f"digits option target_accuracy must lie in [0, 1]; got {options.target_accuracy}"

@@ -39,12 +39,13 @@ Metrics: ``loss``, the mean squared error of the scaled values over origins and 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO, Task, generator
 
 SERIES = ("sunspots", "co2")
@@ -66,38 +67,20 @@ INSTALL = "pip install 'carousel-lstm[apps]'"
 class ForecastOptions:
     """Options of time-series forecasting."""
 
-    series: str = field(
-        default="sunspots",
-        metadata={"help": "sunspots (yearly) or co2 (Mauna Loa, weekly)", "choices": SERIES},
+    series: str = option("sunspots", "sunspots (yearly) or co2 (Mauna Loa, weekly)", choices=SERIES)
+    co2_frequency: str = option(
+        "monthly",
+        "co2: monthly means of the weekly series, or the weekly values",
+        choices=FREQUENCIES,
     )
-    co2_frequency: str = field(
-        default="monthly",
-        metadata={
-            "help": "co2: monthly means of the weekly series, or the weekly values",
-            "choices": FREQUENCIES,
-        },
-    )
-    history: int = field(
-        default=0,
-        metadata={"help": "past values the model reads (0: 30 years; 48 months of co2)"},
-    )
-    horizon: int = field(
-        default=0, metadata={"help": "values forecast at once (0: 10 years; 12 months of co2)"}
-    )
-    valid_size: int = field(
-        default=0,
-        metadata={"help": "values in the validation block (0: 30 years; 48 months of co2)"},
-    )
-    test_size: int = field(
-        default=0,
-        metadata={"help": "values in the held-out test tail (0: 40 years; 60 months of co2)"},
-    )
-    scaling: str = field(
-        default="change",
-        metadata={
-            "help": "change (relative to the last observed value) or level (scaled values)",
-            "choices": SCALINGS,
-        },
+    history: int = option(0, "past values the model reads (0: 30 years; 48 months of co2)")
+    horizon: int = option(0, "values forecast at once (0: 10 years; 12 months of co2)")
+    valid_size: int = option(0, "values in the validation block (0: 30 years; 48 months of co2)")
+    test_size: int = option(0, "values in the held-out test tail (0: 40 years; 60 months of co2)")
+    scaling: str = option(
+        "change",
+        "change (relative to the last observed value) or level (scaled values)",
+        choices=SCALINGS,
     )
 
 
@@ -158,21 +141,11 @@ class ForecastTask(Task):
     def __init__(self, options: ForecastOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         options = self.options
-        for option, choices in (
-            ("series", SERIES),
-            ("co2_frequency", FREQUENCIES),
-            ("scaling", SCALINGS),
-        ):
-            if getattr(options, option) not in choices:
+        for name in ("history", "horizon", "valid_size", "test_size"):
+            if getattr(options, name) < 0:
                 raise ValueError(
-                    f"forecast option {option} must be one of {choices}; "
-                    f"got {getattr(options, option)!r}"
-                )
-        for option in ("history", "horizon", "valid_size", "test_size"):
-            if getattr(options, option) < 0:
-                raise ValueError(
-                    f"forecast option {option} must be >= 0 (0: the series' default); "
-                    f"got {getattr(options, option)}"
+                    f"forecast option {name} must be >= 0 (0: the series' default); "
+                    f"got {getattr(options, name)}"
                 )
         key = options.series if options.series == "sunspots" else f"co2-{options.co2_frequency}"
         history, horizon, valid_size, test_size, self.season = DEFAULTS[key]
@@ -198,10 +171,10 @@ class ForecastTask(Task):
         if values.ndim != 1 or not np.isfinite(values).all():
             raise ValueError(f"forecast: the series must be (N,) finite values; got {values.shape}")
         total = len(values)
-        for option, size in (("valid_size", self.valid_size), ("test_size", self.test_size)):
+        for name, size in (("valid_size", self.valid_size), ("test_size", self.test_size)):
             if size < self.horizon:
                 raise ValueError(
-                    f"forecast option {option} ({size}) must be at least the horizon "
+                    f"forecast option {name} ({size}) must be at least the horizon "
                     f"({self.horizon}): every origin's targets lie inside its block"
                 )
         test_start = total - self.test_size

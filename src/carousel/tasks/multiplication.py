@@ -16,10 +16,11 @@ sequences are wrong, with no condition on the mean error. Its test set has 2,560
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
+from carousel.options import option
 from carousel.tasks.adding import TOLERANCE, marked_pairs
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
@@ -29,27 +30,19 @@ from carousel.tasks.paper import SequenceTask, check_options
 class MultiplicationOptions:
     """Options of the multiplication problem."""
 
-    length: int = field(
-        default=100,
-        metadata={"help": "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100)"},
+    length: int = option(100, "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100)")
+    n_seq: int = option(
+        140,
+        "solved when fewer than n_seq of the latest stop_window training sequences "
+        "are wrong (the paper: 140, 13)",
+        minimum=1,
     )
-    n_seq: int = field(
-        default=140,
-        metadata={
-            "help": "solved when fewer than n_seq of the latest stop_window training sequences "
-            "are wrong (the paper: 140, 13)"
-        },
+    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
+    output_activation: str = option(
+        "sigmoid", "output unit: sigmoid (the paper) or identity", choices=("sigmoid", "identity")
     )
-    test_size: int = field(default=2560, metadata={"help": "sequences in the fixed test set"})
-    output_activation: str = field(
-        default="sigmoid",
-        metadata={
-            "help": "output unit: sigmoid (the paper) or identity",
-            "choices": ("sigmoid", "identity"),
-        },
-    )
-    stop_window: int = field(
-        default=2000, metadata={"help": "the number of latest training sequences n_seq counts in"}
+    stop_window: int = option(
+        2000, "the number of latest training sequences n_seq counts in", minimum=0
     )
 
 
@@ -64,16 +57,10 @@ class MultiplicationTask(SequenceTask):
     def __init__(self, options: MultiplicationOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         options = self.options
-        check_options(
-            "multiplication",
-            length=(options.length >= 12, f"at least 12; got {options.length}"),
-            n_seq=(options.n_seq >= 1, f">= 1; got {options.n_seq}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
-        )
+        length = (options.length >= 12, f"at least 12; got {options.length}")
+        check_options("multiplication", length=length)
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)
-        self.window, self.max_wrong = options.stop_window, options.n_seq - 1
-        self.test_size = options.test_size
+        self.max_wrong = options.n_seq - 1
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

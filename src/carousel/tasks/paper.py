@@ -29,7 +29,8 @@ from carousel.tasks.base import Batch, Task, generator
 class SequenceTask(Task):
     """Base of the 1997 paper's tasks; see the module docstring.
 
-    Attributes (set by subclasses):
+    Attributes (set by subclasses; ``test_size``, ``window`` and ``stop_error`` are taken from
+    the options ``test_size``, ``stop_window`` and ``stop_error`` of a task that has them):
         tolerance: a sequence is correct when every output error at its target steps is below this.
         stop_error: the mean ``loss`` over the window must be below this (``None``: no such rule).
         max_wrong: at most this many wrong sequences in the window.
@@ -44,6 +45,13 @@ class SequenceTask(Task):
     count_before_window: bool = False
     test_size: int = 2560
     test_batch: int = 256
+
+    def __init__(self, options=None, seed: int = 0) -> None:
+        super().__init__(options, seed)
+        renamed = {"test_size": "test_size", "window": "stop_window", "stop_error": "stop_error"}
+        for attribute, name in renamed.items():
+            if hasattr(self.options, name):
+                setattr(self, attribute, getattr(self.options, name))
 
     def sequences(self, count: int, rng) -> Batch:
         """``count`` fresh sequences drawn with the ``torch.Generator`` ``rng``."""

@@ -60,7 +60,7 @@ import sysconfig
 import tokenize
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +68,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from carousel.tasks.base import Batch, ModelIO, Task, generator
+from carousel.options import option
+from carousel.tasks.base import Batch, ModelIO, Task, check_held_out, generator
 
 TAGS = ("space", "name", "keyword", "op", "number", "string", "comment", "newline", "nl")
 """The tag of each id (see the module docstring)."""
@@ -89,32 +90,22 @@ _TOKEN_TAGS.update(NEWLINE=NEWLINE, NL=NL)
 class PyTokensOptions:
     """Options of token-type tagging of Python source."""
 
-    source_dir: str = field(
-        default="",
-        metadata={"help": "directory of *.py files to tag; empty: this Python's standard library"},
+    source_dir: str = option(
+        "", "directory of *.py files to tag; empty: this Python's standard library"
     )
-    min_bytes: int = field(default=2000, metadata={"help": "smallest file size in bytes to use"})
-    max_bytes: int = field(default=30000, metadata={"help": "largest file size in bytes to use"})
-    max_files: int = field(
-        default=0, metadata={"help": "use the first N readable files of the seeded order (0: all)"}
+    min_bytes: int = option(2000, "smallest file size in bytes to use")
+    max_bytes: int = option(30000, "largest file size in bytes to use")
+    max_files: int = option(
+        0, "use the first N readable files of the seeded order (0: all)", minimum=0
     )
-    split_seed: int = field(
-        default=0, metadata={"help": "seed of the file order that fixes the split"}
+    split_seed: int = option(0, "seed of the file order that fixes the split")
+    valid_fraction: float = option(0.1, "fraction of the files held out for validation")
+    test_fraction: float = option(0.2, "fraction of the files held out for the final test")
+    seq_len: int = option(256, "characters per chunk", minimum=1)
+    min_count: int = option(
+        1, "characters seen fewer times in the training files read as <unk>", minimum=1
     )
-    valid_fraction: float = field(
-        default=0.1, metadata={"help": "fraction of the files held out for validation"}
-    )
-    test_fraction: float = field(
-        default=0.2, metadata={"help": "fraction of the files held out for the final test"}
-    )
-    seq_len: int = field(default=256, metadata={"help": "characters per chunk"})
-    min_count: int = field(
-        default=1,
-        metadata={"help": "characters seen fewer times in the training files read as <unk>"},
-    )
-    eval_batch_size: int = field(
-        default=256, metadata={"help": "chunks per validation / test batch"}
-    )
+    eval_batch_size: int = option(256, "chunks per validation / test batch", minimum=1)
 
 
 def default_source_dir() -> Path:
@@ -234,31 +225,12 @@ class PyTokensTask(Task):
     def __init__(self, options: PyTokensOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
         options = self.options
-        positive = {
-            "seq_len": options.seq_len,
-            "min_count": options.min_count,
-            "eval_batch_size": options.eval_batch_size,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"pytokens option {name} must be >= 1; got {value}")
         if options.min_bytes < 0 or options.max_bytes < options.min_bytes:
             raise ValueError(
                 "pytokens options need 0 <= min_bytes <= max_bytes; got "
                 f"min_bytes={options.min_bytes}, max_bytes={options.max_bytes}"
             )
-        if options.max_files < 0:
-            raise ValueError(f"pytokens option max_files must be >= 0; got {options.max_files}")
-        for name in ("valid_fraction", "test_fraction"):
-            if not 0 < getattr(options, name) < 1:
-                raise ValueError(
-                    f"pytokens option {name} must lie in (0, 1); got {getattr(options, name)}"
-                )
-        if options.valid_fraction + options.test_fraction >= 1:
-            raise ValueError(
-                "pytokens options valid_fraction + test_fraction must be below 1; got "
-                f"{options.valid_fraction} + {options.test_fraction}"
-            )
+        check_held_out("pytokens", options, below=1)
         self.source_dir = Path(options.source_dir) if options.source_dir else default_source_dir()
         self.skipped: list[str] = []
         files = self.read_files()

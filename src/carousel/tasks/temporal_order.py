@@ -22,13 +22,14 @@ their mean loss below ``stop_error`` = 0.1. Its test set has 2,560 sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch.nn.functional import one_hot
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask
 
 SYMBOLS = ("E", "B", "a", "b", "c", "d", "X", "Y")
 """The symbols in the order of their one-hot features."""
@@ -43,18 +44,14 @@ TOLERANCE = 0.3
 class TemporalOrderOptions:
     """Options of the temporal order problem."""
 
-    problem: str = field(
-        default="6a",
-        metadata={"help": "6a: two relevant symbols, 4 classes; 6b: three, 8", "choices": PROBLEMS},
+    problem: str = option(
+        "6a", "6a: two relevant symbols, 4 classes; 6b: three, 8", choices=PROBLEMS
     )
-    test_size: int = field(default=2560, metadata={"help": "sequences in the fixed test set"})
-    stop_window: int = field(
-        default=2000,
-        metadata={"help": "solved when this many latest training sequences were all correct ..."},
+    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
+    stop_window: int = option(
+        2000, "solved when this many latest training sequences were all correct ...", minimum=0
     )
-    stop_error: float = field(
-        default=0.1, metadata={"help": "... and their mean squared error is below this"}
-    )
+    stop_error: float = option(0.1, "... and their mean squared error is below this")
 
 
 class TemporalOrderTask(SequenceTask):
@@ -67,17 +64,8 @@ class TemporalOrderTask(SequenceTask):
 
     def __init__(self, options: TemporalOrderOptions | None = None, seed: int = 0) -> None:
         super().__init__(options, seed)
-        options = self.options
-        check_options(
-            "temporal_order",
-            problem=(options.problem in PROBLEMS, f"one of {PROBLEMS}; got {options.problem!r}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
-        )
-        self.positions = POSITIONS[options.problem]
+        self.positions = POSITIONS[self.options.problem]
         self.io = ModelIO("regressor", 8, 2 ** len(self.positions), output_activation="sigmoid")
-        self.window, self.stop_error = options.stop_window, options.stop_error
-        self.test_size = options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

@@ -35,11 +35,12 @@ Stopping (the paper), on a check set of ``check_size`` = 256 test sequences (the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
 
@@ -53,29 +54,19 @@ TARGET_NOISE_VARIANCE = 0.1
 class TwoSequenceOptions:
     """Options of the two-sequence problem."""
 
-    problem: str = field(
-        default="3a",
-        metadata={
-            "help": "3a: the paper's 2-sequence problem; 3b: noisy first elements; "
-            "3c: noisy targets 0.2 / 0.8",
-            "choices": PROBLEMS,
-        },
+    problem: str = option(
+        "3a",
+        "3a: the paper's 2-sequence problem; 3b: noisy first elements; 3c: noisy targets 0.2 / 0.8",
+        choices=PROBLEMS,
     )
-    length: int = field(
-        default=100,
-        metadata={
-            "help": "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100, 1000)"
-        },
+    length: int = option(
+        100, "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100, 1000)"
     )
-    informative: int = field(
-        default=3, metadata={"help": "N: the first N elements carry the class (the paper: 1, 3)"}
+    informative: int = option(
+        3, "N: the first N elements carry the class (the paper: 1, 3)", minimum=1
     )
-    check_size: int = field(
-        default=256, metadata={"help": "test sequences the stopping criteria are judged on"}
-    )
-    final_size: int = field(
-        default=2560, metadata={"help": "test sequences a finished network is scored on"}
-    )
+    check_size: int = option(256, "test sequences the stopping criteria are judged on", minimum=1)
+    final_size: int = option(2560, "test sequences a finished network is scored on", minimum=1)
 
 
 class TwoSequenceTask(SequenceTask):
@@ -91,14 +82,10 @@ class TwoSequenceTask(SequenceTask):
         options = self.options
         check_options(
             "two_sequence",
-            problem=(options.problem in PROBLEMS, f"one of {PROBLEMS}; got {options.problem!r}"),
-            informative=(options.informative >= 1, f">= 1; got {options.informative}"),
             length=(
                 options.length >= options.informative,
                 f"at least informative (N = {options.informative}); got {options.length}",
             ),
-            check_size=(options.check_size >= 1, f">= 1; got {options.check_size}"),
-            final_size=(options.final_size >= 1, f">= 1; got {options.final_size}"),
         )
         self.io = ModelIO("regressor", 1, 1, output_activation="sigmoid")
         self.tolerance = 0.1 if options.problem == "3c" else 0.2

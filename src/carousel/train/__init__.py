@@ -6,6 +6,14 @@
 
 from carousel.train.checkpoint import CheckpointError
 from carousel.train.config import Config, ModelConfig, OptimConfig, TrainConfig
-from carousel.train.loop import train
+from carousel.train.loop import TrainResult, train
 
-__all__ = ["CheckpointError", "Config", "ModelConfig", "OptimConfig", "TrainConfig", "train"]
+__all__ = [
+    "CheckpointError",
+    "Config",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+]

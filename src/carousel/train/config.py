@@ -29,76 +29,90 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carousel.tasks.base import options_from_dict
+from carousel.cells.options import CELL_OPTIONS
+from carousel.options import option, options_from_dict
 
 
-def _option(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
+def _with_cell_options(cls: type) -> type:
+    """Give ``cls`` (before it becomes a dataclass) a field per keyword option of the cell
+    variants, :data:`~carousel.cells.options.CELL_OPTIONS`; ``None``: the variant's default."""
+    for name, cell_option in CELL_OPTIONS.items():
+        cls.__annotations__[name] = f"{cell_option.type.__name__} | None"
+        setattr(cls, name, option(None, cell_option.help))
+    return cls
 
 
 @dataclass
+@_with_cell_options
 class ModelConfig:
-    """The recurrent layer under the task's head (see :func:`carousel.models.build`)."""
+    """The recurrent layer under the task's head (see :func:`carousel.models.build`).
 
-    variant: str = _option(
+    After the fields below come the cell options, one field per entry of
+    :data:`~carousel.cells.options.CELL_OPTIONS` (``block_size``, ``peepholes``,
+    ``gate_activation``, ...), each ``None`` (the variant's default) unless set.
+    """
+
+    variant: str = option(
         "vanilla", "cell variant (carousel info lists them), e.g. vanilla, 1997, gru"
     )
-    hidden_size: int = _option(64, "cells (units) per layer and direction")
-    num_layers: int = _option(1, "stacked recurrent layers")
-    bidirectional: bool = _option(False, "read sequences both ways (classifier, regressor, tagger)")
-    dropout: float = _option(0.0, "dropout on non-recurrent edges: inputs, between layers, outputs")
-    proj_size: int = _option(0, "LSTM projection of h to this width (0: none)")
-    embedding_size: int = _option(
-        0, "token embedding width (0: hidden_size, or proj width if tied)"
+    hidden_size: int = option(64, "cells (units) per layer and direction", minimum=1)
+    num_layers: int = option(1, "stacked recurrent layers", minimum=1)
+    bidirectional: bool = option(False, "read sequences both ways (classifier, regressor, tagger)")
+    dropout: float = option(0.0, "dropout on non-recurrent edges: inputs, between layers, outputs")
+    proj_size: int = option(0, "LSTM projection of h to this width (0: none)", minimum=0)
+    embedding_size: int = option(
+        0, "token embedding width (0: hidden_size, or proj width if tied)", minimum=0
     )
-    tie_weights: bool = _option(False, "language models: share the embedding with the decoder")
-    block_size: int | None = _option(None, "LSTM cells per memory block sharing gates (1997)")
-    peepholes: bool | None = _option(None, "LSTM: add/drop peephole connections")
-    gate_activation: str | None = _option(None, "gate squashing: sigmoid or hard_sigmoid")
-    truncate_gradient: bool | None = _option(None, "the 1997 paper's truncated gradient")
-    init: str = _option(
+    tie_weights: bool = option(False, "language models: share the embedding with the decoder")
+    init: str = option(
         "", 'initialisers after torch\'s default, e.g. "forget_bias(1.0)" or "chrono(100)"'
     )
-    backend: str = _option("auto", "kernel backend: auto, or a name from carousel info")
+    backend: str = option("auto", "kernel backend: auto, or a name from carousel info")
 
 
 @dataclass
 class OptimConfig:
     """The optimiser, its learning-rate schedule and gradient clipping."""
 
-    optimizer: str = _option(
+    optimizer: str = option(
         "adam",
         "sgd (plain or with momentum; with batch_size 1: online, as in 1997) or adam",
         choices=("sgd", "adam"),
     )
-    lr: float = _option(1e-3, "peak learning rate")
-    momentum: float = _option(0.0, "SGD momentum")
-    weight_decay: float = _option(0.0, "L2 weight decay")
-    schedule: str = _option(
+    lr: float = option(1e-3, "peak learning rate", minimum=0)
+    momentum: float = option(0.0, "SGD momentum", minimum=0)
+    weight_decay: float = option(0.0, "L2 weight decay", minimum=0)
+    schedule: str = option(
         "constant",
         "learning rate after warm-up: constant, linear or cosine decay to 0",
         choices=("constant", "linear", "cosine"),
     )
-    warmup_steps: int = _option(0, "steps of linear warm-up from 0 to lr")
-    clip_norm: float = _option(0.0, "clip the gradient's global L2 norm to this (0: off)")
-    clip_value: float = _option(0.0, "clip every gradient entry to [-v, v] (0: off)")
+    warmup_steps: int = option(0, "steps of linear warm-up from 0 to lr", minimum=0)
+    clip_norm: float = option(0.0, "clip the gradient's global L2 norm to this (0: off)", minimum=0)
+    clip_value: float = option(0.0, "clip every gradient entry to [-v, v] (0: off)", minimum=0)
 
 
 @dataclass
 class TrainConfig:
     """The loop: length, batches, seeding, evaluation, checkpoints, stopping, device."""
 
-    steps: int = _option(1000, "optimiser steps (one batch each) to train for")
-    batch_size: int = _option(32, "sequences per step, over all processes (1: online)")
-    seed: int = _option(0, "seed of the data, the initial weights and dropout")
-    eval_every: int = _option(100, "evaluate on the task's test set every N steps (0: at the end)")
-    log_every: int = _option(10, "write training metrics every N steps")
-    checkpoint_every: int = _option(100, "write a checkpoint every N steps (and at the end)")
-    keep_last: int = _option(3, "latest checkpoints kept (the best one is kept too)")
-    stop_when_solved: bool = _option(True, "stop once the task's success criterion holds")
-    device: str = _option("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
-    threads: int = _option(
-        0, "CPU threads per process for torch and the kernels (0: as set, see CAROUSEL_NUM_THREADS)"
+    steps: int = option(1000, "optimiser steps (one batch each) to train for", minimum=1)
+    batch_size: int = option(32, "sequences per step, over all processes (1: online)", minimum=1)
+    seed: int = option(0, "seed of the data, the initial weights and dropout")
+    eval_every: int = option(
+        100, "evaluate on the task's test set every N steps (0: at the end)", minimum=0
+    )
+    log_every: int = option(10, "write training metrics every N steps", minimum=1)
+    checkpoint_every: int = option(
+        100, "write a checkpoint every N steps (and at the end)", minimum=1
+    )
+    keep_last: int = option(3, "latest checkpoints kept (the best one is kept too)", minimum=1)
+    stop_when_solved: bool = option(True, "stop once the task's success criterion holds")
+    device: str = option("auto", "cpu, cuda, cuda:N, or auto (cuda if available)")
+    threads: int = option(
+        0,
+        "CPU threads per process for torch and the kernels (0: as set, see CAROUSEL_NUM_THREADS)",
+        minimum=0,
     )
 
 
@@ -137,33 +151,11 @@ class Config:
             if not isinstance(value, section):
                 raise TypeError(f"{name} must be a {section.__name__}; got {type(value).__name__}")
             options_from_dict(section, dataclasses.asdict(value), f"[{name}]")  # types, choices
-        positive = {
-            "hidden_size": self.model.hidden_size,
-            "num_layers": self.model.num_layers,
-            "steps": self.train.steps,
-            "batch_size": self.train.batch_size,
-            "log_every": self.train.log_every,
-            "checkpoint_every": self.train.checkpoint_every,
-            "keep_last": self.train.keep_last,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1; got {value}")
-        non_negative = {
-            "proj_size": self.model.proj_size,
-            "embedding_size": self.model.embedding_size,
-            "lr": self.optim.lr,
-            "momentum": self.optim.momentum,
-            "weight_decay": self.optim.weight_decay,
-            "warmup_steps": self.optim.warmup_steps,
-            "clip_norm": self.optim.clip_norm,
-            "clip_value": self.optim.clip_value,
-            "eval_every": self.train.eval_every,
-            "threads": self.train.threads,
-        }
-        for name, value in non_negative.items():
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0; got {value}")
+            for declared in dataclasses.fields(section):  # least values, in the fields' metadata
+                least, setting = declared.metadata.get("minimum"), getattr(value, declared.name)
+                if least is not None and setting < least:
+                    bound = f"at least {least}" if least else ">= 0"
+                    raise ValueError(f"{declared.name} must be {bound}; got {setting}")
         if not 0 <= self.model.dropout < 1:
             raise ValueError(f"dropout must lie in [0, 1); got {self.model.dropout}")
         if self.optim.optimizer == "adam" and self.optim.momentum:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,15 @@ def teardown(context: Context, wait: bool = True) -> None:
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, context: Context) -> torch.nn.Module:
+    """``model`` in :class:`~torch.nn.parallel.DistributedDataParallel` (which averages the
+    gradients over the processes) when there are several processes, else ``model`` itself."""
+    if context.world_size == 1:
+        return model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 def gather_rows(context: Context, columns: dict[str, Tensor]) -> dict[str, Tensor]:

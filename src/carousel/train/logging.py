@@ -29,6 +29,9 @@ FIXED_COLUMNS = ["step", "sequences", "seconds", "lr", "grad_norm"]
 class RunLog:
     """The reports of one process (only rank 0 writes; other ranks get ``enabled=False``).
 
+    :attr:`rows` holds the rows of ``metrics.csv`` (a resumed run's earlier ones too) as
+    :func:`read_metrics` reads them back: column -> number, empty cells left out.
+
     Args:
         run_dir: the run directory.
         total_steps: for the progress bar.
@@ -45,6 +48,7 @@ class RunLog:
         self.quiet = quiet or not enabled
         self.csv_path = self.run_dir / "metrics.csv"
         self.columns: list[str] | None = None
+        self.rows: list[dict[str, float]] = []  # what metrics.csv holds, as numbers
         self.last_eval_loss: float | None = None
         self.writer = None
         self.bar = None
@@ -73,6 +77,9 @@ class RunLog:
             return
         self.columns = rows[0]
         kept = [rows[0]] + [row for row in rows[1:] if row and int(row[0]) <= start_step]
+        self.rows = [
+            {k: float(v) for k, v in zip(self.columns, row, strict=True) if v} for row in kept[1:]
+        ]
         buffer = io.StringIO()
         csv.writer(buffer).writerows(kept)
         atomic_write(self.csv_path, buffer.getvalue().encode())
@@ -102,6 +109,7 @@ class RunLog:
             values.update({f"eval_{k}": v for k, v in evaluation.items()})
         with open(self.csv_path, "a", newline="") as file:
             csv.writer(file).writerow([_format(values.get(column)) for column in self.columns])
+        self.rows.append({k: float(values[k]) for k in self.columns if values.get(k) is not None})
         step = int(fixed["step"])
         if self.writer is not None:
             self.writer.add_scalar("lr", fixed["lr"], step)

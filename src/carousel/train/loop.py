@@ -16,79 +16,64 @@ One step:
 Everything random derives from ``train.seed`` (the data from the task's seeded streams, the
 initial weights and dropout from torch's generator, whose state is checkpointed), so a run
 interrupted and resumed on the CPU ends with the same weights, bit for bit, as one that was not.
+
+What a step changes is a :class:`~carousel.train.state.RunState` (model, optimiser, carried
+state, recent scores, progress), which saves itself to a checkpoint and restores itself from
+one; the run directory's lock and checks are in :mod:`carousel.train.run_dir`, the optimiser,
+its schedule and clipping in :mod:`carousel.train.optim`.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
-import math
 import time
-import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
 
 from carousel import models
 from carousel.kernels.threads import set_num_threads
 from carousel.tasks import Task, build_task
 from carousel.tasks.base import Batch, shard_range
-from carousel.train import checkpoint, distributed
-from carousel.train.checkpoint import CheckpointError
-from carousel.train.config import Config, OptimConfig
-from carousel.train.logging import RunLog, check_metrics
-
-RESUMABLE = (
-    "train.steps",
-    "train.eval_every",
-    "train.log_every",
-    "train.checkpoint_every",
-    "train.keep_last",
-    "train.stop_when_solved",
-    "train.device",
-    "train.threads",
-    "model.backend",
-)
-"""Settings a resumed run may change; any other difference from the saved run is an error."""
+from carousel.train import distributed
+from carousel.train.config import Config
+from carousel.train.logging import RunLog
+from carousel.train.optim import clip_gradients, learning_rate, make_optimizer
+from carousel.train.run_dir import RunLock, open_run_directory, write_run_files
+from carousel.train.state import Progress, RunState, Window, continue_state, detach
 
 
-@dataclass
-class Progress:
-    """Where a run stands; saved in every checkpoint.
+@dataclass(eq=False)
+class TrainResult(Mapping):
+    """What :func:`train` returns: the run's summary, the trained model and its learning curve.
 
-    ``row_*`` accumulate the training scores since the last row of ``metrics.csv``.
+    The result reads as its summary (``result["solved_sequences"]``, ``dict(result)``).
+
+    Attributes:
+        summary: ``step``, ``sequences``, ``seconds``, ``solved`` (bool), ``solved_step``,
+            ``solved_sequences``, ``best_step``, ``best_loss`` and ``evaluation`` (the final
+            test metrics).
+        model: the trained model with the weights after the last step, in eval mode (the best
+            checkpoint's weights are in the run directory:
+            :func:`~carousel.train.checkpoint.load_trained_model`).
+        curve: the rows of ``metrics.csv``, a resumed run's earlier rows included: column ->
+            number, empty cells left out (as :func:`~carousel.train.logging.read_metrics`
+            reads them).
     """
 
-    step: int = 0
-    sequences: int = 0
-    seconds: float = 0.0
-    best_loss: float | None = None
-    best_step: int | None = None
-    solved_step: int | None = None
-    solved_sequences: int | None = None
-    row_totals: dict[str, float] = field(default_factory=dict)
-    row_sequences: int = 0
-    row_steps: int = 0
-    row_grad_norm: float = 0.0
+    summary: dict
+    model: torch.nn.Module = field(repr=False)
+    curve: list[dict[str, float]] = field(default_factory=list, repr=False)
 
+    def __getitem__(self, key: str):
+        return self.summary[key]
 
-class Window:
-    """The per-sequence scores of the most recent ``size`` training sequences, oldest first."""
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.summary)
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.values: dict[str, Tensor] = {}
-
-    def add(self, scores: dict[str, Tensor]) -> None:
-        """Append a batch's scores (each ``(B,)``), dropping the oldest beyond ``size``."""
-        if self.size:
-            for name, value in scores.items():
-                previous = self.values.get(name, value[:0])
-                self.values[name] = torch.cat([previous, value])[-self.size :]
+    def __len__(self) -> int:
+        return len(self.summary)
 
 
 def train(
@@ -98,27 +83,28 @@ def train(
     resume: bool = False,
     quiet: bool = False,
     task: Task | None = None,
-) -> dict:
-    """Train as ``config`` says, writing the run to ``run_dir``; return a summary.
+) -> TrainResult:
+    """Train as ``config`` says, writing the run to ``run_dir``; return the summary, the model
+    and the learning curve.
 
     Args:
         config: the run's configuration.
         run_dir: a new (or empty) directory, or with ``resume`` the directory of the run to
             continue from its latest checkpoint.
         resume: continue the run in ``run_dir``; its configuration must match ``config`` except
-            for the settings in :data:`RESUMABLE`.
+            for the settings in :data:`~carousel.train.run_dir.RESUMABLE`.
         quiet: print nothing.
-
-    ``config.train.threads``, if set, sets this process's thread count for good
-    (:func:`carousel.set_num_threads`); otherwise the threads are left as they are.
         task: a task object to use instead of building ``config.task`` (for tasks that are not
             registered); its name must equal ``config.task``.
 
-    Returns:
-        ``step``, ``sequences``, ``solved`` (bool), ``solved_step``, ``solved_sequences``,
-        ``best_step``, ``best_loss`` and ``evaluation`` (the final test metrics).
+    ``config.train.threads``, if set, sets this process's thread count for good
+    (:func:`carousel.set_num_threads`); otherwise the threads are left as they are.
 
-    The run directory is locked for the whole run (:class:`~carousel.train.checkpoint.RunLock`).
+    Returns:
+        a :class:`TrainResult`: it reads as the summary (``result["solved_sequences"]``), and
+        holds the trained model (``result.model``) and the learning curve (``result.curve``).
+
+    The run directory is locked for the whole run (:class:`~carousel.train.run_dir.RunLock`).
 
     Raises:
         ValueError: bad settings, or a run directory that is not empty without ``resume``;
@@ -133,9 +119,9 @@ def train(
     if config.train.threads:
         set_num_threads(config.train.threads)
     context = distributed.setup(config.train.device)
-    lock = checkpoint.RunLock(Path(run_dir)) if context.is_main else None
+    lock = RunLock(Path(run_dir)) if context.is_main else None
     try:
-        summary = _train(config, Path(run_dir), resume, quiet, task, context, lock)
+        result = _train(config, Path(run_dir), resume, quiet, task, context, lock)
     except BaseException:
         distributed.teardown(context, wait=False)
         raise
@@ -143,10 +129,10 @@ def train(
         if lock is not None:
             lock.release()
     distributed.teardown(context)
-    return summary
+    return result
 
 
-def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, context, lock) -> dict:
+def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, context, lock):
     settings = config.train
     if settings.batch_size % context.world_size:
         raise ValueError(
@@ -161,33 +147,25 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
         raise ValueError(f"task object {task.name!r} does not match config.task {config.task!r}")
     torch.manual_seed(settings.seed)
     model = models.build(task.io, config.model).to(context.device)
-    optimizer = make_optimizer(model, config.optim)
+    state = RunState(model, make_optimizer(model, config.optim), Window(task.window))
     torch.manual_seed(settings.seed + context.rank)  # dropout differs between processes
 
     # 2. The run directory: locked (by rank 0, for the run's whole life) and checked.
-    latest = _broadcast_checked(
-        context, lambda: check_run_directory(run_dir, config, resume, lock, task.vocabulary)
-    )
+    latest = open_run_directory(run_dir, config, resume, lock, task.vocabulary, context)
 
     # 3. Resume: weights, optimiser, carried state, recent scores, progress and RNG states,
     #    every part of the checkpoint checked before any is used.
-    progress, carried, recent = Progress(), None, Window(task.window)
     if latest is not None:
-        progress, carried = restore(latest, model, optimizer, recent, config, context)
+        state.restore(latest, config, context)
+    progress, optimizer = state.progress, state.optimizer
 
     # 4. Only now write: the configuration, the vocabulary, the logs.
     if context.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(run_dir / "config.json", config.to_dict())
-        if task.vocabulary is not None:
-            checkpoint.write_json(run_dir / "vocab.json", task.vocabulary)
+        write_run_files(run_dir, config, task.vocabulary)
     log = RunLog(run_dir, settings.steps, progress.step, context.is_main, quiet)
     if latest is not None:
         log.message(f"resuming {run_dir} from step {progress.step} ({latest.name})")
-    network = model
-    if context.world_size > 1:
-        device_ids = [context.device.index] if context.device.type == "cuda" else None
-        network = DistributedDataParallel(model, device_ids=device_ids)
+    network = distributed.wrap(model, context)  # DDP over several processes
 
     # 5. The loop.
     finished = progress.step >= settings.steps or (
@@ -204,19 +182,20 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            output, state = network(batch.x, batch.mask, continue_state(carried, batch.reset))
+            start = continue_state(state.carried, batch.reset)  # None: zeros
+            output, final = network(batch.x, batch.mask, start)  # final: the state after the batch
             loss = task.loss(output, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = clip_gradients(model, config.optim)
             optimizer.step()
-            carried = detach(state) if batch.reset is not None else None
+            state.carried = detach(final) if batch.reset is not None else None
 
             progress.step += 1
             progress.sequences += settings.batch_size
             with torch.no_grad():
                 scores = distributed.gather_rows(context, task.scores(output.detach(), batch))
-            recent.add(scores)
+            state.recent.add(scores)
             for name, value in scores.items():
                 progress.row_totals[name] = progress.row_totals.get(name, 0.0) + float(value.sum())
             progress.row_sequences += settings.batch_size
@@ -227,7 +206,7 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
             evaluation = None
             if (settings.eval_every and progress.step % settings.eval_every == 0) or at_end:
                 evaluation = evaluate(model, task, context)
-            if progress.solved_step is None and task.solved(recent.values, evaluation):
+            if progress.solved_step is None and task.solved(state.recent.values, evaluation):
                 progress.solved_step, progress.solved_sequences = progress.step, progress.sequences
                 log.message(f"solved after {progress.step} steps, {progress.sequences} sequences")
             finished = at_end or (progress.solved_step is not None and settings.stop_when_solved)
@@ -243,24 +222,9 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
             if progress.step % settings.log_every == 0 or evaluation is not None or finished:
                 write_row(log, task, progress, lr, evaluation)
             interrupted = distributed.any_process(context, stop.requested)
-            if (
-                progress.step % settings.checkpoint_every == 0
-                or improved
-                or finished
-                or interrupted
-            ):
-                save_checkpoint(
-                    run_dir,
-                    task,
-                    model,
-                    optimizer,
-                    carried,
-                    recent,
-                    progress,
-                    config,
-                    context,
-                    improved,
-                )
+            scheduled = progress.step % settings.checkpoint_every == 0
+            if scheduled or improved or finished or interrupted:
+                state.save(run_dir, config, task.io, context, improved)
             log.step()
             if interrupted and not finished:
                 log.close(config.task)
@@ -270,7 +234,7 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
         log.close(config.task)
         if evaluation is None and latest is not None:  # resumed a finished run: its test metrics
             evaluation = evaluate(model, task, context)
-    return {
+    summary = {
         "step": progress.step,
         "sequences": progress.sequences,
         "solved": progress.solved_step is not None,
@@ -281,68 +245,11 @@ def _train(config: Config, run_dir: Path, resume: bool, quiet: bool, task, conte
         "evaluation": evaluation,
         "seconds": progress.seconds,
     }
+    curve = distributed.broadcast_object(context, log.rows)  # rank 0 read the earlier rows
+    return TrainResult(summary, model.eval(), curve)
 
 
 # ---- the pieces of a step ------------------------------------------------------------------
-
-
-def make_optimizer(model: torch.nn.Module, settings: OptimConfig) -> torch.optim.Optimizer:
-    """SGD (with ``momentum``, possibly 0) or Adam over the model's parameters."""
-    if settings.optimizer == "sgd":
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=settings.lr,
-            momentum=settings.momentum,
-            weight_decay=settings.weight_decay,
-        )
-    return torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-
-
-def learning_rate(settings: OptimConfig, step: int, steps: int) -> float:
-    r"""The learning rate of step ``step`` (0-based) of ``steps``.
-
-    Linear warm-up over ``warmup_steps``: :math:`\eta (s + 1) / w`; then ``constant``
-    :math:`\eta`, ``linear`` :math:`\eta (1 - p)` or ``cosine``
-    :math:`\tfrac{\eta}{2} (1 + \cos \pi p)`, with :math:`p = (s - w) / (S - w)`.
-    """
-    warmup = settings.warmup_steps
-    if step < warmup:
-        return settings.lr * (step + 1) / warmup
-    if settings.schedule == "constant":
-        return settings.lr
-    fraction = (step - warmup) / max(1, steps - warmup)
-    if settings.schedule == "linear":
-        return settings.lr * (1 - fraction)
-    return settings.lr * 0.5 * (1 + math.cos(math.pi * fraction))
-
-
-def clip_gradients(model: torch.nn.Module, settings: OptimConfig) -> float:
-    """Clip each gradient entry to ``clip_value``, then the global norm to ``clip_norm`` (each if
-    set); returns the global gradient norm before norm clipping."""
-    parameters = [p for p in model.parameters() if p.grad is not None]
-    if settings.clip_value:
-        torch.nn.utils.clip_grad_value_(parameters, settings.clip_value)
-    return float(torch.nn.utils.clip_grad_norm_(parameters, settings.clip_norm or math.inf))
-
-
-def continue_state(state, reset: Tensor | None):
-    """The state a stream batch starts from: the carried ``state`` with the rows where ``reset``
-    zeroed; ``None`` (zeros) for a batch that does not continue a stream."""
-    if state is None or reset is None or bool(reset.all()):
-        return None
-    keep = (~reset).to(_first(state).dtype).view(1, -1, 1)  # (1, B, 1)
-    return tuple(s * keep for s in state) if isinstance(state, tuple) else state * keep
-
-
-def detach(state):
-    """The state cut from the graph (truncated backpropagation at the batch boundary)."""
-    if state is None:
-        return None
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
-
-
-def _first(state) -> Tensor:
-    return state[0] if isinstance(state, tuple) else state
 
 
 @torch.no_grad()
@@ -390,196 +297,3 @@ def write_row(log: RunLog, task: Task, progress: Progress, lr: float, evaluation
         log.message(f"step {progress.step}: test {shown}")
     progress.row_totals, progress.row_sequences = {}, 0
     progress.row_steps, progress.row_grad_norm = 0, 0.0
-
-
-# ---- run directory and checkpoints ---------------------------------------------------------
-
-
-def check_run_directory(
-    run_dir: Path,
-    config: Config,
-    resume: bool,
-    lock: checkpoint.RunLock | None = None,
-    vocabulary=None,
-) -> Path | None:
-    """Check that training may write to ``run_dir``, taking ``lock`` (if given) first; return
-    the checkpoint to resume from.
-
-    A new run needs a missing or empty directory. A resumed run needs the run's
-    ``config.json`` to match ``config`` (up to :data:`RESUMABLE`), its ``vocab.json`` (if any) to
-    equal ``vocabulary`` and its ``metrics.csv`` to be readable; it continues from the latest
-    checkpoint, or from step 0 if none was written yet. The lock is taken only where a run
-    may be: never in a directory that is neither empty nor a run's.
-    """
-    config_path = run_dir / "config.json"
-    if not resume:
-        if run_dir.exists() and not run_dir.is_dir():
-            raise CheckpointError(
-                f"output directory {str(run_dir)!r} is a file; choose another --out"
-            )
-        is_run = config_path.exists() or (run_dir / checkpoint.LOCK_NAME).exists()
-        if lock is not None and (is_run or not _contents(run_dir)):
-            lock.acquire()
-        if _contents(run_dir):
-            raise CheckpointError(
-                f"output directory {str(run_dir)!r} is not empty; pass --resume to continue the "
-                "run in it, or choose another --out"
-            )
-        return None
-    if not config_path.exists():
-        raise CheckpointError(f"nothing to resume in {str(run_dir)!r}: it has no config.json")
-    if lock is not None:
-        lock.acquire()
-    saved = Config.from_dict(
-        checkpoint.read_json(config_path, "run configuration"), str(config_path)
-    )
-    differences = config.differences(saved, ignore=RESUMABLE)
-    if differences:
-        raise CheckpointError(
-            f"the run in {str(run_dir)!r} was made with other settings ({'; '.join(differences[:4])}); "
-            "resume it with its own settings, or choose another --out"
-        )
-    vocabulary_path = run_dir / "vocab.json"
-    if vocabulary_path.exists():
-        if vocabulary != checkpoint.read_json(vocabulary_path, "vocabulary"):
-            raise CheckpointError(
-                f"the task's vocabulary differs from the one saved in {str(vocabulary_path)!r} "
-                "(has the text changed?)"
-            )
-    check_metrics(run_dir / "metrics.csv")
-    return checkpoint.latest(run_dir / "checkpoints")
-
-
-def _contents(directory: Path) -> list[str]:
-    """The entries of ``directory`` (none if it does not exist) but its lock file."""
-    if not directory.is_dir():
-        return []
-    return [path.name for path in directory.iterdir() if path.name != checkpoint.LOCK_NAME]
-
-
-def _broadcast_checked(context, check):
-    """Run ``check`` on rank 0 and give its result, or raise its error, on every process."""
-    outcome = None
-    if context.is_main:
-        try:
-            outcome = ("ok", check())
-        except ValueError as error:
-            outcome = (type(error).__name__, str(error))
-    outcome = distributed.broadcast_object(context, outcome)
-    if outcome[0] != "ok":
-        raise (CheckpointError if outcome[0] == "CheckpointError" else ValueError)(outcome[1])
-    return outcome[1]
-
-
-def save_checkpoint(
-    run_dir, task, model, optimizer, carried, recent, progress, config, context, improved: bool
-) -> None:
-    """Write a checkpoint of the state after ``progress.step`` steps, record it as the best if the
-    test loss ``improved``, and prune old ones. Rank 0 writes; every process contributes its
-    carried state and RNG state."""
-    tensors: dict[str, Tensor] = {}
-    states = () if carried is None else (carried if isinstance(carried, tuple) else (carried,))
-    for index, state in enumerate(states):  # each (L * D, b, H): rows of this process
-        tensors[f"carry.{index}"] = distributed.gather_along(context, state, dim=1).cpu()
-    rng = distributed.gather_objects(context, _rng_state(context.device))
-    if not context.is_main:
-        return
-    tensors.update(checkpoint.model_tensors(model))
-    optimizer_tensors, optimizer_settings = checkpoint.optimizer_tensors(optimizer)
-    tensors.update(optimizer_tensors)
-    tensors.update({f"recent.{name}": value for name, value in recent.values.items()})
-    info = {
-        "step": progress.step,
-        "config": config.to_dict(),
-        "io": dataclasses.asdict(task.io),
-        "progress": dataclasses.asdict(progress),
-        "optimizer": optimizer_settings,
-        "carried": None
-        if carried is None
-        else ("tuple" if isinstance(carried, tuple) else "tensor"),
-        "world_size": context.world_size,
-        "rng": rng,
-    }
-    directory = run_dir / "checkpoints"
-    path = checkpoint.save(directory, checkpoint.step_name(progress.step), tensors, info)
-    if improved:
-        record = {"checkpoint": path.name, "step": progress.step, "loss": progress.best_loss}
-        checkpoint.write_json(directory / "best.json", record)
-    best = None
-    if progress.best_step is not None:
-        best = directory / f"{checkpoint.step_name(progress.best_step)}.json"
-    checkpoint.prune(directory, config.train.keep_last, keep=best)
-
-
-def restore(path: Path, model, optimizer, recent: Window, config: Config, context):
-    """Load the checkpoint ``path`` into the model, optimiser and window; return the progress
-    and this process's rows of the carried state."""
-    tensors, info = checkpoint.load(path)  # the record checked whole (schema, digest, fields)
-    source = repr(str(path))
-    saved = checkpoint.read_config(info, path)
-    progress = Progress(**info["progress"])
-    optimizer_settings, carried_kind, rng = info["optimizer"], info["carried"], info["rng"]
-    differences = config.differences(saved, ignore=RESUMABLE)
-    if differences:
-        raise CheckpointError(
-            f"checkpoint {source} belongs to a run with other settings: {'; '.join(differences[:4])}"
-        )
-    _check_window(tensors, recent.size, f"checkpoint {source}")
-    if progress.step > config.train.steps:
-        raise CheckpointError(
-            f"steps ({config.train.steps}) is below the step of checkpoint {source} "
-            f"({progress.step}; the run's target is {saved.train.steps} steps): resume with at "
-            f"least {progress.step} steps; nothing was changed"
-        )
-    checkpoint.load_model(model, tensors, source)
-    checkpoint.load_optimizer(optimizer, tensors, optimizer_settings, source)
-    recent.values = {
-        k.removeprefix("recent."): v for k, v in tensors.items() if k.startswith("recent.")
-    }
-    carried = None
-    if carried_kind is not None:
-        count = sum(1 for name in tensors if name.startswith("carry."))
-        states = []
-        for index in range(count):
-            state = tensors[f"carry.{index}"]  # (L * D, B, H), all processes' rows
-            start, stop = shard_range(state.shape[1], context.rank, context.world_size)
-            states.append(state[:, start:stop].to(context.device))
-        carried = tuple(states) if carried_kind == "tuple" else states[0]
-    if len(rng) == context.world_size:
-        _set_rng_state(rng[context.rank], context.device, f"checkpoint {source}")
-    elif context.is_main:
-        warnings.warn(
-            f"the run was trained with {len(rng)} processes and resumes with "
-            f"{context.world_size}: random streams (dropout) start from the seed again, so the "
-            "result will not be bit-identical to an uninterrupted run",
-            stacklevel=2,
-        )
-    return progress, carried
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
-    if device.type == "cuda":
-        cuda = torch.cuda.get_rng_state(device).numpy().tobytes()
-        state["cuda"] = base64.b64encode(cuda).decode()
-    return state
-
-
-def _check_window(tensors, window: int, source: str) -> None:
-    """The recent scores of a checkpoint fit the task's window."""
-    for name, value in tensors.items():
-        if name.startswith("recent.") and value.shape[0] > window:
-            raise CheckpointError(
-                f"{source} is corrupt: recent: {name} holds {value.shape[0]} scores; the "
-                f"task's window is {window}"
-            )
-
-
-def _set_rng_state(state: dict, device: torch.device, source: str) -> None:
-    torch.set_rng_state(checkpoint.decode_rng(state["torch"], source, "rng.torch"))
-    if device.type == "cuda" and "cuda" in state:
-        try:
-            cuda = checkpoint.decode_rng(state["cuda"], source, "rng.cuda")
-            torch.cuda.set_rng_state(cuda, device)
-        except RuntimeError as error:
-            raise CheckpointError(f"{source} is corrupt: rng.cuda: {error}") from None
