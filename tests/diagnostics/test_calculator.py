@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from carousel.diagnostics import calculator as worked
-from carousel.diagnostics import gate_traces
+from carousel.diagnostics import calculator_training, gate_traces
 
 TARGET = [0, 0, 0, 4, 0, 0, 0, 3]
 
@@ -102,8 +102,10 @@ def test_on_random_inputs_both_designs_print_the_calculator_and_only_the_correct
 
 
 def test_a_trained_lstm_learns_the_calculator():
-    trained = worked.train_lstm(500, hidden_size=16, steps=8, seed=0, test_sequences=200)
+    trained = calculator_training.train_lstm(
+        500, hidden_size=16, steps=8, seed=0, test_sequences=200
+    )
     assert np.mean(trained.losses[-50:]) < 0.05 * np.mean(trained.losses[:50])
-    result = worked.model_walkthrough(trained.model)
+    result = calculator_training.model_walkthrough(trained.model)
     np.testing.assert_array_equal(np.round(result.table["output"]), TARGET)
     assert trained.test_error < 0.2

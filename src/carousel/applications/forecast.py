@@ -15,9 +15,9 @@ Baselines, scored on exactly the LSTM's test origins (every origin of the test t
 - seasonal persistence (CO2): the value one season (12 months) before each target;
 - linear autoregression: ridge regression from the same windows, in the same scaling, to the
   same ``horizon`` targets (a direct linear forecaster), fitted on the training windows, its
-  penalty chosen from :data:`RIDGE_ALPHAS` by validation loss;
+  penalty chosen from :data:`~carousel.applications.forecast_baselines.RIDGE_ALPHAS` by validation loss;
 - (S)ARIMA (statsmodels' ``ARIMA``, state-space maximum likelihood): the order is chosen from
-  :data:`ARIMA_CANDIDATES` by AIC on the training part, then its parameters are fitted on the
+  :data:`~carousel.applications.forecast_baselines.ARIMA_CANDIDATES` by AIC on the training part, then its parameters are fitted on the
   training part and the validation block (everything before the test tail); each test origin's
   forecast applies these fixed parameters to the observations before the origin
   (``results.apply`` to the series, then a dynamic prediction from the origin, which uses no
@@ -29,16 +29,24 @@ method against the observed test tail.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from carousel.applications.forecast_baselines import (
+    ARIMA_CANDIDATES,
+    arima_forecasts,
+    arima_name,
+    choose_arima,
+    fit_arima,
+    persistence,
+    ridge_forecasts,
+    seasonal_persistence,
+)
 from carousel.applications.runner import (
     Metric,
     Report,
@@ -61,26 +69,6 @@ METRICS = [
     Metric("mae", "mean MAE", higher_is_better=False, digits=2),
     Metric("rmse", "RMSE", higher_is_better=False, digits=2),
 ]
-
-RIDGE_ALPHAS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
-"""The ridge penalties the linear autoregression chooses from on the validation block."""
-
-ARIMA_CANDIDATES = {
-    "sunspots": [
-        ((2, 0, 0), (0, 0, 0, 0)),
-        ((3, 0, 0), (0, 0, 0, 0)),
-        ((9, 0, 0), (0, 0, 0, 0)),
-        ((2, 0, 2), (0, 0, 0, 0)),
-    ],
-    "co2-monthly": [
-        ((0, 1, 1), (0, 1, 1, 12)),
-        ((1, 1, 1), (0, 1, 1, 12)),
-        ((1, 1, 1), (1, 1, 1, 12)),
-    ],
-    "co2-weekly": [((1, 1, 1), (0, 1, 1, 52))],
-}
-"""(order, seasonal_order) candidates per series; the lowest AIC on the training part wins.
-Without differencing the model has a constant."""
 
 
 def config(quick: bool) -> Config:
@@ -109,7 +97,7 @@ def config(quick: bool) -> Config:
 
 def series_key(task: ForecastTask) -> str:
     """``"sunspots"``, ``"co2-monthly"`` or ``"co2-weekly"``: the key of
-    :data:`ARIMA_CANDIDATES`."""
+    :data:`~carousel.applications.forecast_baselines.ARIMA_CANDIDATES`."""
     options = task.options
     return options.series if options.series == "sunspots" else f"co2-{options.co2_frequency}"
 
@@ -119,122 +107,6 @@ def series_name(task: ForecastTask) -> str:
     if task.options.series == "sunspots":
         return "sunspots (yearly)"
     return f"CO2 ({task.options.co2_frequency})"
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """Run the block with one BLAS thread (where threadpoolctl is installed): the small matrices
-    of the statsmodels fits are much slower when their threads compete for the cores."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
-def persistence(values: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
-    """The last observed value ``v[t - 1]`` repeated for each origin ``t``, ``(n, horizon)``."""
-    origins = np.asarray(origins, dtype=np.int64)
-    return np.repeat(np.asarray(values)[origins - 1, None], horizon, axis=1)
-
-
-def seasonal_persistence(
-    values: np.ndarray, origins: np.ndarray, horizon: int, season: int
-) -> np.ndarray:
-    """The value one season before each target, ``(n, horizon)``: for origin ``t`` and horizon
-    ``h`` (1-based), ``v[t - 1 + h - season * ceil(h / season)]``, the latest observation in the
-    same phase of the season."""
-    if season < 1:
-        raise ValueError(f"season must be >= 1; got {season}")
-    origins = np.asarray(origins, dtype=np.int64)
-    steps = np.arange(1, horizon + 1)
-    lags = steps - season * np.ceil(steps / season).astype(np.int64)  # (horizon,), <= 0
-    return np.asarray(values)[origins[:, None] - 1 + lags]
-
-
-def ridge_forecasts(task: ForecastTask, alphas: tuple[float, ...] = RIDGE_ALPHAS) -> dict:
-    """Ridge regression from the task's windows to its targets (a direct linear autoregression
-    in the task's scaling), fitted on the training windows; the penalty of lowest validation
-    loss forecasts the test origins.
-
-    Returns:
-        ``forecasts`` ``(n_test, horizon)`` in the series' units, ``alpha`` (the chosen
-        penalty) and ``validation`` (penalty -> validation loss).
-    """
-    try:
-        from sklearn.linear_model import Ridge
-    except ImportError:
-        raise ImportError(f"the forecast application needs scikit-learn: {INSTALL}") from None
-
-    def arrays(origins):
-        batch = task.windows(origins)
-        return batch.x[..., 0].double().numpy(), batch.y.double().numpy()
-
-    x_train, y_train = arrays(task.train_origins)
-    x_valid, y_valid = arrays(task.valid_origins)
-    validation, best = {}, None
-    for alpha in alphas:
-        fitted = Ridge(alpha=alpha).fit(x_train, y_train)
-        validation[alpha] = float(np.mean((fitted.predict(x_valid) - y_valid) ** 2))
-        if best is None or validation[alpha] < validation[best[0]]:
-            best = (alpha, fitted)
-    alpha, fitted = best
-    x_test, _ = arrays(task.test_origins)
-    output = torch.from_numpy(fitted.predict(x_test))
-    return {
-        "forecasts": task.to_units(output, task.test_origins),
-        "alpha": alpha,
-        "validation": validation,
-    }
-
-
-def fit_arima(values: np.ndarray, order: tuple, seasonal_order: tuple):
-    """statsmodels' ``ARIMA`` fitted to ``values`` by maximum likelihood (its warnings
-    silenced; ``mle_retvals["converged"]`` tells whether the optimiser converged)."""
-    try:
-        from statsmodels.tsa.arima.model import ARIMA
-    except ImportError:
-        raise ImportError(f"the forecast application needs statsmodels: {INSTALL}") from None
-    with warnings.catch_warnings(), one_blas_thread():
-        warnings.simplefilter("ignore")
-        return ARIMA(np.asarray(values), order=order, seasonal_order=seasonal_order).fit()
-
-
-def arima_forecasts(values: np.ndarray, origins: np.ndarray, horizon: int, results) -> np.ndarray:
-    """``horizon``-step forecasts from each origin ``t`` with the fitted parameters of
-    ``results`` applied to ``values``, ``(n, horizon)``: the Kalman filter runs over the
-    observations before ``t``, the forecast is a dynamic prediction from ``t`` (no value at or
-    after ``t`` enters it; the parameters are not refitted)."""
-    with warnings.catch_warnings(), one_blas_thread():
-        warnings.simplefilter("ignore")
-        applied = results.apply(np.asarray(values))
-        rows = []
-        for origin in np.asarray(origins, dtype=np.int64):
-            prediction = applied.get_prediction(
-                start=int(origin), end=int(origin) + horizon - 1, dynamic=True
-            )
-            rows.append(np.asarray(prediction.predicted_mean))
-    return np.stack(rows)
-
-
-def choose_arima(values: np.ndarray, candidates: list) -> tuple[tuple, tuple, dict]:
-    """The candidate ``(order, seasonal_order)`` of lowest AIC fitted to ``values``; returns it
-    and every candidate's AIC."""
-    aics = {}
-    for order, seasonal_order in candidates:
-        aics[(order, seasonal_order)] = float(fit_arima(values, order, seasonal_order).aic)
-    best = min(aics, key=aics.get)
-    return best[0], best[1], aics
-
-
-def arima_name(order: tuple, seasonal_order: tuple) -> str:
-    """``"ARIMA(9,0,0)"`` or ``"SARIMA(1,1,1)x(0,1,1,12)"``."""
-    text = "(" + ",".join(map(str, order)) + ")"
-    if seasonal_order[3]:
-        return "SARIMA" + text + "x(" + ",".join(map(str, seasonal_order)) + ")"
-    return "ARIMA" + text
 
 
 @torch.no_grad()

@@ -118,39 +118,6 @@ def benchmark(cells, shapes, dtype, seconds, reference, log=print) -> tuple[list
     return rows, peak
 
 
-def _line(row: dict, peak: float) -> str:
-    b, t, i, h = row["shape"]
-    torch_ratio = row["torch"] / row["numba"] if row["torch"] else None
-    reference_ratio = row["reference"] / row["numba"] if row["reference"] else None
-    torch_forward = (
-        row["torch_forward"] / row["numba_forward"] if row["torch_forward"] is not None else None
-    )
-    cells = [
-        row["cell"],
-        f"{b}x{t}x{i}x{h}",
-        ms(row["numba_forward"]),
-        ms(row["numba"]),
-        ms(row["torch"]),
-        ratio(torch_ratio),
-        ratio(torch_forward),
-        ms(row["reference"]),
-        ratio(reference_ratio),
-        ratio(row["vs_vanilla"]),
-        f"{row['gflops']:.1f}",
-        f"{100 * row['gflops'] / peak:.0f}%",
-        f"{row['auto_choice']} ({row['auto_over_best']:.2f})",
-    ]
-    return "| " + " | ".join(cells) + " |"
-
-
-TABLE_HEADER = (
-    "| cell | BxTxIxH | numba fwd ms | numba fwd+bwd ms | torch.nn fwd+bwd ms | speed-up fwd+bwd "
-    "| speed-up fwd | reference fwd+bwd ms | vs reference | time / vanilla | GFLOP/s | of GEMM peak "
-    "| auto picks (time / best) |\n"
-    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
-)
-
-
 def line(row: dict, peak: float) -> str:
     """One row of the markdown table."""
     b, t, i, h = row["shape"]

@@ -113,15 +113,6 @@ def register_variant(
     return decorate
 
 
-def cell_options() -> tuple[str, ...]:
-    """The name of every option any registered variant takes (e.g. for a configuration that
-    passes options through to whichever variant it names), in registration order."""
-    names: dict[str, None] = {}
-    for variant in VARIANTS.values():
-        names.update(dict.fromkeys(variant.options))
-    return tuple(names)
-
-
 def make_spec(variant: str | CellSpec, **options) -> CellSpec:
     """Build the spec of a registered variant, with options (``None`` means the variant's default).
 

@@ -18,6 +18,7 @@ import torch
 from carousel.commands import summary
 from carousel.diagnostics import calculator as worked
 from carousel.diagnostics import gate_traces, memorizer
+from carousel.diagnostics.calculator_training import model_walkthrough, train_lstm
 
 OUT_OF_DOMAIN_INPUT = (0.5, 0.5, 0.0, 1.0, 0.0)
 """An input with values between 0 and 1, outside the lecture's domain."""
@@ -147,8 +148,8 @@ def run(args: argparse.Namespace) -> None:
             total=args.updates, desc="training the LSTM", unit="update", disable=args.quiet,
             file=sys.stderr, leave=False, dynamic_ncols=True,
         ) as bar:  # fmt: skip
-            trained = worked.train_lstm(args.updates, seed=args.seed, progress=bar.update)
-        _print_walkthrough(worked.model_walkthrough(trained.model))
+            trained = train_lstm(args.updates, seed=args.seed, progress=bar.update)
+        _print_walkthrough(model_walkthrough(trained.model))
         print(
             f"  trained with Adam for {args.updates} updates on random sequences of 12 inputs "
             f"from {{0, 1, 2, 3}};\n  final training loss {trained.losses[-1]:.2e}; on 1000 new "

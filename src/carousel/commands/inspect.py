@@ -50,6 +50,7 @@ import torch
 
 from carousel.cli import UsageError
 from carousel.commands import add_device_argument, add_run_arguments
+from carousel.diagnostics.gates import forget_gate_mean
 
 TOP_STEPS = 2
 """How many steps of the largest mean input gate the summary names."""
@@ -186,30 +187,11 @@ def _task_loss(model, task, sequence):
         direction, a tagger every step), then ``task.loss``; ``None`` for a seq2seq model, whose
         loss reads the encoder's final state rather than its output.
     """
-    from carousel.models import Regressor, Tagger
-    from carousel.models.heads import OUTPUT_ACTIVATIONS
+    from carousel.models.heads import Head
 
-    if not isinstance(model, (Regressor, Tagger)):
+    if not isinstance(model, Head):
         return None
-    encoder = model.encoder
-    activation = OUTPUT_ACTIVATIONS[model.output_activation]
-    if isinstance(model, Tagger):
-
-        def loss(output: torch.Tensor) -> torch.Tensor:
-            return task.loss(activation(model.decoder(encoder.dropout(output))), sequence)
-
-        return loss
-
-    def final_loss(output: torch.Tensor) -> torch.Tensor:
-        # the forward direction ends at the last step, the reverse one at the first
-        width = output.shape[-1] // encoder.layer.num_directions
-        parts = [output[:, -1, :width]]
-        if encoder.layer.bidirectional:
-            parts.append(output[:, 0, width:])
-        final = encoder.dropout(torch.cat(parts, dim=-1))  # (1, D * H_out)
-        return task.loss(activation(model.decoder(final)), sequence)
-
-    return final_loss
+    return lambda output: task.loss(model.readout(output), sequence)
 
 
 def _layer_input(encoder, source: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -286,14 +268,6 @@ def _write_gates_csv(path: Path, traces) -> Path:
     return path
 
 
-def _forget_gate_mean(traces) -> np.ndarray | None:
-    """``(U,)`` geometric mean of each unit's forget gate over the trace, or ``None``."""
-    if traces.forget_gate is None:
-        return None
-    with np.errstate(divide="ignore"):
-        return np.exp(np.log(traces.forget_gate.astype(np.float64)).mean(axis=(0, 1)))
-
-
 def _note(retention: float, forget_mean: float | None) -> str:
     if forget_mean is None:
         return "no forget gate: keeps everything"
@@ -305,7 +279,7 @@ def _note(retention: float, forget_mean: float | None) -> str:
 
 
 def _write_retention_csv(path: Path, traces, retention: np.ndarray) -> Path:
-    means = _forget_gate_mean(traces)
+    means = forget_gate_mean(traces)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["cell", "block", "retention", "forget_gate_mean", "note"])
@@ -389,7 +363,7 @@ def _print_gates(config, traces, retention, source) -> None:
         top = np.argsort(-mean_input, kind="stable")[:TOP_STEPS]
         shown = ", ".join(f"{t} ({mean_input[t]:.3f})" for t in top)
         print(f"input gate opens most (mean over units) at steps: {shown}")
-    means = _forget_gate_mean(traces)
+    means = forget_gate_mean(traces)
     print("retention time (steps a cell keeps half its content; inf: keeps everything):")
     print(f"  {'cell':>4s} {'block':>5s} {'retention':>10s} {'f mean':>8s}")
     for cell in range(cells):

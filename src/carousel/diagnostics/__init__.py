@@ -20,7 +20,7 @@ from carousel.diagnostics.error_flow import (
     error_flow,
     memorizer,
 )
-from carousel.diagnostics.gates import GateTraces, gate_traces, retention_time
+from carousel.diagnostics.gates import GateTraces, forget_gate_mean, gate_traces, retention_time
 from carousel.diagnostics.gradient_flow import (
     GradientFlow,
     cec_comparison,
@@ -37,6 +37,7 @@ __all__ = [
     "cec_comparison",
     "elman_net_inputs",
     "error_flow",
+    "forget_gate_mean",
     "gate_traces",
     "gradient_flow",
     "last_step_sum",

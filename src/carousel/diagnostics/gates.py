@@ -122,9 +122,19 @@ def retention_time(traces: GateTraces, fraction: float = 0.5) -> np.ndarray:
         )
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
         raise ValueError(f"fraction must be a number in (0, 1); got {fraction!r}")
-    if traces.forget_gate is None:
+    mean = forget_gate_mean(traces)
+    if mean is None:
         return np.full(traces.gate_units, np.inf)
-    with np.errstate(divide="ignore"):
-        mean_log = np.log(traces.forget_gate.astype(np.float64)).mean(axis=(0, 1))  # (U,)
     with np.errstate(divide="ignore", invalid="ignore"):
+        mean_log = np.log(mean)  # (U,)
         return np.where(mean_log < 0, np.log(fraction) / mean_log, np.inf)
+
+
+def forget_gate_mean(traces: GateTraces) -> np.ndarray | None:
+    r"""Each gate unit's geometric mean forget gate over the trace,
+    :math:`\bar f = \exp(\operatorname{mean}_{t,n} \log f_t)`, ``(U,)`` float64; ``None`` for a
+    cell without a forget gate. A gate that closes completely at some step gives 0."""
+    if traces.forget_gate is None:
+        return None
+    with np.errstate(divide="ignore"):
+        return np.exp(np.log(traces.forget_gate.astype(np.float64)).mean(axis=(0, 1)))

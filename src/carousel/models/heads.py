@@ -88,18 +88,14 @@ class Encoder(nn.Module):
         return torch.cat(list(hidden[-directions:]), dim=-1)
 
 
-class Regressor(nn.Module):
-    r"""Sequence regression from the final state: :math:`\hat y = \phi(W h_T + b)`.
-
-    ``output``: ``(B, output_size)``. With ``output_activation="sigmoid"`` the output units are
-    the 1997 paper's sigmoid units, which read the memory cells only.
-    """
+class Head(nn.Module):
+    r"""An output layer on an :class:`Encoder`: :math:`\phi(W h + b)` with ``output_activation``
+    :math:`\phi` (``"identity"``: logits or a linear unit; ``"sigmoid"``: the 1997 paper's sigmoid
+    output units). :meth:`readout` maps the layer's output sequence to the prediction, as
+    ``forward`` does, for diagnostics that differentiate the loss by the layer's output."""
 
     def __init__(
-        self,
-        encoder: Encoder,
-        output_size: int,
-        output_activation: str = "identity",
+        self, encoder: Encoder, output_size: int, output_activation: str = "identity"
     ) -> None:
         super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
@@ -110,11 +106,31 @@ class Regressor(nn.Module):
         self.output_activation = output_activation
         self.decoder = nn.Linear(encoder.output_size, output_size)
 
+    def _predict(self, features: Tensor) -> Tensor:
+        return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(features))
+
+
+class Regressor(Head):
+    r"""Sequence regression from the final state: :math:`\hat y = \phi(W h_T + b)`.
+
+    ``output``: ``(B, output_size)``. With ``output_activation="sigmoid"`` the output units are
+    the 1997 paper's sigmoid units, which read the memory cells only.
+    """
+
     def forward(self, x: Tensor, mask: Tensor | None = None, state=None):
         """``(output (B, output_size), final state)``."""
         _, state = self.encoder(x, mask, state)
         final = self.encoder.dropout(self.encoder.final_hidden(state))  # (B, D * H_out)
-        return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(final)), state
+        return self._predict(final), state
+
+    def readout(self, output: Tensor) -> Tensor:
+        """The prediction from the layer's output ``(B, T, D * H_out)`` of full-length sequences:
+        the forward direction's last step and the reverse direction's first, ``(B, output_size)``."""
+        width = output.shape[-1] // self.encoder.layer.num_directions
+        parts = [output[:, -1, :width]]
+        if self.encoder.layer.bidirectional:
+            parts.append(output[:, 0, width:])
+        return self._predict(self.encoder.dropout(torch.cat(parts, dim=-1)))
 
 
 class Classifier(Regressor):
@@ -132,7 +148,7 @@ class Classifier(Regressor):
         return self(x, mask)[0].argmax(-1)
 
 
-class Tagger(nn.Module):
+class Tagger(Head):
     r"""An output per step (sequence labelling): :math:`\hat y_t = \phi(W h_t + b)`, ``(B, T, O)``.
 
     With a bidirectional layer :math:`h_t` concatenates both directions, so every output sees
@@ -140,25 +156,14 @@ class Tagger(nn.Module):
     per-step sigmoid output units.
     """
 
-    def __init__(
-        self,
-        encoder: Encoder,
-        output_size: int,
-        output_activation: str = "identity",
-    ) -> None:
-        super().__init__()
-        if output_activation not in OUTPUT_ACTIVATIONS:
-            raise ValueError(
-                f"output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}; got {output_activation!r}"
-            )
-        self.encoder = encoder
-        self.output_activation = output_activation
-        self.decoder = nn.Linear(encoder.output_size, output_size)
-
     def forward(self, x: Tensor, mask: Tensor | None = None, state=None):
         """``(output (B, T, output_size), final state)``."""
-        output, state = self.encoder(x, mask, state)  # (B, T, D * H_out)
-        return OUTPUT_ACTIVATIONS[self.output_activation](self.decoder(output)), state
+        output, state = self.encoder(x, mask, state)  # (B, T, D * H_out), dropout applied
+        return self._predict(output), state
+
+    def readout(self, output: Tensor) -> Tensor:
+        """The prediction from the layer's output ``(B, T, D * H_out)``: ``(B, T, output_size)``."""
+        return self._predict(self.encoder.dropout(output))
 
 
 class LanguageModel(Tagger):
