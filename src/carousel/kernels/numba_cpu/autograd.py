@@ -30,17 +30,19 @@ import torch
 from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
+from carousel.cells.regularizers import Masks
 from carousel.kernels import reference, threads
 from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels
 
 threads.apply_policy()
 
 
-# Zero-size placeholders for absent optional weights (bias (0,), peephole and projection (0, 0)).
+# Zero-size placeholders for absent optional weights and masks (bias (0,), peephole and
+# projection (0, 0), zoneout (0, 0, 0)).
 _EMPTY = {
     (dtype, ndim): np.zeros((0,) * ndim, dtype=dtype)
     for dtype in (np.float32, np.float64)
-    for ndim in (1, 2)
+    for ndim in (1, 2, 3)
 }
 _WORKSPACES = threading.local()
 
@@ -51,9 +53,9 @@ def _array(tensor: Tensor) -> np.ndarray:
 
 
 def _arrays(kernels: FamilyKernels, inputs: tuple[Tensor | None, ...]) -> list[np.ndarray]:
-    """The inputs as arrays; an absent optional weight becomes a zero-size placeholder."""
+    """The inputs as arrays; an absent optional weight or mask becomes a zero-size placeholder."""
     dtype = inputs[0].numpy().dtype.type
-    ndims = (3,) + (2,) * kernels.state_slots + kernels.weight_ndims
+    ndims = (3,) + (2,) * kernels.state_slots + kernels.weight_ndims + kernels.mask_ndims
     return [
         _EMPTY[(dtype, ndim)] if tensor is None else _array(tensor)
         for tensor, ndim in zip(inputs, ndims, strict=True)
@@ -92,13 +94,20 @@ class KernelCall:
 
     def reference_run(self, inputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
         """The same direction through the reference backend: ``(output, *final_state)``."""
-        slots = self.kernels.state_slots
+        slots, count = self.kernels.state_slots, len(self.kernels.weight_fields)
         state = tuple(inputs[1 : 1 + len(self.spec.state_names)])
         weights = CellWeights(
-            **dict(zip(self.kernels.weight_fields, inputs[1 + slots :], strict=True))
+            **dict(
+                zip(self.kernels.weight_fields, inputs[1 + slots : 1 + slots + count], strict=True)
+            )
         )
+        masks = Masks(
+            **dict(zip(self.kernels.mask_fields, inputs[1 + slots + count :], strict=True))
+        )
+        if masks.reset is not None:
+            masks = masks._replace(reset=masks.reset != 0)
         output, final = reference.run_direction(
-            self.spec, inputs[0], state, weights, self.lengths_tensor, self.reverse
+            self.spec, inputs[0], state, weights, self.lengths_tensor, self.reverse, masks
         )
         return (output, *final)
 
@@ -142,6 +151,7 @@ class FusedDirection(torch.autograd.Function):
             needed[0],
             _workspace(size, x.dtype),
         )
+        grads = (*grads, *(None for _ in kernels.mask_fields))  # masks have no gradient
         return (
             None,
             *(torch.from_numpy(g) if need else None for g, need in zip(grads, needed, strict=True)),
@@ -195,13 +205,14 @@ def run_direction(
     weights: CellWeights,
     lengths: Tensor | None = None,
     reverse: bool = False,
+    masks: Masks | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One direction of one layer with the compiled kernels.
 
     Same contract as :func:`carousel.kernels.reference.run_direction`: ``x`` ``(T, B, I)``,
     ``state`` one ``(B, size)`` tensor per ``spec.state_names``, ``weights`` with masks applied and
-    biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
-    ``(output (T, B, H_out), final_state)``.
+    biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``, ``masks`` the regularisers'
+    masks and the resets or ``None``. Returns ``(output (T, B, H_out), final_state)``.
     """
     kernels = FAMILIES[spec.family]
     steps, batch = x.shape[0], x.shape[1]
@@ -209,7 +220,17 @@ def run_direction(
     states = tuple(state) + tuple(
         x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
     )
-    inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
+    masks = masks or Masks()
+    mask_inputs = (  # masks in x's dtype, read-only tensors (zoneout's expectation expanded)
+        None if getattr(masks, name) is None else getattr(masks, name).to(x.dtype).contiguous()
+        for name in kernels.mask_fields
+    )
+    inputs = (
+        x,
+        *states,
+        *(getattr(weights, name) for name in kernels.weight_fields),
+        *mask_inputs,
+    )
     call = KernelCall(
         spec,
         kernels,
