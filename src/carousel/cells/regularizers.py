@@ -196,6 +196,15 @@ class Regularizers:
         ]
         return ", ".join(parts)
 
+    def active(self, training: bool) -> bool:
+        """Whether a call in this mode draws any mask (the weight drop's included)."""
+        if training:
+            return bool(
+                self.recurrent_dropout or self.candidate_dropout or self.weight_drop
+                or self.zoneout_cell or self.zoneout_hidden
+            )  # fmt: skip
+        return bool(self.zoneout_cell or self.zoneout_hidden)
+
     def features(self, training: bool) -> frozenset[str]:
         """The masks (:class:`Masks` fields) a call draws in this mode."""
         used = set()

@@ -35,7 +35,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from carousel import kernels
 from carousel.cells import CellSpec, CellWeights, make_spec
 from carousel.cells.init import Initializer, ParameterGroup
-from carousel.cells.regularizers import Masks, Regularizers, direction_resets
+from carousel.cells.regularizers import Regularizers, direction_resets
 from carousel.errors import InputError
 from carousel.nn import checks
 from carousel.nn.parameters import (
@@ -81,9 +81,8 @@ class Recurrent(nn.Module):
         **cell_options: options of the variant (``peepholes``, ``gate_activation``,
             ``layer_norm``, ...).
 
-    The regularisers act in training only (zoneout in evaluation as its expectation); their
-    masks come from torch's generator, so ``torch.manual_seed`` reproduces them. Equations in
-    :mod:`carousel.cells.regularizers`.
+    The regularisers act in training only (zoneout in evaluation as its expectation), with masks
+    from torch's generator (``torch.manual_seed`` repeats them): :mod:`carousel.cells.regularizers`.
     """
 
     def __init__(
@@ -229,13 +228,11 @@ class Recurrent(nn.Module):
             lengths: for padded batched input, the valid length of each sequence, ``(N,)``
                 integers in ``[1, L]``; steps past a length are skipped (the state is held, the
                 output is zero), and the reverse direction starts at each sequence's last step.
-            reset: ``None``, or a bool tensor ``(L, N)`` (``(N, L)`` with ``batch_first``,
-                ``(L,)`` unbatched; for a ``PackedSequence`` the padded shape): where
-                ``reset[t, n]`` is set, sequence ``n`` starts again at step ``t`` from the
-                initial state (``hx``, or zeros), in every layer, and no gradient crosses that
-                point (the initial state's gradient comes from the steps before the first
-                reset). Each segment runs as a sequence of its own, so a bidirectional layer's
-                reverse direction also starts each segment afresh from its last step.
+            reset: ``None``, or a bool tensor ``(L, N)`` (``(N, L)`` with ``batch_first``, ``(L,)``
+                unbatched, the padded shape for a ``PackedSequence``): where ``reset[t, n]`` is
+                set, sequence ``n`` starts again at step ``t`` from the initial state, in every
+                layer and direction (each segment runs as a sequence of its own); no gradient
+                crosses that point (``hx``'s comes from the segment a direction runs first).
 
         Returns:
             ``(output, h_n)`` with the same structure as ``hx``.
@@ -277,12 +274,12 @@ class Recurrent(nn.Module):
         if lengths is not None and values and bool((lengths == steps).all()):
             lengths = None
 
+        masks = self.regularizers.features(self.training)
         if reset is not None:
             reset = checks.check_reset(reset, steps, batch, batched, self.batch_first, x.device)
+            masks |= {"reset"}
         state = self._initial_state(hx, batch, batched, x, values)
         dtype = autocast_dtype(self.spec.family, x) or x.dtype
-        resets = frozenset() if reset is None else frozenset({"reset"})
-        masks = self.regularizers.features(self.training) | resets
         work = kernels.Workload(
             spec=self.spec,
             device=x.device,
@@ -354,13 +351,15 @@ class Recurrent(nn.Module):
         layer_input = x.to(dtype).to(compute)
         state = tuple(s.to(dtype).to(compute) for s in state)
         finals: list[list[Tensor]] = [[] for _ in state]
+        regularized = reset is not None or self.regularizers.active(self.training)
         for layer in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 weights = cast_weights(self.cell_weights(layer, direction), dtype, compute)
-                weights = weights._replace(weight_hh=self._drop_weights(weights.weight_hh))
-                masks = self._masks(layer_input, lengths, direction == 1, reset)
+                masks = None
+                if regularized:
+                    weights, masks = self._draw(weights, layer_input, lengths, direction, reset)
                 output, final = backend.run_direction(
                     self.spec,
                     layer_input,
@@ -384,14 +383,15 @@ class Recurrent(nn.Module):
         mask = self.regularizers.weight_mask(weight_hh, self.training)
         return weight_hh if mask is None else weight_hh * mask
 
-    def _masks(self, x: Tensor, lengths, reverse: bool, reset) -> Masks | None:
-        """The masks of one direction of one layer for input ``x`` ``(T, B, F)``, or ``None``."""
+    def _draw(self, weights, x: Tensor, lengths, direction: int, reset):
+        """The weights under the weight drop, and one direction's masks over ``x`` (or None)."""
+        weights = weights._replace(weight_hh=self._drop_weights(weights.weight_hh))
         masks = self.regularizers.draw(
             self.spec, x, self.hidden_size, self.proj_size, self.training
         )
         if reset is not None:
-            masks = masks._replace(reset=direction_resets(reset, lengths, reverse))
-        return masks if masks.features() else None
+            masks = masks._replace(reset=direction_resets(reset, lengths, direction == 1))
+        return weights, (masks if masks.features() else None)
 
     def _initial_state(
         self, hx, batch: int, batched: bool, x: Tensor, values: bool

@@ -220,10 +220,13 @@ def run_direction(
     states = tuple(state) + tuple(
         x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
     )
-    masks = masks or Masks()
-    mask_inputs = (  # masks in x's dtype, read-only tensors (zoneout's expectation expanded)
-        None if getattr(masks, name) is None else getattr(masks, name).to(x.dtype).contiguous()
-        for name in kernels.mask_fields
+    mask_inputs = (  # masks in x's dtype, contiguous (zoneout's expectation expanded)
+        (None,) * len(kernels.mask_fields)
+        if masks is None
+        else tuple(
+            None if getattr(masks, name) is None else getattr(masks, name).to(x.dtype).contiguous()
+            for name in kernels.mask_fields
+        )
     )
     inputs = (
         x,
