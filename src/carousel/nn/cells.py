@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from carousel import kernels
-from carousel.cells import STEPS, CellSpec, CellWeights, make_spec
+from carousel.cells import DEFAULT_INIT, STEPS, CellSpec, CellWeights, make_spec
 from carousel.cells.init import Initializer, ParameterGroup, torch_default
 from carousel.nn import checks
 from carousel.nn.recurrent import _as_initializers, _to
@@ -76,6 +76,8 @@ class RecurrentCell(nn.Module):
         """torch's default initialisation, then ``init`` in order."""
         group = self.parameter_group()
         torch_default(group)
+        if self.spec.family in DEFAULT_INIT:
+            DEFAULT_INIT[self.spec.family](group)
         for initializer in self.init:
             initializer(group)
 

@@ -16,7 +16,8 @@ Shapes (as in torch):
 - output: ``(L, N, D * H_out)`` (``batch_first``: ``(N, L, D * H_out)``); zeros past each length.
 - states: ``h``: ``(D * num_layers, N, H_out)``, ``c``: ``(D * num_layers, N, H_cell)``, and for
   cells with gate feedback (``fgr``, ``1997``) ``gates``: ``(D * num_layers, N, F)`` with
-  ``F = spec.feedback_size(H_cell)``. Unbatched input drops the ``N`` axis.
+  ``F = spec.feedback_size(H_cell)``; the sLSTM carries ``(h, c, n, m)``, each
+  ``(D * num_layers, N, H_cell)``. Unbatched input drops the ``N`` axis.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from carousel import kernels
-from carousel.cells import CellSpec, CellWeights, make_spec
+from carousel.cells import DEFAULT_INIT, CellSpec, CellWeights, make_spec
 from carousel.cells.init import Initializer, ParameterGroup, torch_default
 from carousel.errors import InputError
 from carousel.nn import checks
@@ -174,10 +175,14 @@ class Recurrent(nn.Module):
         return [getattr(self, name, None) for name in self._flat_weights_names]
 
     def reset_parameters(self) -> None:
-        """torch's default initialisation, then this layer's ``init`` in order."""
+        """torch's default initialisation (then the family's own, :data:`carousel.cells.DEFAULT_INIT`),
+        then this layer's ``init`` in order."""
         groups = self.parameter_groups()
+        family_init = DEFAULT_INIT.get(self.spec.family)
         for group in groups:
             torch_default(group)
+            if family_init is not None:
+                family_init(group)
         for initializer in self.init:
             for group in groups:
                 initializer(group)
@@ -406,7 +411,8 @@ class LSTM(Recurrent):
     Args:
         variant: ``"vanilla"`` (default), ``"1997"``, ``"peephole"``, ``"nig"``, ``"nfg"``,
             ``"nog"``, ``"niaf"``, ``"noaf"``, ``"np"``, ``"cifg"``, ``"fgr"``; see
-            :mod:`carousel.cells.lstm` for each one's equations and source.
+            :mod:`carousel.cells.lstm` for each one's equations and source; or ``"slstm"``,
+            the sLSTM of Beck et al. (2024) (:mod:`carousel.cells.slstm`).
         peepholes: add (``True``) or drop (``False``) peephole connections; ``None``: the variant's.
         gate_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (CReLU, clip(x, 0, 1)).
         candidate_activation: squashing of the cell input, e.g. ``"tanh"``, ``"identity"``, ``"g1997"``.
@@ -415,9 +421,12 @@ class LSTM(Recurrent):
         block_size: cells per memory block sharing their gates (1997 paper).
         truncate_gradient: the 1997 paper's truncated backpropagation (see the ``1997`` variant).
         cell_bias: ``False`` leaves the cell inputs unbiased (only gates biased).
+        num_heads: sLSTM only; heads of its block-diagonal recurrent weights.
+        forget_activation: sLSTM only; ``"sigmoid"`` (default) or ``"exp"``.
         backend, init: see :class:`Recurrent`.
 
-    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``.
+    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``,
+    or ``(output, (h_n, c_n, n_n, m_n))`` for ``slstm``.
     """
 
     def __init__(
@@ -441,11 +450,13 @@ class LSTM(Recurrent):
         block_size: int | None = None,
         truncate_gradient: bool | None = None,
         cell_bias: bool | None = None,
+        num_heads: int | None = None,
+        forget_activation: str | None = None,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
     ) -> None:
         spec = make_spec(variant)
-        if spec.family != "lstm":
+        if spec.family not in ("lstm", "slstm"):
             raise ValueError(
                 f"variant must be an LSTM variant for carousel.LSTM; {spec.variant!r} is a "
                 f"{spec.family} cell (use carousel.GRU, carousel.RNN or carousel.nn.Recurrent)"
@@ -471,6 +482,8 @@ class LSTM(Recurrent):
             block_size=block_size,
             truncate_gradient=truncate_gradient,
             cell_bias=cell_bias,
+            num_heads=num_heads,
+            forget_activation=forget_activation,
         )
 
 

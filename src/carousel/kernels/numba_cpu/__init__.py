@@ -1,7 +1,7 @@
 """The ``numba`` backend: fused CPU kernels with hand-written backpropagation through time.
 
 One forward kernel and one backward kernel per family (:mod:`.lstm` covers every LSTM variant
-through runtime flags, :mod:`.gru`, :mod:`.elman`), compiled by Numba for float32 and float64 and
+through runtime flags, :mod:`.gru`, :mod:`.elman`, :mod:`.slstm`), compiled by Numba for float32 and float64 and
 cached on disk. Their structure (input projections of all steps as one GEMM, per step one
 recurrent GEMM and one fused pointwise pass, per step backward one pointwise pass and one GEMM,
 weight gradients as large GEMMs after the loop) is described in each module. The kernels are plain
@@ -18,7 +18,7 @@ from functools import cache
 
 import torch
 
-FAMILIES = ("lstm", "gru", "elman")
+FAMILIES = ("lstm", "gru", "elman", "slstm")
 
 
 @cache

@@ -31,6 +31,7 @@ from carousel.kernels import reference, threads
 from carousel.kernels.numba_cpu.elman import elman_backward, elman_config, elman_forward
 from carousel.kernels.numba_cpu.gru import gru_backward, gru_config, gru_forward
 from carousel.kernels.numba_cpu.lstm import lstm_backward, lstm_config, lstm_forward
+from carousel.kernels.numba_cpu.slstm import slstm_backward, slstm_config, slstm_forward
 
 threads.apply_policy()
 
@@ -98,6 +99,18 @@ FAMILIES = {
         num_outputs=2,
         saved=(0, 2),
         backward_inputs=(0, 2, 4),
+        workspace_factor=1,
+    ),
+    "slstm": FamilyKernels(
+        config=slstm_config,
+        forward=slstm_forward,
+        backward=slstm_backward,
+        state_slots=4,
+        weight_fields=("weight_ih", "bias", "weight_hh"),
+        weight_ndims=(2, 1, 2),
+        num_outputs=5,
+        saved=(5, 6, 7, 8),
+        backward_inputs=(0, 5, 7),
         workspace_factor=1,
     ),
 }
