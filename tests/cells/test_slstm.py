@@ -150,7 +150,7 @@ def test_an_empty_memory_starts_at_n_1_whatever_the_input_gate(backend, dtype):
     with torch.no_grad():
         layer.bias_l0[:4] = torch.tensor([-1000.0, -100.0, 100.0, 1000.0], dtype=dtype)
     x = torch.randn(1, 2, 3, dtype=dtype)
-    output, (h, c, n, m) = layer(x)
+    output, (_, _, n, m) = layer(x)
     net = x[0] @ layer.weight_ih_l0.T + layer.bias_l0  # (B, 4H)
     expected = torch.sigmoid(net[:, 12:]) * torch.tanh(net[:, 8:12])
     torch.testing.assert_close(output[0], expected)
