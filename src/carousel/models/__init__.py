@@ -64,7 +64,7 @@ def build(io, config) -> nn.Module:
     """
     cell_options = {
         name: getattr(config, name)
-        for name in ("block_size", "peepholes", "gate_activation", "truncate_gradient")
+        for name in ("block_size", "peepholes", "gate_activation", "truncate_gradient", "num_heads")
         if getattr(config, name) is not None
     }
     width = config.proj_size or config.hidden_size

@@ -56,6 +56,7 @@ class ModelConfig:
     peepholes: bool | None = _option(None, "LSTM: add/drop peephole connections")
     gate_activation: str | None = _option(None, "gate squashing: sigmoid or hard_sigmoid")
     truncate_gradient: bool | None = _option(None, "the 1997 paper's truncated gradient")
+    num_heads: int | None = _option(None, "sLSTM: heads of its block-diagonal recurrent weights")
     init: str = _option(
         "", 'initialisers after torch\'s default, e.g. "forget_bias(1.0)" or "chrono(100)"'
     )
