@@ -274,6 +274,14 @@ def _curve(metrics_csv: Path) -> list[tuple[int, float, float]]:
 
 
 def _count_weights(config, task: Task) -> int:
+    """Trainable weights of the model: recurrent layers count without their masked-out entries
+    (:meth:`~carousel.nn.Recurrent.num_weights`: the sLSTM's off-head blocks, FGR's masked
+    columns), everything else in full."""
     from carousel.models import build
+    from carousel.nn import Recurrent
 
-    return sum(p.numel() for p in build(task.io, config.model).parameters())
+    model = build(task.io, config.model)
+    layers = [m for m in model.modules() if isinstance(m, Recurrent)]
+    inside = {id(p) for layer in layers for p in layer.parameters()}
+    rest = sum(p.numel() for p in model.parameters() if id(p) not in inside)
+    return rest + sum(layer.num_weights() for layer in layers)
