@@ -52,6 +52,12 @@ def add_parser(subparsers) -> None:
         default=",".join("x".join(map(str, shape)) for shape in GRID),
         help="comma-separated BxTxIxH shapes (default: the six of docs/performance.md)",
     )
+    parser.add_argument(
+        "--cell-options",
+        default="",
+        help="comma-separated KEY=VALUE cell options, given to the cells that take them "
+        "(e.g. num_heads=4 for slstm)",
+    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
         "--seconds",
@@ -90,6 +96,33 @@ def _cells(text: str) -> list[str]:
     if not cells or unknown:
         raise ValueError(f"--cells must name variants from {sorted(VARIANTS)}; got {text!r}")
     return cells
+
+
+def _cell_options(text: str) -> dict[str, object]:
+    """``"num_heads=4,forget_activation=exp"`` -> ``{"num_heads": 4, "forget_activation": "exp"}``."""
+    import ast
+
+    options: dict[str, object] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--cell-options entries must look like num_heads=4; got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
+def options_for(cell: str, options: dict[str, object]) -> dict[str, object]:
+    """The entries of ``options`` that the variant ``cell`` takes."""
+    from carousel.cells import VARIANTS
+
+    factory = VARIANTS[cell]
+    accepted = factory.__code__.co_varnames[: factory.__code__.co_kwonlyargcount]
+    return {k: v for k, v in options.items() if k in accepted}
 
 
 # ---- timing ------------------------------------------------------------------------------------
@@ -133,21 +166,24 @@ def _no_collector():
         gc.enable()
 
 
-def _runners(cell, shape, dtype, reference: bool) -> list[Runner]:
+def _runners(cell, shape, dtype, reference: bool, options=None) -> list[Runner]:
     import carousel
 
     batch, steps, inputs, hidden = shape
+    options = options or {}
     torch.manual_seed(0)
-    ours = carousel.nn.Recurrent(inputs, hidden, variant=cell, backend="numba", dtype=dtype)
+    ours = carousel.nn.Recurrent(
+        inputs, hidden, variant=cell, backend="numba", dtype=dtype, **options
+    )
     layers = {"numba": ours}
     if cell in TORCH_CLASSES:
         theirs = TORCH_CLASSES[cell](inputs, hidden, dtype=dtype)
         ours.load_state_dict(theirs.state_dict())
         layers["torch.nn"] = theirs
-    layers["auto"] = carousel.nn.Recurrent(inputs, hidden, variant=cell, dtype=dtype)
+    layers["auto"] = carousel.nn.Recurrent(inputs, hidden, variant=cell, dtype=dtype, **options)
     if reference:
         layers["reference"] = carousel.nn.Recurrent(
-            inputs, hidden, variant=cell, backend="reference", dtype=dtype
+            inputs, hidden, variant=cell, backend="reference", dtype=dtype, **options
         )
     for name in ("auto", "reference"):
         if name in layers:
@@ -208,8 +244,12 @@ def _ratio(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}x"
 
 
-def benchmark(cells, shapes, dtype, seconds, reference, log=print) -> tuple[list[dict], float]:
-    """Time every cell and shape; returns one row per pair and the GEMM peak in GFLOP/s."""
+def benchmark(
+    cells, shapes, dtype, seconds, reference, log=print, cell_options=None
+) -> tuple[list[dict], float]:
+    """Time every cell and shape; returns one row per pair and the GEMM peak in GFLOP/s.
+
+    ``cell_options`` (a dict) go to the cells that take them (:func:`options_for`)."""
     from carousel import kernels
     from carousel.cells import make_spec
 
@@ -217,11 +257,12 @@ def benchmark(cells, shapes, dtype, seconds, reference, log=print) -> tuple[list
     rows, vanilla = [], {}
     for shape in shapes:
         for cell in cells:
-            runners = _runners(cell, shape, dtype, reference)
+            options = options_for(cell, cell_options or {})
+            runners = _runners(cell, shape, dtype, reference, options)
             _measure(runners, seconds)
             median = {r.name: statistics.median(r.backward_times) for r in runners}
             forward = {r.name: statistics.median(r.forward_times) for r in runners}
-            spec = make_spec(cell)
+            spec = make_spec(cell, **options)
             chosen = kernels.select(
                 "auto",
                 kernels.Workload(
@@ -361,6 +402,7 @@ def _machine() -> str:
 def run(args: argparse.Namespace) -> None:
     """Run the benchmark and print (and optionally write) the report."""
     cells, shapes = _cells(args.cells), _shapes(args.grid)
+    cell_options = _cell_options(args.cell_options)
     dtype = getattr(torch, args.dtype)
     from carousel.kernels import threads
 
@@ -371,7 +413,9 @@ def run(args: argparse.Namespace) -> None:
         lines += [f"Command: `{command}` ({args.dtype}).", ""]
     print("\n".join(lines))
     print(TABLE_HEADER)
-    rows, peak = benchmark(cells, shapes, dtype, args.seconds, not args.no_reference)
+    rows, peak = benchmark(
+        cells, shapes, dtype, args.seconds, not args.no_reference, cell_options=cell_options
+    )
     lines += [
         f"fp32 GEMM peak measured in this run: {peak:.0f} GFLOP/s (torch.mm, 2048^3).",
         "",
