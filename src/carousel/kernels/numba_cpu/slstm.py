@@ -161,6 +161,7 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
     dtype = x.dtype
     zero, half, one = dtype.type(0.0), dtype.type(0.5), dtype.type(1.0)
     exp_forget = config[EXP_FORGET] == 1
+    identity_output = config[OUTPUT_ACTIVATION] == IDENTITY
     gate_table, output_table = _tables(config, hidden, dtype)
 
     gates = input_projection(x, weight_ih, bias)  # (T, B, G); each row turns into activations
@@ -222,7 +223,8 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
                 ratio[j] = cell / normaliser
                 act[j] = input_gate
                 act[hidden + j] = forget_gate
-            activate(ratio, output_table, 0, hidden)
+            if not identity_output:  # psi(c / n); the paper's psi is the identity
+                activate(ratio, output_table, 0, hidden)
             for j in range(hidden):
                 value = act[3 * hidden + j] * ratio[j]
                 h[b, j] = value
@@ -294,6 +296,7 @@ def slstm_backward(
     hidden = d_c_n.shape[1]
     dtype = x.dtype
     one = dtype.type(1.0)
+    identity_output = config[OUTPUT_ACTIVATION] == IDENTITY
     gate_table, output_table = _tables(config, hidden, dtype)
 
     d_h = d_h_n.copy()
@@ -303,11 +306,11 @@ def slstm_backward(
     d_net_at = scratch(workspace, 0, steps, batch, rows, dtype, lengths)
     d_net = np.zeros((batch, rows), dtype)
     d_source = np.empty((batch, hidden), dtype)
-    act = np.empty(rows, dtype)
     slope = np.zeros(rows, dtype)
     ratio = np.empty(hidden, dtype)
+    inverse = np.empty(hidden, dtype)  # 1 / n_t
     psi = np.empty(hidden, dtype)
-    psi_slope = np.empty(hidden, dtype)
+    psi_slope = np.ones(hidden, dtype)
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
@@ -319,16 +322,17 @@ def slstm_backward(
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            for g in range(rows):
-                act[g] = gates_at[tau, b, g]
+            act = gates_at[tau, b]  # (G,) i', f', z, o of this step
             derivatives(act, gate_table, 2 * hidden, rows, slope)
             for j in range(hidden):  # c_t / n_t, recomputed exactly as the forward pass did
                 cell = act[hidden + j] * previous_at[tau, b, j] + act[j] * act[2 * hidden + j]
                 normaliser = act[hidden + j] * previous_at[tau, b, hidden + j] + act[j]
                 ratio[j] = cell / normaliser
+                inverse[j] = one / normaliser
                 psi[j] = ratio[j]
-            activate(psi, output_table, 0, hidden)
-            derivatives(psi, output_table, 0, hidden, psi_slope)
+            if not identity_output:
+                activate(psi, output_table, 0, hidden)
+                derivatives(psi, output_table, 0, hidden, psi_slope)
             for j in range(hidden):
                 input_gate, forget_gate = act[j], act[hidden + j]
                 cell_input, output_gate = act[2 * hidden + j], act[3 * hidden + j]
@@ -338,9 +342,9 @@ def slstm_backward(
                 normaliser = forget_gate * normaliser_prev + input_gate
                 share = stabiliser_at[tau, b, j]
                 d_hidden = d_h[b, j]
-                d_ratio = d_hidden * output_gate * psi_slope[j]
-                d_cell = d_c[b, j] + d_ratio / normaliser
-                d_normaliser = d_n[b, j] - d_ratio * ratio[j] / normaliser
+                d_ratio = d_hidden * output_gate * psi_slope[j] * inverse[j]  # dL/d(c/n) / n
+                d_cell = d_c[b, j] + d_ratio
+                d_normaliser = d_n[b, j] - d_ratio * ratio[j]
                 d_stabiliser = d_m[b, j] - d_cell * cell - d_normaliser * normaliser
                 d_carried = (
                     d_cell * cell_prev + d_normaliser * normaliser_prev
