@@ -307,9 +307,7 @@ def slstm_backward(
     d_net = np.zeros((batch, rows), dtype)
     d_source = np.empty((batch, hidden), dtype)
     slope = np.zeros(rows, dtype)
-    ratio = np.empty(hidden, dtype)
-    inverse = np.empty(hidden, dtype)  # 1 / n_t
-    psi = np.empty(hidden, dtype)
+    psi = np.empty(hidden, dtype)  # psi(c_t / n_t) when psi is not the identity
     psi_slope = np.ones(hidden, dtype)
 
     for t in range(steps - 1, -1, -1):
@@ -324,13 +322,11 @@ def slstm_backward(
             tau = time_index(t, lengths[b], reverse)
             act = gates_at[tau, b]  # (G,) i', f', z, o of this step
             derivatives(act, gate_table, 2 * hidden, rows, slope)
-            for j in range(hidden):  # c_t / n_t, recomputed exactly as the forward pass did
-                cell = act[hidden + j] * previous_at[tau, b, j] + act[j] * act[2 * hidden + j]
-                normaliser = act[hidden + j] * previous_at[tau, b, hidden + j] + act[j]
-                ratio[j] = cell / normaliser
-                inverse[j] = one / normaliser
-                psi[j] = ratio[j]
-            if not identity_output:
+            if not identity_output:  # psi(c_t / n_t) and its slope, c_t and n_t recomputed
+                for j in range(hidden):
+                    cell = act[hidden + j] * previous_at[tau, b, j] + act[j] * act[2 * hidden + j]
+                    normaliser = act[hidden + j] * previous_at[tau, b, hidden + j] + act[j]
+                    psi[j] = cell / normaliser
                 activate(psi, output_table, 0, hidden)
                 derivatives(psi, output_table, 0, hidden, psi_slope)
             for j in range(hidden):
@@ -338,13 +334,17 @@ def slstm_backward(
                 cell_input, output_gate = act[2 * hidden + j], act[3 * hidden + j]
                 cell_prev = previous_at[tau, b, j]
                 normaliser_prev = previous_at[tau, b, hidden + j]
+                # c_t and n_t, recomputed exactly as the forward pass did
                 cell = forget_gate * cell_prev + input_gate * cell_input
                 normaliser = forget_gate * normaliser_prev + input_gate
+                inverse = one / normaliser
+                ratio = cell * inverse
+                squashed = ratio if identity_output else psi[j]
                 share = stabiliser_at[tau, b, j]
                 d_hidden = d_h[b, j]
-                d_ratio = d_hidden * output_gate * psi_slope[j] * inverse[j]  # dL/d(c/n) / n
+                d_ratio = d_hidden * output_gate * psi_slope[j] * inverse  # dL/d(c/n) / n
                 d_cell = d_c[b, j] + d_ratio
-                d_normaliser = d_n[b, j] - d_ratio * ratio[j]
+                d_normaliser = d_n[b, j] - d_ratio * ratio
                 d_stabiliser = d_m[b, j] - d_cell * cell - d_normaliser * normaliser
                 d_carried = (
                     d_cell * cell_prev + d_normaliser * normaliser_prev
@@ -355,7 +355,7 @@ def slstm_backward(
                 d_net[b, j] = d_input
                 d_net[b, hidden + j] = d_carried * stabiliser_at[tau, b, hidden + j]
                 d_net[b, 2 * hidden + j] = d_cell * input_gate * slope[2 * hidden + j]
-                d_net[b, 3 * hidden + j] = d_hidden * psi[j] * slope[3 * hidden + j]
+                d_net[b, 3 * hidden + j] = d_hidden * squashed * slope[3 * hidden + j]
                 d_c[b, j] = d_cell * forget_gate
                 d_n[b, j] = d_normaliser * forget_gate
                 d_m[b, j] = d_carried
