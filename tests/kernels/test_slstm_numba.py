@@ -224,3 +224,23 @@ def test_ten_thousand_steps_reference_and_numba_agree(dtype):
     tolerance = {"rtol": 2e-3, "atol": 2e-3} if dtype == torch.float32 else {}
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, **tolerance)
+
+
+def test_dense_recurrent_weights_are_not_split_into_heads():
+    """The kernels split the recurrent GEMMs by head only when the weights outside the diagonal
+    blocks are zero (the layer's mask); called directly with dense weights they stay exact."""
+    from carousel.cells import CellWeights, make_spec
+    from carousel.kernels import numba_cpu, reference
+
+    spec = make_spec("slstm", num_heads=2)
+    torch.manual_seed(3)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    weights = CellWeights(
+        weight_ih=torch.randn(16, 3, dtype=torch.float64) / 2,
+        weight_hh=torch.randn(16, 4, dtype=torch.float64) / 2,  # dense, not block-diagonal
+        bias=torch.randn(16, dtype=torch.float64) / 2,
+    )
+    state = tuple(torch.zeros(2, 4, dtype=torch.float64) for _ in range(4))
+    expected = flatten(reference.run_direction(spec, x, state, weights))
+    actual = flatten(numba_cpu.run_direction(spec, x, state, weights))
+    assert_same(actual, expected, torch.float64, "dense weights")

@@ -52,18 +52,19 @@ from carousel.kernels.numba_cpu.common import (
 )
 
 # Fields of the configuration vector.
-GATE_ACTIVATION, CANDIDATE_ACTIVATION, OUTPUT_ACTIVATION, EXP_FORGET = 0, 1, 2, 3
-CONFIG_SIZE = 4
+GATE_ACTIVATION, CANDIDATE_ACTIVATION, OUTPUT_ACTIVATION, EXP_FORGET, NUM_HEADS = 0, 1, 2, 3, 4
+CONFIG_SIZE = 5
 IDENTITY = ACTIVATIONS["identity"].code
 
 
 def slstm_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
-    """The int64 configuration vector of ``spec`` (activations, exponential forget gate)."""
+    """The int64 configuration vector of ``spec`` (activations, exponential forget gate, heads)."""
     config = np.zeros(CONFIG_SIZE, dtype=np.int64)
     config[GATE_ACTIVATION] = ACTIVATIONS[spec.gate_activation].code
     config[CANDIDATE_ACTIVATION] = ACTIVATIONS[spec.candidate_activation].code
     config[OUTPUT_ACTIVATION] = ACTIVATIONS[spec.output_activation].code
     config[EXP_FORGET] = int(spec.forget_activation == "exp")
+    config[NUM_HEADS] = spec.num_heads
     return config
 
 
@@ -123,6 +124,84 @@ def _log1p_unit32(u):
 
 
 @kernel
+def _heads(config, weight_hh):
+    """The number of heads the recurrent GEMMs may split into: ``config``'s, when every weight
+    outside the diagonal blocks is zero (the layer's mask makes it so), else 1 (dense)."""
+    heads = config[NUM_HEADS]
+    rows, hidden = weight_hh.shape
+    if heads <= 1 or hidden == 0:
+        return 1
+    size = hidden // heads
+    for r in range(rows):
+        head = (r % hidden) // size
+        for c in range(hidden):
+            if c // size != head and weight_hh[r, c] != 0.0:
+                return 1
+    return heads
+
+
+@kernel
+def _blocks(weight_hh, heads, transpose):
+    """The diagonal blocks of ``weight_hh`` ``(4H, H)``, head by head: ``(heads, 4D, D)``, rows
+    gate-major as in the packed layout, or their transposes ``(heads, D, 4D)``."""
+    hidden = weight_hh.shape[1]
+    size = hidden // heads
+    blocks = np.empty(
+        (heads, size, 4 * size) if transpose else (heads, 4 * size, size), weight_hh.dtype
+    )
+    for head in range(heads):
+        for gate in range(4):
+            for k in range(size):
+                for j in range(size):
+                    value = weight_hh[gate * hidden + head * size + k, head * size + j]
+                    if transpose:
+                        blocks[head, j, gate * size + k] = value
+                    else:
+                        blocks[head, gate * size + k, j] = value
+    return blocks
+
+
+@kernel
+def _recurrent(h, weight_t, blocks_t, heads, h_heads, net_heads, net):
+    """``net (B, 4H) = h (B, H) @ W_hh^T``: one GEMM, or one per head on its diagonal block."""
+    if heads == 1:
+        matmul(h, weight_t, net)
+        return
+    batch, hidden = h.shape
+    size = hidden // heads
+    for head in range(heads):
+        for b in range(batch):
+            for j in range(size):
+                h_heads[head, b, j] = h[b, head * size + j]
+        matmul(h_heads[head], blocks_t[head], net_heads[head])  # (B, D) @ (D, 4D)
+        for b in range(batch):
+            for gate in range(4):
+                for k in range(size):
+                    net[b, gate * hidden + head * size + k] = net_heads[head, b, gate * size + k]
+
+
+@kernel
+def _recurrent_backward(d_net, weight, blocks, heads, d_net_heads, d_source_heads, d_source):
+    """``d_source (B, H) = d_net (B, 4H) @ W_hh``: one GEMM, or one per head."""
+    if heads == 1:
+        matmul(d_net, weight, d_source)
+        return
+    batch, hidden = d_source.shape
+    size = hidden // heads
+    for head in range(heads):
+        for b in range(batch):
+            for gate in range(4):
+                for k in range(size):
+                    d_net_heads[head, b, gate * size + k] = d_net[
+                        b, gate * hidden + head * size + k
+                    ]
+        matmul(d_net_heads[head], blocks[head], d_source_heads[head])  # (B, 4D) @ (4D, D)
+        for b in range(batch):
+            for j in range(size):
+                d_source[b, head * size + j] = d_source_heads[head, b, j]
+
+
+@kernel
 def _tables(config, hidden, dtype):
     """Activation tables: the packed rows (``g``: candidate, ``o``: gate; ``i``, ``f`` unused)
     and ``psi`` on ``c / n``."""
@@ -165,7 +244,12 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
     gate_table, output_table = _tables(config, hidden, dtype)
 
     gates = input_projection(x, weight_ih, bias)  # (T, B, G); each row turns into activations
-    weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, G)
+    heads = _heads(config, weight_hh)
+    size = hidden // heads
+    weight_hh_t = np.ascontiguousarray(weight_hh.T) if heads == 1 else np.zeros((0, 0), dtype)
+    blocks_t = _blocks(weight_hh, heads, True)  # (heads, D, 4D)
+    h_heads = np.empty((heads, batch, size), dtype)
+    net_heads = np.empty((heads, batch, 4 * size), dtype)
     output = time_major(steps, batch, hidden, dtype, lengths)
     h = h0.copy()
     c = c0.copy()
@@ -183,7 +267,7 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
     stabiliser_at = time_major(saved, batch, 2 * hidden, dtype, lengths)
 
     for t in range(steps):
-        matmul(h, weight_hh_t, net)  # (B, G) recurrent part, from h_{t-1} of every row
+        _recurrent(h, weight_hh_t, blocks_t, heads, h_heads, net_heads, net)  # (B, G), h_{t-1}
         for b in range(batch):
             if t >= lengths[b]:
                 continue
@@ -299,6 +383,11 @@ def slstm_backward(
     identity_output = config[OUTPUT_ACTIVATION] == IDENTITY
     gate_table, output_table = _tables(config, hidden, dtype)
 
+    heads = _heads(config, weight_hh)
+    size = hidden // heads
+    blocks = _blocks(weight_hh, heads, False)  # (heads, 4D, D)
+    d_net_heads = np.empty((heads, batch, 4 * size), dtype)
+    d_source_heads = np.empty((heads, batch, size), dtype)
     d_h = d_h_n.copy()
     d_c = d_c_n.copy()
     d_n = d_n_n.copy()
@@ -362,7 +451,8 @@ def slstm_backward(
             for g in range(rows):
                 d_net_at[tau, b, g] = d_net[b, g]
 
-        matmul(d_net, weight_hh, d_source)  # (B, H): dL/dh_{t-1} through the recurrence
+        # (B, H): dL/dh_{t-1} through the recurrence
+        _recurrent_backward(d_net, weight_hh, blocks, heads, d_net_heads, d_source_heads, d_source)
         for b in range(batch):
             if t < lengths[b]:
                 for j in range(hidden):
@@ -370,13 +460,27 @@ def slstm_backward(
 
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     flat = steps * batch
-    d_weight_hh = np.empty((rows, hidden), dtype)
-    gemm(
-        d_net_at.reshape((flat, rows)),
-        source_at.reshape((flat, hidden)),
-        d_weight_hh,
-        True,
-        False,
-        0.0,
-    )  # (G, H)
+    d_nets = d_net_at.reshape((flat, rows))
+    sources = source_at.reshape((flat, hidden))
+    if heads == 1:
+        d_weight_hh = np.empty((rows, hidden), dtype)
+        gemm(d_nets, sources, d_weight_hh, True, False, 0.0)  # (G, H)
+    else:  # the diagonal blocks only; the rest is masked out (and zero in weight_hh)
+        d_weight_hh = np.zeros((rows, hidden), dtype)
+        d_net_head = np.empty((flat, 4 * size), dtype)
+        source_head = np.empty((flat, size), dtype)
+        d_block = np.empty((4 * size, size), dtype)
+        for head in range(heads):
+            for n in range(flat):
+                for gate in range(4):
+                    for k in range(size):
+                        d_net_head[n, gate * size + k] = d_nets[n, gate * hidden + head * size + k]
+                for j in range(size):
+                    source_head[n, j] = sources[n, head * size + j]
+            gemm(d_net_head, source_head, d_block, True, False, 0.0)  # (4D, D)
+            for gate in range(4):
+                for k in range(size):
+                    for j in range(size):
+                        row = gate * hidden + head * size + k
+                        d_weight_hh[row, head * size + j] = d_block[gate * size + k, j]
     return d_x, d_h, d_c, d_n, d_m, d_weight_ih, d_bias, d_weight_hh
