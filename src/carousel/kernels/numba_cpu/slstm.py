@@ -16,7 +16,9 @@ per step and cell, with packed rows ``(i, f, g, o)`` of ``H`` each:
 Structure as in :mod:`.lstm`: the input projections of all steps in one GEMM; per step one
 recurrent GEMM and one fused pointwise pass; per step backward one pointwise pass and one GEMM for
 :math:`\partial h_{t-1}`; weight gradients as large GEMMs after the loop. The recurrent GEMM is the
-dense ``(B, H) x (H, 4H)`` product with the masked weights (the off-head blocks are zeros).
+dense ``(B, H) x (H, 4H)`` product, or, with ``num_heads > 1`` and zeros outside the diagonal
+blocks (what the layer's mask gives), one ``(B, D) x (D, 4D)`` product per head (:func:`_heads`);
+the weight gradient then covers the diagonal blocks only (the rest is masked out).
 
 :math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})` is computed with the vectorisable
 :func:`~carousel.kernels.numba_cpu.common.exp` and :func:`log1p_unit` (a series for
