@@ -12,7 +12,8 @@ configuration, in parallel processes, and writes to the output directory:
 Configurations (:data:`CONFIGS`): ``faithful`` (the 1997 network and online learning rule,
 :func:`~carousel.experiments.trial.run_faithful`), ``modern`` (forget-gate LSTM, Adam,
 minibatches, clipping, chrono initialisation over the row's longest sequence), ``elman`` and ``gru`` (those cells trained like
-``modern``), all three through carousel's training loop
+``modern``), ``slstm`` (the sLSTM of Beck et al. 2024, 4 heads, trained and initialised like
+``modern``: chrono over the paper's initialisation), all through carousel's training loop
 (:func:`~carousel.experiments.trial.run_trainer`).
 
 Trial ``k`` under seed ``s`` uses seed ``1000 s + k`` for its data and its weights, so a trial
@@ -35,13 +36,14 @@ from carousel.experiments.suite import EXPERIMENTS, Experiment, PaperResult
 from carousel.experiments.trial import run_faithful, run_trainer
 from carousel.tasks import build_task
 
-CONFIGS = ("faithful", "modern", "elman", "gru")
+CONFIGS = ("faithful", "modern", "elman", "gru", "slstm")
 """The configurations ``carousel reproduce --config`` takes."""
 
 MODERN = {
     "modern": {"variant": "vanilla"},  # and chrono initialisation: see modern_init
     "elman": {"variant": "elman"},
     "gru": {"variant": "gru"},
+    "slstm": {"variant": "slstm", "num_heads": 4},  # chrono initialisation too, as modern
 }
 """The layer of each trained configuration (fields of :class:`~carousel.train.ModelConfig`)."""
 MODERN_OPTIM = {"optimizer": "adam", "clip_norm": 1.0}
@@ -95,7 +97,7 @@ def run_trial(
         trained = row.trained
         limit = budget or trained_budget(row)
         model = {**MODERN[config], "hidden_size": trained.hidden}
-        if config == "modern":
+        if config in ("modern", "slstm"):
             model["init"] = trained.init or modern_init(row)
         result = run_trainer(
             row.task, {**row.options, **trained.task_options}, model=model,

@@ -259,7 +259,7 @@ def run_trainer(
         else int(result["sequences"]),
         test=dict(result["evaluation"]),
         test_size=sum(batch.size for batch in task.eval_batches()),
-        weights=sum(parameter.numel() for parameter in result.model.parameters()),
+        weights=_count_weights(result.model),
         seconds=time.perf_counter() - start,
         curve=_curve(result.curve),
     )
@@ -277,3 +277,15 @@ def _curve(rows: list[dict[str, float]]) -> list[tuple[int, float, float]]:
         for row in rows
         if "train_loss" in row
     ]
+
+
+def _count_weights(model) -> int:
+    """Trainable weights of ``model``: recurrent layers count without their masked-out entries
+    (:meth:`~carousel.nn.Recurrent.num_weights`: the sLSTM's off-head blocks, FGR's masked
+    columns), everything else in full."""
+    from carousel.nn import Recurrent
+
+    layers = [m for m in model.modules() if isinstance(m, Recurrent)]
+    inside = {id(p) for layer in layers for p in layer.parameters()}
+    rest = sum(p.numel() for p in model.parameters() if id(p) not in inside)
+    return rest + sum(layer.num_weights() for layer in layers)
