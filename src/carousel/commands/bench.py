@@ -53,12 +53,6 @@ def add_parser(subparsers) -> None:
         help="comma-separated KEY=VALUE cell options, given to the cells that take them "
         "(e.g. num_heads=4 for slstm)",
     )
-    parser.add_argument(
-        "--cell-options",
-        default="",
-        help="comma-separated KEY=VALUE cell options, given to the cells that take them "
-        "(e.g. num_heads=4 for slstm)",
-    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
         "--seconds",

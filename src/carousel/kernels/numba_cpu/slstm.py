@@ -31,20 +31,25 @@ position (see :mod:`.lstm`).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from carousel.cells import ACTIVATIONS, CellSpec
-from carousel.kernels.numba_cpu.blas import gemm, input_gradients, input_projection, matmul
+from carousel.kernels.numba_cpu.blas import (
+    gemm,
+    head_blocks,
+    head_count,
+    head_matmul,
+    head_matmul_backward,
+    input_gradients,
+    input_projection,
+)
 from carousel.kernels.numba_cpu.common import (
     activate,
     activation_table,
     derivatives,
     exp,
     kernel,
+    log1p_unit,
     scratch,
     time_index,
     time_major,
@@ -65,139 +70,6 @@ def slstm_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     config[EXP_FORGET] = int(spec.forget_activation == "exp")
     config[NUM_HEADS] = spec.num_heads
     return config
-
-
-def log1p_unit(u):
-    r""":math:`\log(1 + u)` for :math:`0 \le u \le 1`, vectorisable inside compiled loops.
-
-    :math:`\log(1 + u) = 2\,\mathrm{artanh}(s)` with :math:`s = u / (2 + u) \le 1/3`, summed as
-    :math:`2 s \sum_k s^{2k} / (2k + 1)`: 16 terms in float64 (the next is below
-    :math:`4 \cdot 10^{-17}` of the sum), 7 in float32 (below :math:`2 \cdot 10^{-8}`). Outside
-    compiled code this is :func:`math.log1p`.
-    """
-    return math.log1p(u)
-
-
-@overload(log1p_unit, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
-def _log1p_unit_compiled(u):
-    if u == types.float32:
-        return _log1p_unit32
-    return _log1p_unit64
-
-
-def _log1p_unit64(u):
-    s = u / (2.0 + u)
-    y = s * s
-    # sum_k y^k / (2k + 1), k = 0 .. 15, by Horner's rule
-    total = 1.0 / 31.0
-    total = total * y + 0.034482758620689655  # 1 / 29
-    total = total * y + 0.037037037037037035  # 1 / 27
-    total = total * y + 0.04  # 1 / 25
-    total = total * y + 0.043478260869565216  # 1 / 23
-    total = total * y + 0.047619047619047616  # 1 / 21
-    total = total * y + 0.05263157894736842  # 1 / 19
-    total = total * y + 0.058823529411764705  # 1 / 17
-    total = total * y + 0.06666666666666667  # 1 / 15
-    total = total * y + 0.07692307692307693  # 1 / 13
-    total = total * y + 0.09090909090909091  # 1 / 11
-    total = total * y + 0.1111111111111111  # 1 / 9
-    total = total * y + 0.14285714285714285  # 1 / 7
-    total = total * y + 0.2  # 1 / 5
-    total = total * y + 0.3333333333333333  # 1 / 3
-    total = total * y + 1.0  # 1 / 1
-    return 2.0 * s * total
-
-
-def _log1p_unit32(u):
-    s = u / (np.float32(2.0) + u)
-    y = s * s
-    # sum_k y^k / (2k + 1), k = 0 .. 6, by Horner's rule
-    total = np.float32(1.0 / 13.0)
-    total = total * y + np.float32(0.09090909090909091)  # 1 / 11
-    total = total * y + np.float32(0.1111111111111111)  # 1 / 9
-    total = total * y + np.float32(0.14285714285714285)  # 1 / 7
-    total = total * y + np.float32(0.2)  # 1 / 5
-    total = total * y + np.float32(0.3333333333333333)  # 1 / 3
-    total = total * y + np.float32(1.0)  # 1 / 1
-    return np.float32(2.0) * s * total
-
-
-@kernel
-def _heads(config, weight_hh):
-    """The number of heads the recurrent GEMMs may split into: ``config``'s, when every weight
-    outside the diagonal blocks is zero (the layer's mask makes it so), else 1 (dense)."""
-    heads = config[NUM_HEADS]
-    rows, hidden = weight_hh.shape
-    if heads <= 1 or hidden == 0:
-        return 1
-    size = hidden // heads
-    for r in range(rows):
-        head = (r % hidden) // size
-        for c in range(hidden):
-            if c // size != head and weight_hh[r, c] != 0.0:
-                return 1
-    return heads
-
-
-@kernel
-def _blocks(weight_hh, heads, transpose):
-    """The diagonal blocks of ``weight_hh`` ``(4H, H)``, head by head: ``(heads, 4D, D)``, rows
-    gate-major as in the packed layout, or their transposes ``(heads, D, 4D)``."""
-    hidden = weight_hh.shape[1]
-    size = hidden // heads
-    blocks = np.empty(
-        (heads, size, 4 * size) if transpose else (heads, 4 * size, size), weight_hh.dtype
-    )
-    for head in range(heads):
-        for gate in range(4):
-            for k in range(size):
-                for j in range(size):
-                    value = weight_hh[gate * hidden + head * size + k, head * size + j]
-                    if transpose:
-                        blocks[head, j, gate * size + k] = value
-                    else:
-                        blocks[head, gate * size + k, j] = value
-    return blocks
-
-
-@kernel
-def _recurrent(h, weight_t, blocks_t, heads, h_heads, net_heads, net):
-    """``net (B, 4H) = h (B, H) @ W_hh^T``: one GEMM, or one per head on its diagonal block."""
-    if heads == 1:
-        matmul(h, weight_t, net)
-        return
-    batch, hidden = h.shape
-    size = hidden // heads
-    for head in range(heads):
-        for b in range(batch):
-            for j in range(size):
-                h_heads[head, b, j] = h[b, head * size + j]
-        matmul(h_heads[head], blocks_t[head], net_heads[head])  # (B, D) @ (D, 4D)
-        for b in range(batch):
-            for gate in range(4):
-                for k in range(size):
-                    net[b, gate * hidden + head * size + k] = net_heads[head, b, gate * size + k]
-
-
-@kernel
-def _recurrent_backward(d_net, weight, blocks, heads, d_net_heads, d_source_heads, d_source):
-    """``d_source (B, H) = d_net (B, 4H) @ W_hh``: one GEMM, or one per head."""
-    if heads == 1:
-        matmul(d_net, weight, d_source)
-        return
-    batch, hidden = d_source.shape
-    size = hidden // heads
-    for head in range(heads):
-        for b in range(batch):
-            for gate in range(4):
-                for k in range(size):
-                    d_net_heads[head, b, gate * size + k] = d_net[
-                        b, gate * hidden + head * size + k
-                    ]
-        matmul(d_net_heads[head], blocks[head], d_source_heads[head])  # (B, 4D) @ (4D, D)
-        for b in range(batch):
-            for j in range(size):
-                d_source[b, head * size + j] = d_source_heads[head, b, j]
 
 
 @kernel
@@ -243,10 +115,10 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
     gate_table, output_table = _tables(config, hidden, dtype)
 
     gates = input_projection(x, weight_ih, bias)  # (T, B, G); each row turns into activations
-    heads = _heads(config, weight_hh)
+    heads = head_count(config[NUM_HEADS], weight_hh)
     size = hidden // heads
     weight_hh_t = np.ascontiguousarray(weight_hh.T) if heads == 1 else np.zeros((0, 0), dtype)
-    blocks_t = _blocks(weight_hh, heads, True)  # (heads, D, 4D)
+    blocks_t = head_blocks(weight_hh, heads, True)  # (heads, D, 4D)
     h_heads = np.empty((heads, batch, size), dtype)
     net_heads = np.empty((heads, batch, 4 * size), dtype)
     output = time_major(steps, batch, hidden, dtype, lengths)
@@ -266,7 +138,7 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
     stabiliser_at = time_major(saved, batch, 2 * hidden, dtype, lengths)
 
     for t in range(steps):
-        _recurrent(h, weight_hh_t, blocks_t, heads, h_heads, net_heads, net)  # (B, G), h_{t-1}
+        head_matmul(h, weight_hh_t, blocks_t, heads, h_heads, net_heads, net)  # (B, G), h_{t-1}
         for b in range(batch):
             if t >= lengths[b]:
                 continue
@@ -382,9 +254,9 @@ def slstm_backward(
     identity_output = config[OUTPUT_ACTIVATION] == IDENTITY
     gate_table, output_table = _tables(config, hidden, dtype)
 
-    heads = _heads(config, weight_hh)
+    heads = head_count(config[NUM_HEADS], weight_hh)
     size = hidden // heads
-    blocks = _blocks(weight_hh, heads, False)  # (heads, 4D, D)
+    blocks = head_blocks(weight_hh, heads, False)  # (heads, 4D, D)
     d_net_heads = np.empty((heads, batch, 4 * size), dtype)
     d_source_heads = np.empty((heads, batch, size), dtype)
     d_h = d_h_n.copy()
@@ -451,7 +323,7 @@ def slstm_backward(
                 d_net_at[tau, b, g] = d_net[b, g]
 
         # (B, H): dL/dh_{t-1} through the recurrence
-        _recurrent_backward(d_net, weight_hh, blocks, heads, d_net_heads, d_source_heads, d_source)
+        head_matmul_backward(d_net, weight_hh, blocks, heads, d_net_heads, d_source_heads, d_source)
         for b in range(batch):
             if t < lengths[b]:
                 for j in range(hidden):
