@@ -117,12 +117,13 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
         group="1",
         title=f"embedded Reber grammar, {blocks} blocks of {size}, lr {lr:g}",
         task="reber",
-        options={},
+        options={"sampling": "replacement"},
         faithful=Faithful(
             blocks=blocks,
             block_size=size,
             lr=lr,
             init_range=0.2,
+            input_gate_bias_range=0.1,
             output_gate_bias=biases,
             biased="gates",
             output_bias=False,
@@ -132,10 +133,19 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
         budget=100_000,
         eval_every=64,
         chunk=64,
-        trained=Trained(budget=50_000, batch=1, lr=0.03, hidden=128, eval_every=64),
+        trained=Trained(
+            budget=50_000,
+            batch=1,
+            lr=0.03,
+            hidden=128,
+            eval_every=64,
+            task_options={"sampling": "epochs"},
+        ),
         target=target,
-        note="input-gate biases random in [-0.2, 0.2] like the other weights; weights change "
-        "after every step (the paper's online RTRL); a trial is one training/test pair "
+        note="input-gate biases random in [-0.1, 0.1] (the paper's table: 'r'; its text: all "
+        "weights but the output-gate biases in [-0.2, 0.2]); training strings drawn from the "
+        "training set with replacement, the rule judged on both sets every 64 sequences; weights "
+        "change after every step (the paper's online RTRL); a trial is one training/test pair "
         "(seeded by the trial) and one initialisation",
     )
 
@@ -143,11 +153,14 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
 _LONG_LAG_2A = Faithful(
     blocks=1, lr=1.0, update="step", init_range=0.2, biased="none", output_bias=False, output_gate=False,
     output_from_inputs=True, recurrent=False, candidate_activation="sigmoid",
-    output_activation="identity",
+    output_activation="identity", staged=True,
 )  # fmt: skip
 """Experiment 2a/2b: one cell with an input gate and no output gate, g = sigmoid, h = identity;
 cell and gate read the inputs, the output units read inputs and cell (10,504 weights at p = 100);
-weights change after every step (the paper's online RTRL)."""
+weights change after every step (the paper's online RTRL). Built sequentially, as the paper
+says: the output units learn from the inputs alone (10,201 weights) until the error has stopped
+decreasing (:class:`~carousel.experiments.faithful.Plateau`), then cell and input gate are
+added."""
 
 
 def _long_lag_2c(q: int, p: int, sequences: float, target: bool = False) -> Experiment:

@@ -50,11 +50,13 @@ def _output_units(out_weight, out_bias, from_inputs, linear, cells, x, t, hidden
 @kernel
 def train_online(
     config, weight_ih, bias, weight_hh, out_weight, out_bias, from_inputs, linear,
-    bias_mask, hh_mask, out_bias_mask, lr, xs, lengths, targets, per_step, outputs,
+    bias_mask, hh_mask, out_mask, out_bias_mask, lr, xs, lengths, targets, per_step, outputs,
 ):  # fmt: skip
     """Online gradient descent over ``xs (N, T, I)``, one sequence at a time (see the module
     docstring); writes each sequence's pre-update outputs to ``outputs`` (the shape of
-    ``targets``) and changes the weights in place."""
+    ``targets``) and changes the weights in place. The masks ``bias_mask (G,)``,
+    ``hh_mask (G, R)``, ``out_mask (O, J)`` and ``out_bias_mask (O,)`` are 1 where a weight
+    exists; absent weights get no update."""
     hidden = out_weight.shape[1] - (xs.shape[2] if from_inputs else 0)
     rows, sources, inputs = weight_ih.shape[0], weight_hh.shape[1], xs.shape[2]
     units = out_weight.shape[0]
@@ -100,7 +102,7 @@ def train_online(
         weight_ih -= lr * grads[4]
         bias -= lr * (grads[5] * bias_mask)
         weight_hh -= lr * (grads[6] * hh_mask)
-        out_weight -= lr * d_out_weight
+        out_weight -= lr * (d_out_weight * out_mask)
         out_bias -= lr * (d_out_bias * out_bias_mask)
 
 
@@ -152,7 +154,8 @@ def _squash(code, x):
 @kernel
 def train_online_steps(
     config, weight_ih, bias, weight_hh, out_weight, out_bias, from_inputs, linear,
-    bias_mask, hh_mask, out_bias_mask, lr, xs, lengths, targets, per_step, each_step, outputs,
+    bias_mask, hh_mask, out_mask, out_bias_mask, lr, xs, lengths, targets, per_step, each_step,
+    outputs,
 ):  # fmt: skip
     r"""The paper's own online algorithm: truncated RTRL, weights changed at every target step.
 
@@ -272,14 +275,14 @@ def train_online_steps(
             if each_step or t == steps - 1:
                 _apply(
                     lr, d_rows, d_out, d_out_bias, weight_ih, weight_hh, bias, out_weight,
-                    out_bias, bias_mask, hh_mask, out_bias_mask,
+                    out_bias, bias_mask, hh_mask, out_mask, out_bias_mask,
                 )  # fmt: skip
 
 
 @kernel
 def _apply(
     lr, d_rows, d_out, d_out_bias, weight_ih, weight_hh, bias, out_weight, out_bias,
-    bias_mask, hh_mask, out_bias_mask,
+    bias_mask, hh_mask, out_mask, out_bias_mask,
 ):  # fmt: skip
     """Gradient step with the summed gradients (masked where weights do not exist), then zero
     them."""
@@ -290,7 +293,7 @@ def _apply(
         for r in range(sources):
             weight_hh[g, r] -= lr * d_rows[g, inputs + r] * hh_mask[g, r]
         bias[g] -= lr * d_rows[g, inputs + sources] * bias_mask[g]
-    out_weight -= lr * d_out
+    out_weight -= lr * d_out * out_mask
     out_bias -= lr * d_out_bias * out_bias_mask
     d_rows[:] = 0.0
     d_out[:] = 0.0
