@@ -29,7 +29,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from carousel.experiments.suite import EXPERIMENTS, Experiment, PaperResult
+from carousel.experiments.suite import Experiment, PaperResult, experiment
 from carousel.experiments.trial import run_faithful, run_trainer
 from carousel.tasks import build_task
 
@@ -78,7 +78,7 @@ def trial_seed(seed: int, trial: int) -> int:
 def run_trial(name: str, config: str, trial: int, seed: int, budget: int | None = None) -> dict:
     """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``) whose
     ``budget`` is the one asked for (``None``: the row's own)."""
-    row = EXPERIMENTS[name]
+    row = experiment(name)
     trial_s = trial_seed(seed, trial)
     if config == "faithful":
         task = build_task(row.task, row.options, seed=trial_s)

@@ -16,6 +16,9 @@ those cells the same way, under the same budget. How a row trains them is its :c
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import re
 from dataclasses import dataclass, field
 
 from carousel.experiments.faithful import Faithful
@@ -406,9 +409,62 @@ QUICK = ("1-3x2-lr0.5", "2a-p100", "2c-q100-p100", "3a-T100-N3", "4-T100", "6a")
 """The rows of ``carousel reproduce all --quick``."""
 
 
+def experiment(name: str) -> Experiment:
+    """Row ``name`` of :data:`EXPERIMENTS`, or a variant of one: ``ROW@key=value,key=value``.
+
+    Each key is a field of the row's :class:`~carousel.experiments.faithful.Faithful` settings
+    (``plateau.window``, ``plateau.patience``, ``plateau.threshold`` for those of its
+    :class:`~carousel.experiments.faithful.Plateau`) or an option of its task; each value a
+    Python literal (``1.0``, ``False``, ``(-1.0, -2.0)``; a bare word is a string). The variant
+    keeps ``name`` as its name, so its trials are told apart from the row's. E.g.
+    ``1-3x2-lr0.5@error_factor=1.0``, ``2a-p100@staged=False``,
+    ``1-3x2-lr0.5@sampling=epochs,input_gate_bias_range=None``.
+    """
+    base, _, changes = name.partition("@")
+    if base not in EXPERIMENTS:
+        raise ValueError(f"unknown row {base!r} in experiment {name!r} (carousel reproduce --list)")
+    row = EXPERIMENTS[base]
+    if not changes:
+        return row
+    from carousel.tasks import TASKS
+
+    settings = {f.name for f in dataclasses.fields(Faithful)} - {"plateau"}
+    plateau_fields = {f.name for f in dataclasses.fields(row.faithful.plateau)}
+    task_options = {f.name for f in dataclasses.fields(TASKS[row.task].Options)}
+    faithful, plateau, options = {}, {}, dict(row.options)
+    for item in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", changes):
+        key, equals, text = (part.strip() for part in item.partition("="))
+        if not equals:
+            raise ValueError(f"experiment {name!r}: a change must read key=value; got {item!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if key.startswith("plateau.") and key[len("plateau.") :] in plateau_fields:
+            plateau[key[len("plateau.") :]] = value
+        elif key in settings:
+            faithful[key] = value
+        elif key in task_options:
+            options[key] = value
+        else:
+            raise ValueError(
+                f"experiment {name!r}: {key!r} is neither a faithful setting ({sorted(settings)}, "
+                f"plateau.{{{', '.join(sorted(plateau_fields))}}}) nor an option of task "
+                f"{row.task!r} ({sorted(task_options)})"
+            )
+    settings = dataclasses.replace(
+        row.faithful,
+        **faithful,
+        plateau=dataclasses.replace(row.faithful.plateau, **plateau),
+    )
+    return dataclasses.replace(row, name=name, options=options, faithful=settings)
+
+
 def select(name: str) -> list[Experiment]:
-    """The rows ``name`` stands for: a row, a group, an alias, or ``"all"`` (every row of the
-    paper's tables)."""
+    """The rows ``name`` stands for: a row, a group, an alias, ``"all"`` (every row of the
+    paper's tables), or a variant of a row (:func:`experiment`)."""
+    if "@" in name:
+        return [experiment(name)]
     name = ALIASES.get(name, name)
     if name == "all":
         return [row for row in EXPERIMENTS.values() if row.paper]
