@@ -47,3 +47,9 @@ def test_a_variant_runs_and_is_recorded_under_its_own_name(tmp_path):
         (trial,) = list(csv.DictReader(file))
     assert trial["row"] == name and trial["sequences"] == "40"
     assert (tmp_path / "results.md").read_text().count(f"| {name} | faithful | 1 |") == 1
+
+
+def test_2b_trains_on_every_element_as_the_paper_says_and_modern_at_the_end():
+    row = EXPERIMENTS["2b-p100"]
+    assert row.options["targets"] == "every" and row.trained.task_options == {"targets": "end"}
+    assert experiment("2b-p100@targets=end").options["targets"] == "end"
