@@ -53,3 +53,31 @@ def test_2b_trains_on_every_element_as_the_paper_says_and_modern_at_the_end():
     row = EXPERIMENTS["2b-p100"]
     assert row.options["targets"] == "every" and row.trained.task_options == {"targets": "end"}
     assert experiment("2b-p100@targets=end").options["targets"] == "end"
+
+
+def test_trials_in_this_process_run_on_one_thread_and_the_setting_comes_back(tmp_path, monkeypatch):
+    import torch
+
+    import carousel.experiments.reproduce as module
+    from carousel import get_num_threads, set_num_threads
+
+    seen = []
+
+    def fake_trial(name, config, trial, seed, budget):
+        seen.append(torch.get_num_threads())
+        return {
+            "row": name, "config": config, "trial": trial, "seed": trial, "budget": budget,
+            "solved": False, "sequences": 5, "milestones": {}, "test": {"wrong": 0, "loss": 0.0},
+            "test_size": 1, "weights": 93, "seconds": 0.0,
+        }  # fmt: skip
+
+    monkeypatch.setattr(module, "run_trial", fake_trial)
+    before = get_num_threads()
+    set_num_threads(2)
+    try:
+        reproduce(
+            select("4-T100"), "faithful", trials=2, seed=0, out_dir=tmp_path, budget=5, quiet=True
+        )
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        set_num_threads(before)

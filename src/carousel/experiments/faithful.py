@@ -78,6 +78,14 @@ class Plateau:
     ``error_factor``); averaging over windows and asking for :math:`K` of them keeps one noisy
     window from firing it.
 
+    The paper does not say how it judged. The defaults (windows of 100 sequences, the chunk of
+    experiment 2's rows; 10 windows; 1 %) read "stopped decreasing" as "fell by less than 1 %
+    over the last 1,000 sequences", a common plateau rule. Without the cell, experiment 2's
+    error falls on the slow tail of the sigmoid output units (about :math:`0.5 + a / n` after
+    :math:`n` sequences, 0.5 being the unpredictable last element), so where the rule holds
+    depends on :math:`\delta` and :math:`K W`: with the defaults after 10,000 to 19,000
+    sequences on 2a and 2b (``docs/reproduction.md`` measures an earlier switch too).
+
     Attributes:
         window: sequences per window ``W`` (a multiple of the trial's chunk).
         patience: windows ``K`` without enough improvement.

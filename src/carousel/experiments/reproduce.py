@@ -208,8 +208,14 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[di
         bar.update()
 
     if processes == 1 or len(jobs) <= 1:
-        for job in jobs:
-            done(run_trial(*job))
+        from carousel import get_num_threads, set_num_threads
+
+        threads = get_num_threads()
+        try:
+            for job in jobs:
+                done(_run_job(job))  # one thread, as in the pool
+        finally:
+            set_num_threads(threads)
     else:
         context = multiprocessing.get_context("spawn")
         with context.Pool(min(processes, len(jobs))) as pool:
