@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from carousel.experiments.suite import EXPERIMENTS, Experiment, PaperResult
+from carousel.experiments.suite import Experiment, PaperResult, experiment
 from carousel.experiments.trial import run_faithful, run_trainer
 from carousel.tasks import build_task
 
@@ -85,7 +85,7 @@ def run_trial(
     """One trial of row ``name`` under ``config``; a JSON-ready dict (see ``trials.csv``) whose
     ``budget`` is the one asked for (``None``: the row's own). ``progress``, if given, is called
     with the number of training sequences seen so far, every chunk or step."""
-    row = EXPERIMENTS[name]
+    row = experiment(name)
     trial_s = trial_seed(seed, trial)
     if config == "faithful":
         task = build_task(row.task, row.options, seed=trial_s)
@@ -243,8 +243,15 @@ def _run_jobs(jobs: list[tuple], processes: int, quiet: bool, record) -> list[di
         bar.update()
 
     if processes == 1 or len(jobs) <= 1:
-        for job in jobs:
-            done(run_trial(*job, progress=functools.partial(saw, _key(job))))
+        from carousel import get_num_threads, set_num_threads
+
+        threads = get_num_threads()
+        set_num_threads(1)  # one thread, as in the pool
+        try:
+            for job in jobs:
+                done(run_trial(*job, progress=functools.partial(saw, _key(job))))
+        finally:
+            set_num_threads(threads)
     else:
         context = multiprocessing.get_context("spawn")
         reports = context.Queue()
