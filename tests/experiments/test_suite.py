@@ -63,7 +63,7 @@ def test_trials_in_this_process_run_on_one_thread_and_the_setting_comes_back(tmp
 
     seen = []
 
-    def fake_trial(name, config, trial, seed, budget):
+    def fake_trial(name, config, trial, seed, budget, progress=None):
         seen.append(torch.get_num_threads())
         return {
             "row": name, "config": config, "trial": trial, "seed": trial, "budget": budget,
