@@ -47,6 +47,8 @@ CELL_OPTIONS: dict[str, CellOption] = {
     "layer_norm": CellOption(
         bool, "LSTM/GRU: layer normalisation of both projections (and the LSTM cell state)"
     ),
+    "num_heads": CellOption(int, "sLSTM: heads of its block-diagonal recurrent weights"),
+    "forget_activation": CellOption(str, "sLSTM forget gate: sigmoid or exp"),
 }
 """Every keyword option a registered variant takes, by name."""
 

@@ -147,7 +147,7 @@ class Regularizers:
                 raise ValueError(
                     f"zoneout must be a probability or a pair (p_c, p_h); got {zoneout!r}"
                 )
-            if spec.family != "lstm":
+            if spec.family in ("gru", "elman"):
                 raise ValueError(
                     f"zoneout=(p_c, p_h) needs a cell state; a {spec.family} cell has only h: "
                     f"give zoneout=p_h; got {tuple(zoneout)!r}"
@@ -164,14 +164,15 @@ class Regularizers:
                 for name, value in (
                     ("recurrent_dropout", recurrent),
                     ("candidate_dropout", candidate),
-                    ("zoneout", zone_h),
+                    ("zoneout", max(zone_c, zone_h)),
                 )
                 if value > 0
             ]
             if used:
                 raise ValueError(
-                    f"{', '.join(used)} applies to the {' and '.join(REGULARIZED_FAMILIES)} "
-                    f"families only, not to {spec.family!r} (weight_drop applies to every cell)"
+                    f"{', '.join(used)} is not defined for the {spec.variant!r} variant: it "
+                    f"applies to the {' and '.join(REGULARIZED_FAMILIES)} families only, not to "
+                    f"{spec.family!r} (weight_drop and reset apply to every cell)"
                 )
         return regularizers
 

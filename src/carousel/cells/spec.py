@@ -9,7 +9,8 @@ Packed layout
 -------------
 Rows of ``weight_ih`` and ``weight_hh`` (and of the biases) are blocks, one per entry of
 :attr:`CellSpec.gates`, in that order. The order follows ``torch.nn``: LSTM ``(i, f, g, o)``,
-GRU ``(r, z, n)``, Elman ``(h,)``. An LSTM variant without a gate drops its block and keeps the
+GRU ``(r, z, n)``, Elman ``(h,)``; the sLSTM (:mod:`carousel.cells.slstm`) packs ``(i, f, g, o)``
+like the LSTM, ``g`` holding the cell input :math:`z`. An LSTM variant without a gate drops its block and keeps the
 order of the rest: CIFG packs ``(i, g, o)``, NIG ``(f, g, o)``.
 
 Gate blocks of an LSTM have ``hidden_size // block_size`` rows (one gate per memory block, shared
@@ -38,19 +39,20 @@ cell state carried to the next step is :math:`c_t` itself, not normalised.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS
 from carousel.cells.registry import FAMILIES
+from carousel.cells.weights import LAYER_NORM_EPSILON, CellWeights, layer_norm
 
+__all__ = ["LAYER_NORM_EPSILON", "CellSpec", "CellWeights", "layer_norm"]
+
+FORGET_ACTIVATIONS = ("sigmoid", "exp")
 GATE_FEEDBACK = ("none", "gates", "all")
 LAYER_NORM_FAMILIES = ("lstm", "gru")
 """Families whose cells take ``layer_norm=True``."""
-LAYER_NORM_EPSILON = 1e-5
-r"""The :math:`\epsilon` of the layer normalisation (``torch.nn.LayerNorm``'s default)."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class CellSpec:
     """What one step of a recurrent cell computes.
 
     Attributes:
-        family: ``"lstm"``, ``"gru"`` or ``"elman"``.
+        family: ``"lstm"``, ``"gru"``, ``"elman"``, or ``"slstm"`` (the sLSTM of Beck et al. 2024,
+            an LSTM variant with its own step and state, see :mod:`carousel.cells.slstm`).
         variant: the name under which the variant is registered (``"vanilla"``, ``"1997"``, ...).
         gates: the packed row blocks, in order (see the module docstring).
         gate_activation: squashing of the gates, ``"sigmoid"`` or ``"hard_sigmoid"``.
@@ -77,6 +80,8 @@ class CellSpec:
         cell_bias: if ``False`` the cell-input block ``g`` has no bias (only gates are biased).
         layer_norm: LSTM and GRU; layer normalisation of the input and recurrent projections
             and (LSTM) of the cell state before the output activation (see the module docstring).
+        num_heads: sLSTM only; the recurrent weights are block-diagonal with this many heads.
+        forget_activation: sLSTM only; ``"sigmoid"`` or ``"exp"`` (the exponential forget gate).
         reference: the paper that defines the variant.
     """
 
@@ -94,6 +99,8 @@ class CellSpec:
     num_biases: int = 2
     cell_bias: bool = True
     layer_norm: bool = False
+    num_heads: int = 1
+    forget_activation: str = "sigmoid"
     reference: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -134,8 +141,31 @@ class CellSpec:
             raise TypeError(f"layer_norm must be a bool; got {self.layer_norm!r}")
         if self.layer_norm and self.family not in LAYER_NORM_FAMILIES:
             raise ValueError(
-                f"layer_norm applies to the {' and '.join(LAYER_NORM_FAMILIES)} families only, "
-                f"not to {self.family!r}"
+                f"layer_norm is not defined for the {self.variant!r} variant: it applies to the "
+                f"{' and '.join(LAYER_NORM_FAMILIES)} families only, not to {self.family!r}"
+            )
+        if (
+            not isinstance(self.num_heads, int)
+            or isinstance(self.num_heads, bool)
+            or self.num_heads < 1
+        ):
+            raise ValueError(f"num_heads must be a positive int; got {self.num_heads!r}")
+        if self.forget_activation not in FORGET_ACTIVATIONS:
+            raise ValueError(
+                f"forget_activation must be one of {FORGET_ACTIVATIONS}; got {self.forget_activation!r}"
+            )
+        if self.family != "slstm":
+            for name, value, default in (
+                ("num_heads", self.num_heads, 1),
+                ("forget_activation", self.forget_activation, "sigmoid"),
+            ):
+                if value != default:
+                    raise ValueError(
+                        f"{name}={value!r} applies to sLSTM cells only, not to {self.family!r}"
+                    )
+        elif self.gates != FAMILIES["slstm"].gates:
+            raise ValueError(
+                f"an sLSTM cell has the gates {FAMILIES['slstm'].gates}; got {self.gates}"
             )
         if self.family != "lstm":
             lstm_only = {
@@ -199,7 +229,10 @@ class CellSpec:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        """Names of the state tensors a layer carries: ``h`` (and ``c``, and ``gates``)."""
+        """Names of the state tensors a layer carries: ``h`` (and ``c``, and ``gates``; the sLSTM
+        carries ``h, c, n, m``: output, cell, normaliser and stabiliser)."""
+        if self.family == "slstm":
+            return ("h", "c", "n", "m")
         if self.family != "lstm":
             return ("h",)
         return ("h", "c", "gates") if self.feedback_gates else ("h", "c")
@@ -240,6 +273,8 @@ class CellSpec:
         sizes = {
             "h": self.output_size(hidden_size, proj_size),
             "c": hidden_size,
+            "n": hidden_size,
+            "m": hidden_size,
             "gates": self.feedback_size(hidden_size),
         }
         return tuple(sizes[name] for name in self.state_names)
@@ -249,6 +284,10 @@ class CellSpec:
         if hidden_size % self.block_size:
             raise ValueError(
                 f"hidden_size must be a multiple of block_size={self.block_size}; got {hidden_size}"
+            )
+        if hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size must be a multiple of num_heads={self.num_heads}; got {hidden_size}"
             )
         if proj_size and self.family != "lstm":
             raise ValueError(f"proj_size applies to LSTM cells only, not to {self.family!r}")
@@ -303,8 +342,15 @@ class CellSpec:
         """Fixed 0/1 mask on ``weight_hh``, or ``None`` when every weight is trainable.
 
         With ``gate_feedback="gates"`` (FGR) the cell input ``g`` does not see the previous
-        gate activations, so those columns of its rows are masked.
+        gate activations, so those columns of its rows are masked. An sLSTM with ``num_heads > 1``
+        has block-diagonal recurrent weights: row ``k`` of every gate block reads only the
+        columns of its own head, ``(k // D) * D .. (k // D + 1) * D - 1`` with
+        ``D = hidden_size // num_heads``.
         """
+        if self.family == "slstm" and self.num_heads > 1:
+            head = torch.arange(hidden_size) // (hidden_size // self.num_heads)  # (H,)
+            same = (head.unsqueeze(1) == head.unsqueeze(0)).float()  # (H, H)
+            return same.repeat(len(self.gates), 1)  # (4H, H)
         if self.gate_feedback != "gates":
             return None
         mask = torch.ones(
@@ -357,79 +403,3 @@ class CellSpec:
             if value != default:
                 parts.append(f"{name}={value!r}")
         return ", ".join(parts)
-
-
-class CellWeights(NamedTuple):
-    """The tensors one direction of one layer computes with, as backends receive them.
-
-    Masks (:meth:`CellSpec.recurrent_mask`, :meth:`CellSpec.bias_mask`) are already applied and
-    LSTM/Elman biases already summed, so a backend never deals with either. Shapes, with
-    ``G = spec.num_gate_rows(H)`` and ``R = spec.recurrent_size(H, proj_size)``:
-
-    - ``weight_ih``: ``(G, I)``
-    - ``weight_hh``: ``(G, R)``
-    - ``bias``: ``(G,)`` or ``None``; added to the input projection. LSTM/Elman: the sum of both
-      biases; GRU: ``bias_ih`` only.
-    - ``bias_hh``: ``(G,)`` or ``None``; GRU only, added to the recurrent projection (its ``n``
-      block sits inside the reset gate).
-    - ``weight_peephole``: ``(len(spec.peephole_gates), H)`` or ``None``.
-    - ``weight_hr``: ``(proj_size, H)`` or ``None``.
-    - ``layer_norm_ih``, ``layer_norm_hh``: ``(2, G)``, gain and shift of the normalisation of
-      the input and the recurrent projection, or ``None`` without ``layer_norm``.
-    - ``layer_norm_cell``: ``(2, H)``, gain and shift of the cell state's (LSTM), or ``None``.
-    """
-
-    weight_ih: Tensor
-    weight_hh: Tensor
-    bias: Tensor | None = None
-    bias_hh: Tensor | None = None
-    weight_peephole: Tensor | None = None
-    weight_hr: Tensor | None = None
-    layer_norm_ih: Tensor | None = None
-    layer_norm_hh: Tensor | None = None
-    layer_norm_cell: Tensor | None = None
-
-    @classmethod
-    def from_parameters(
-        cls,
-        spec: CellSpec,
-        params: dict[str, Tensor],
-        recurrent_mask: Tensor | None = None,
-        bias_mask: Tensor | None = None,
-    ) -> CellWeights:
-        """Assemble the backend view from parameters named as in :meth:`CellSpec.parameter_shapes`."""
-        weight_hh = params["weight_hh"]
-        if recurrent_mask is not None:
-            weight_hh = weight_hh * recurrent_mask
-        bias, bias_hh = params.get("bias"), None
-        if "bias_ih" in params:
-            if spec.family == "gru":
-                bias, bias_hh = params["bias_ih"], params["bias_hh"]
-            else:
-                bias = params["bias_ih"] + params["bias_hh"]
-        if bias is not None and bias_mask is not None:
-            bias = bias * bias_mask
-        norms = {
-            f"layer_norm_{name}": torch.stack(
-                (params[f"ln_{name}_weight"], params[f"ln_{name}_bias"])
-            )
-            for name in ("ih", "hh", "cell")
-            if spec.layer_norm and f"ln_{name}_weight" in params
-        }
-        return cls(
-            weight_ih=params["weight_ih"],
-            weight_hh=weight_hh,
-            bias=bias,
-            bias_hh=bias_hh,
-            weight_peephole=params.get("weight_peephole"),
-            weight_hr=params.get("weight_hr"),
-            **norms,
-        )
-
-
-def layer_norm(values: Tensor, gain_shift: Tensor) -> Tensor:
-    r""":math:`\mathrm{LN}(a; \gamma, \beta)` over the last axis of ``values`` ``(..., n)``, with
-    ``gain_shift`` ``(2, n)`` holding :math:`\gamma` and :math:`\beta` (see the module docstring)."""
-    return torch.nn.functional.layer_norm(
-        values, values.shape[-1:], gain_shift[0], gain_shift[1], LAYER_NORM_EPSILON
-    )

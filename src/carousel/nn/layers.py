@@ -24,7 +24,8 @@ class LSTM(Recurrent):
     Args:
         variant: ``"vanilla"`` (default), ``"1997"``, ``"peephole"``, ``"nig"``, ``"nfg"``,
             ``"nog"``, ``"niaf"``, ``"noaf"``, ``"np"``, ``"cifg"``, ``"fgr"``; see
-            :mod:`carousel.cells.lstm` for each one's equations and source.
+            :mod:`carousel.cells.lstm` for each one's equations and source; or ``"slstm"``,
+            the sLSTM of Beck et al. (2024) (:mod:`carousel.cells.slstm`).
         peepholes: add (``True``) or drop (``False``) peephole connections; ``None``: the variant's.
         gate_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (CReLU, clip(x, 0, 1)).
         candidate_activation: squashing of the cell input, e.g. ``"tanh"``, ``"identity"``, ``"g1997"``.
@@ -38,9 +39,12 @@ class LSTM(Recurrent):
             ``ln_ih_bias_l0``, ``ln_hh_*``, ``ln_cell_*``.
         recurrent_dropout, candidate_dropout, zoneout, weight_drop: the regularisers of the
             recurrent connections; see :class:`Recurrent` and :mod:`carousel.cells.regularizers`.
+        num_heads: sLSTM only; heads of its block-diagonal recurrent weights.
+        forget_activation: sLSTM only; ``"sigmoid"`` (default) or ``"exp"``.
         backend, init: see :class:`Recurrent`.
 
-    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``.
+    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``,
+    or ``(output, (h_n, c_n, n_n, m_n))`` for ``slstm``.
     """
 
     def __init__(
@@ -69,11 +73,13 @@ class LSTM(Recurrent):
         candidate_dropout: float = 0.0,
         zoneout: float | tuple[float, float] = 0.0,
         weight_drop: float = 0.0,
+        num_heads: int | None = None,
+        forget_activation: str | None = None,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
     ) -> None:
         spec = make_spec(variant)
-        if spec.family != "lstm":
+        if spec.family not in ("lstm", "slstm"):
             raise ValueError(
                 f"variant must be an LSTM variant for carousel.LSTM; {spec.variant!r} is a "
                 f"{spec.family} cell (use carousel.GRU, carousel.RNN or carousel.nn.Recurrent)"
@@ -104,6 +110,8 @@ class LSTM(Recurrent):
             candidate_dropout=candidate_dropout,
             zoneout=zoneout,
             weight_drop=weight_drop,
+            num_heads=num_heads,
+            forget_activation=forget_activation,
         )
 
 
