@@ -28,7 +28,7 @@ OPTIONS = {
 }
 """Each option as timed; ``reset`` restarts 1 % of the (step, sequence) pairs."""
 RESET_RATE = 0.01
-CELLS = ("vanilla", "gru")
+CELLS = ("vanilla", "gru", "slstm")
 
 
 class _WithReset(torch.nn.Module):
@@ -60,11 +60,14 @@ def runners(cell, shape, dtype, reference: bool) -> list[Runner]:
     plain = carousel.nn.Recurrent(inputs, hidden, variant=cell, backend="numba", dtype=dtype)
     layers = {"none": plain}
     for name, options in OPTIONS.items():
-        layers[name] = layer(**options)
+        try:
+            layers[name] = layer(**options)
+        except ValueError:  # an option the cell does not take (the sLSTM's), left out
+            continue
     generator = torch.Generator().manual_seed(0)
     reset = torch.rand(steps, batch, generator=generator) < RESET_RATE
     layers["reset"] = _WithReset(layers["reset"], reset)
-    if reference:
+    if reference and "layer_norm" in layers:
         layers["reference"] = layer("reference", layer_norm=True)
     x = torch.randn(steps, batch, inputs, dtype=dtype, requires_grad=True)
     upstream = torch.randn(steps, batch, hidden, dtype=dtype)
@@ -85,10 +88,10 @@ def benchmark(cells, shapes, dtype, seconds, reference, log=print) -> list[dict]
                 "shape": shape,
                 "plain": median["none"],
                 "plain_forward": forward["none"],
-                "ratios": {name: median[name] / median["none"] for name in OPTIONS},
-                "forward_ratios": {name: forward[name] / forward["none"] for name in OPTIONS},
+                "ratios": {n: median[n] / median["none"] for n in OPTIONS if n in median},
+                "forward_ratios": {n: forward[n] / forward["none"] for n in OPTIONS if n in median},
                 "reference": median.get("reference"),
-                "layer_norm": median["layer_norm"],
+                "layer_norm": median.get("layer_norm"),
                 "repeats": len(timed[0].backward_times),
             }
             rows.append(row)
@@ -100,12 +103,13 @@ def line(row: dict) -> str:
     """One row of the markdown table."""
     b, t, i, h = row["shape"]
     speedup = row["reference"] / row["layer_norm"] if row["reference"] else None
+    timed = row["ratios"]
     cells = [
         row["cell"],
         f"{b}x{t}x{i}x{h}",
         ms(row["plain"]),
         *(
-            f"{ratio(row['ratios'][name])} ({ratio(row['forward_ratios'][name])})"
+            f"{ratio(timed[name])} ({ratio(row['forward_ratios'][name])})" if name in timed else "-"
             for name in OPTIONS
         ),
         ms(row["reference"]),
@@ -122,4 +126,5 @@ TABLE_HEADER = (
     + "--:|" * len(OPTIONS)
     + "--:|--:|"
 )
-"""Option columns: fwd+bwd time over the plain layer's (forward alone in parentheses)."""
+"""Option columns: fwd+bwd time over the plain layer's (forward alone in parentheses); ``-``
+where the cell refuses the option."""

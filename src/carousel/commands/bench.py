@@ -71,8 +71,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--options",
         action="store_true",
-        help="time layer_norm, the regularisers and resets against the plain layer (LSTM and GRU "
-        "cells of --cells, default vanilla and gru) instead",
+        help="time layer_norm, the regularisers and resets against the plain layer (LSTM, GRU "
+        "and sLSTM cells of --cells, default vanilla, gru and slstm) instead",
     )
     parser.add_argument("--output", type=Path, help="write the report into this markdown file")
     parser.add_argument(
@@ -169,9 +169,9 @@ def _run_options(args: argparse.Namespace) -> None:
 
     given = args.cells != ",".join(CELLS)
     cells = _cells(args.cells) if given else list(options.CELLS)
-    refused = [c for c in cells if make_spec(c).family not in ("lstm", "gru")]
+    refused = [c for c in cells if make_spec(c).family not in ("lstm", "gru", "slstm")]
     if refused:
-        raise ValueError(f"--options times LSTM and GRU cells; got {refused}")
+        raise ValueError(f"--options times LSTM, GRU and sLSTM cells; got {refused}")
     threads.apply_policy()
     lines = [f"Machine: {machine()}.", ""]
     if sys.argv[1:2] == ["bench"]:
