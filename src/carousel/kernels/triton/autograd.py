@@ -56,7 +56,10 @@ class TritonDirection(torch.autograd.Function):
             d_source_n,
             d_cell_n,
         )
-        return (None, *(grads[name] if need else None for name, need in zip(_INPUTS, needed)))
+        return (
+            None,
+            *(grads[name] if need else None for name, need in zip(_INPUTS, needed, strict=True)),
+        )
 
 
 def _plain(tensor: Tensor) -> bool:

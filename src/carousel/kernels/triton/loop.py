@@ -52,8 +52,13 @@ class Call:
     active: Tensor | None
 
     def constants(self) -> dict:
-        """The kernels' constexpr keyword arguments."""
-        return {**self.plan.constants, "HAS_LENGTHS": self.lengths is not None}
+        """The kernels' constexpr keyword arguments, and the compile option that keeps
+        multiply-adds fused (Triton's default, named so that Triton does not warn about it)."""
+        return {
+            **self.plan.constants,
+            "HAS_LENGTHS": self.lengths is not None,
+            "enable_fp_fusion": True,
+        }
 
 
 @dataclass
