@@ -47,7 +47,16 @@ def add_parser(subparsers) -> None:
         default=",".join("x".join(map(str, shape)) for shape in GRID),
         help="comma-separated BxTxIxH shapes (default: the six of docs/performance.md)",
     )
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: the numba kernels; cuda: the triton backend against cuDNN, the reference loop "
+        "and FlashRNN (carousel.benchmarks.cuda; every variant, its own grid by default)",
+    )
     parser.add_argument(
         "--seconds",
         type=float,
@@ -89,6 +98,10 @@ def _cells(text: str) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     """Run the benchmark and print (and optionally write) the report."""
+    if args.device == "cuda":
+        from carousel.benchmarks.cuda import run_command
+
+        return run_command(args)
     cells, shapes = _cells(args.cells), _shapes(args.grid)
     dtype = getattr(torch, args.dtype)
     from carousel.kernels import threads
