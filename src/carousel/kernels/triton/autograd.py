@@ -16,6 +16,8 @@ backend's loop) and returns the gradients of that graph, as the numba backend do
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
 
@@ -26,6 +28,11 @@ from carousel.kernels.triton.loop import Call, backward, forward
 
 _INPUTS = ("gates_x", "source0", "cell0", "weight_hh", "weight_peephole", "weight_hr", "bias_hh")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _on_device(tensor: Tensor):
+    """Make ``tensor``'s GPU the current one: Triton launches on the current device."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
 
 
 class TritonDirection(torch.autograd.Function):
@@ -46,16 +53,17 @@ class TritonDirection(torch.autograd.Function):
         if torch.is_grad_enabled() or not all(_plain(g) for g in grad_outputs):
             return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
         weights = dict(zip(_INPUTS, inputs, strict=True))
-        grads = backward(
-            call,
-            ctx.result,
-            weights["weight_hh"],
-            weights["weight_peephole"],
-            weights["weight_hr"],
-            d_output,
-            d_source_n,
-            d_cell_n,
-        )
+        with _on_device(d_output):
+            grads = backward(
+                call,
+                ctx.result,
+                weights["weight_hh"],
+                weights["weight_peephole"],
+                weights["weight_hr"],
+                d_output,
+                d_source_n,
+                d_cell_n,
+            )
         return (
             None,
             *(grads[name] if need else None for name, need in zip(_INPUTS, needed, strict=True)),
@@ -175,11 +183,12 @@ def run_direction(
         None if weights.weight_hr is None else weights.weight_hr.to(compute),
         _contiguous(weights.bias_hh, compute),
     )
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        output, source_n, cell_n = TritonDirection.apply(call, *inputs)
-    else:
-        result = forward(call, *inputs)
-        output, source_n, cell_n = result.output, result.source_n, result.cell_n
+    with _on_device(x):
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+            output, source_n, cell_n = TritonDirection.apply(call, *inputs)
+        else:
+            result = forward(call, *inputs)
+            output, source_n, cell_n = result.output, result.source_n, result.cell_n
     if reverse:
         output = reference.reverse_padded(output, lengths)
     final = {"h": source_n[:, :out_size], "c": cell_n, "gates": source_n[:, out_size:]}
