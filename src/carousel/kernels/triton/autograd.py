@@ -80,12 +80,38 @@ def _plain(tensor: Tensor) -> bool:
     )
 
 
+RECURRENT_STATES = ("h", "gates")
+"""States that form the recurrent source (what ``weight_hh`` multiplies), in this order; every
+other state of a cell (the LSTM's ``c``) goes into the cell buffer, in ``spec.state_names`` order."""
+
+
+def pack_state(spec: CellSpec, state: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
+    """A cell's state as the loop carries it: ``(source (B, R), cell (B, C))``."""
+    named = dict(zip(spec.state_names, state, strict=True))
+    source = torch.cat([named[name] for name in RECURRENT_STATES if name in named], -1)
+    cells = [tensor for name, tensor in named.items() if name not in RECURRENT_STATES]
+    return source, torch.cat(cells, -1) if cells else state[0].new_zeros(state[0].shape[0], 0)
+
+
+def unpack_state(spec: CellSpec, source: Tensor, cell: Tensor, widths) -> tuple[Tensor, ...]:
+    """The inverse of :func:`pack_state`; ``widths`` holds each state's width, in order."""
+    width = dict(zip(spec.state_names, widths, strict=True))
+    recurrent = [name for name in RECURRENT_STATES if name in width]
+    others = [name for name in spec.state_names if name not in RECURRENT_STATES]
+    parts = {}
+    for names, packed in ((recurrent, source), (others, cell)):
+        start = 0
+        for name in names:
+            parts[name] = packed[:, start : start + width[name]]
+            start += width[name]
+    return tuple(parts[name] for name in spec.state_names)
+
+
 def reference_recurrence(call: Call, *inputs) -> tuple[Tensor, Tensor, Tensor]:
     """:class:`TritonDirection`'s results from the cell's step in differentiable PyTorch ops."""
     gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh = inputs
-    spec, out_size = call.spec, call.out_size
-    initial = {"h": source0[:, :out_size], "c": cell0, "gates": source0[:, out_size:]}
-    state = tuple(initial[name] for name in spec.state_names)
+    spec = call.spec
+    state = unpack_state(spec, source0, cell0, call.widths)
     weights = CellWeights(None, weight_hh, None, bias_hh, weight_peephole, weight_hr)
     outputs = []
     for t in range(gates_x.shape[0]):
@@ -98,9 +124,7 @@ def reference_recurrence(call: Call, *inputs) -> tuple[Tensor, Tensor, Tensor]:
             output = output * call.active[t]
         state = new_state
         outputs.append(output)
-    final = dict(zip(spec.state_names, state, strict=True))
-    source_n = torch.cat((final["h"], final["gates"]), -1) if "gates" in final else final["h"]
-    return torch.stack(outputs), source_n, final.get("c", cell0)
+    return (torch.stack(outputs), *pack_state(spec, state))
 
 
 def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor | None]:
@@ -170,10 +194,11 @@ def run_direction(
         weights.weight_hr is not None,
         weights.bias_hh is not None,
     )
-    call = Call(spec, plan, hidden, out_size, weights.weight_hr is not None, device_lengths, active)
-    named = dict(zip(spec.state_names, state, strict=True))
-    source0 = torch.cat((named["h"], named["gates"]), -1) if "gates" in named else named["h"]
-    cell0 = named["c"] if "c" in named else x.new_zeros(batch, 0)
+    widths = tuple(s.shape[-1] for s in state)
+    call = Call(
+        spec, plan, hidden, out_size, weights.weight_hr is not None, device_lengths, active, widths
+    )
+    source0, cell0 = pack_state(spec, state)
     inputs = (
         gates_x,
         _contiguous(source0, compute),
@@ -191,5 +216,5 @@ def run_direction(
             output, source_n, cell_n = result.output, result.source_n, result.cell_n
     if reverse:
         output = reference.reverse_padded(output, lengths)
-    final = {"h": source_n[:, :out_size], "c": cell_n, "gates": source_n[:, out_size:]}
-    return output.to(dtype), tuple(final[name].to(dtype) for name in spec.state_names)
+    final = unpack_state(spec, source_n, cell_n, widths)
+    return output.to(dtype), tuple(s.to(dtype) for s in final)

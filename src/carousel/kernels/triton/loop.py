@@ -40,7 +40,8 @@ class Call:
     """Everything about one direction's call that is not a differentiable tensor.
 
     ``lengths`` is ``(B,)`` int64 on the tensors' device (``None``: every row runs all ``T``
-    steps); ``active`` ``(T, B, 1)`` bool says which rows step ``t`` advances.
+    steps); ``active`` ``(T, B, 1)`` bool says which rows step ``t`` advances; ``widths`` the
+    width of each state in ``spec.state_names`` (see :func:`.autograd.pack_state`).
     """
 
     spec: CellSpec
@@ -50,6 +51,7 @@ class Call:
     project: bool
     lengths: Tensor | None
     active: Tensor | None
+    widths: tuple[int, ...]
 
     def constants(self) -> dict:
         """The kernels' constexpr keyword arguments, and the compile option that keeps
