@@ -176,3 +176,19 @@ def test_the_cuda_benchmark_runs_its_contenders(capsys):
         assert values[7].endswith("x") and values[9].endswith("x")  # / cuDNN LSTM, vs reference
     assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[6].endswith("x")  # torch.nn GRU
     assert "flashrnn" in capsys.readouterr().out  # why its column is empty
+
+
+def test_frozen_weights_skip_their_gradients_and_leave_the_others_right():
+    reference, fused = layers("peephole", torch.float64, {}, {"proj_size": 2}, SMALL, "cpu")
+    x = torch.randn(SMALL.steps, SMALL.batch, SMALL.input, dtype=torch.float64)
+    grads = []
+    for layer in (reference, fused):
+        for name, p in layer.named_parameters():
+            p.requires_grad_(name.startswith("weight_ih"))
+            p.grad = None
+        x.grad = None
+        x.requires_grad_(True)
+        layer(x, lengths=SMALL.lengths_tensor)[0].pow(2).sum().backward()
+        assert all(p.grad is None for n, p in layer.named_parameters() if "weight_ih" not in n)
+        grads.append([x.grad, layer.weight_ih_l0.grad])
+    assert_same(grads[1], grads[0], torch.float64, "input and weight_ih gradients")

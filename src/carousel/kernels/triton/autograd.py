@@ -63,6 +63,7 @@ class TritonDirection(torch.autograd.Function):
                 d_output,
                 d_source_n,
                 d_cell_n,
+                frozenset(name for name, need in zip(_INPUTS, needed, strict=True) if need),
             )
         return (
             None,

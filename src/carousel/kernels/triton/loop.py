@@ -138,12 +138,14 @@ def backward(
     d_output: Tensor,
     d_source_n: Tensor,
     d_cell_n: Tensor,
+    wanted: frozenset[str] = frozenset({"weight_hh", "weight_peephole", "weight_hr", "bias_hh"}),
 ) -> dict[str, Tensor | None]:
     """Backpropagation through time for :func:`forward`, given the upstream gradients of its
     ``output``, ``source_n`` and ``cell_n``.
 
-    Returns the gradients by name: ``gates_x``, ``source0``, ``cell0``, ``weight_hh``,
-    ``weight_peephole``, ``weight_hr``, ``bias_hh`` (``None`` for absent weights).
+    Returns the gradients by name: ``gates_x``, ``source0``, ``cell0``, and of the weights named
+    in ``wanted``: ``weight_hh``, ``weight_peephole``, ``weight_hr``, ``bias_hh`` (``None`` for
+    absent or unwanted weights: their GEMMs and reductions are skipped).
     """
     plan, hidden, spec = call.plan, call.hidden, call.spec
     steps, batch, out_size = d_output.shape
@@ -194,18 +196,22 @@ def backward(
         "gates_x": d_net,
         "source0": d_source,
         "cell0": d_cell,
-        "weight_hh": d_recurrent.view(flat, -1).t() @ saved.source[:steps].view(flat, -1),
+        "weight_hh": None,
         "weight_peephole": None,
         "weight_hr": None,
-        "bias_hh": d_recurrent.sum((0, 1)) if plan.recurrent_gradient else None,
+        "bias_hh": None,
     }
-    if weight_peephole is not None:
+    if "weight_hh" in wanted:
+        grads["weight_hh"] = d_recurrent.view(flat, -1).t() @ saved.source[:steps].view(flat, -1)
+    if "bias_hh" in wanted and plan.recurrent_gradient:
+        grads["bias_hh"] = d_recurrent.sum((0, 1))
+    if "weight_peephole" in wanted and weight_peephole is not None:
         slices = spec.gate_slices(hidden)
         rows = []
         for gate in spec.peephole_gates:  # i, f read c_{t-1}; o reads c_t
             cell = saved.cell[1:] if gate == "o" else saved.cell[:steps]
             rows.append((d_net[:, :, slices[gate]] * cell).sum((0, 1)))
         grads["weight_peephole"] = torch.stack(rows)
-    if call.project:
+    if "weight_hr" in wanted and call.project:
         grads["weight_hr"] = d_h.view(flat, -1).t() @ saved.y.view(flat, -1)
     return grads
