@@ -32,23 +32,26 @@ CELLS = ("vanilla", "1997", "peephole", "cifg", "gru", "elman")
 TORCH_CLASSES = {"vanilla": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}
 
 
-def runners(cell, shape, dtype, reference: bool) -> list[Runner]:
+def runners(cell, shape, dtype, reference: bool, options=None) -> list[Runner]:
     """One :class:`Runner` per backend (numba, torch.nn where it has the cell, auto, reference),
     with the same weights, input and upstream gradient."""
     import carousel
 
     batch, steps, inputs, hidden = shape
+    options = options or {}
     torch.manual_seed(0)
-    ours = carousel.nn.Recurrent(inputs, hidden, variant=cell, backend="numba", dtype=dtype)
+    ours = carousel.nn.Recurrent(
+        inputs, hidden, variant=cell, backend="numba", dtype=dtype, **options
+    )
     layers = {"numba": ours}
     if cell in TORCH_CLASSES:
         theirs = TORCH_CLASSES[cell](inputs, hidden, dtype=dtype)
         ours.load_state_dict(theirs.state_dict())
         layers["torch.nn"] = theirs
-    layers["auto"] = carousel.nn.Recurrent(inputs, hidden, variant=cell, dtype=dtype)
+    layers["auto"] = carousel.nn.Recurrent(inputs, hidden, variant=cell, dtype=dtype, **options)
     if reference:
         layers["reference"] = carousel.nn.Recurrent(
-            inputs, hidden, variant=cell, backend="reference", dtype=dtype
+            inputs, hidden, variant=cell, backend="reference", dtype=dtype, **options
         )
     for name in ("auto", "reference"):
         if name in layers:
@@ -65,8 +68,19 @@ def gemm_flops(spec, shape) -> float:
     return 2.0 * steps * batch * rows * (3 * inputs + 3 * recurrent)
 
 
-def benchmark(cells, shapes, dtype, seconds, reference, log=print) -> tuple[list[dict], float]:
-    """Time every cell and shape; returns one row per pair and the GEMM peak in GFLOP/s."""
+def options_for(cell: str, options: dict[str, object]) -> dict[str, object]:
+    """The entries of ``options`` that the variant ``cell`` takes."""
+    from carousel.cells import VARIANTS
+
+    return {k: v for k, v in options.items() if k in VARIANTS[cell].options}
+
+
+def benchmark(
+    cells, shapes, dtype, seconds, reference, log=print, cell_options=None
+) -> tuple[list[dict], float]:
+    """Time every cell and shape; returns one row per pair and the GEMM peak in GFLOP/s.
+
+    ``cell_options`` (a dict) go to the cells that take them (:func:`options_for`)."""
     from carousel import kernels
     from carousel.cells import make_spec
 
@@ -74,11 +88,12 @@ def benchmark(cells, shapes, dtype, seconds, reference, log=print) -> tuple[list
     rows, vanilla = [], {}
     for shape in shapes:
         for cell in cells:
-            timed = runners(cell, shape, dtype, reference)
+            options = options_for(cell, cell_options or {})
+            timed = runners(cell, shape, dtype, reference, options)
             measure(timed, seconds)
             median = {r.name: statistics.median(r.backward_times) for r in timed}
             forward = {r.name: statistics.median(r.forward_times) for r in timed}
-            spec = make_spec(cell)
+            spec = make_spec(cell, **options)
             chosen = kernels.select(
                 "auto",
                 kernels.Workload(

@@ -48,6 +48,12 @@ def add_parser(subparsers) -> None:
         help="comma-separated BxTxIxH shapes (default: the six of docs/performance.md)",
     )
     parser.add_argument(
+        "--cell-options",
+        default="",
+        help="comma-separated KEY=VALUE cell options, given to the cells that take them "
+        "(e.g. num_heads=4 for slstm)",
+    )
+    parser.add_argument(
         "--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32"
     )
     parser.add_argument(
@@ -96,6 +102,24 @@ def _cells(text: str) -> list[str]:
     return cells
 
 
+def _cell_options(text: str) -> dict[str, object]:
+    """``"num_heads=4,forget_activation=exp"`` -> ``{"num_heads": 4, "forget_activation": "exp"}``."""
+    import ast
+
+    options: dict[str, object] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--cell-options entries must look like num_heads=4; got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the benchmark and print (and optionally write) the report."""
     if args.device == "cuda":
@@ -103,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
 
         return run_command(args)
     cells, shapes = _cells(args.cells), _shapes(args.grid)
+    cell_options = _cell_options(args.cell_options)
     dtype = getattr(torch, args.dtype)
     from carousel.kernels import threads
 
@@ -113,7 +138,9 @@ def run(args: argparse.Namespace) -> None:
         lines += [f"Command: `{command}` ({args.dtype}).", ""]
     print("\n".join(lines))
     print(TABLE_HEADER)
-    rows, peak = benchmark(cells, shapes, dtype, args.seconds, not args.no_reference)
+    rows, peak = benchmark(
+        cells, shapes, dtype, args.seconds, not args.no_reference, cell_options=cell_options
+    )
     lines += [
         f"fp32 GEMM peak measured in this run: {peak:.0f} GFLOP/s (torch.mm, 2048^3).",
         "",
