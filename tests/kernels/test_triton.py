@@ -9,9 +9,11 @@ runs that module in a fresh process with it set.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,9 @@ pytest.importorskip(
 )
 
 from carousel import kernels
-from carousel.cells import VARIANTS, make_spec
+from carousel.cells import VARIANTS, CellSpec, CellWeights, make_spec
 from carousel.kernels import triton as triton_backend
+from carousel.kernels.triton import coverage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +56,11 @@ def test_interpreter_suite():
 
 # ---- compiled for real GPUs ----------------------------------------------------------------------
 
-COMPILE_CASES = {name: (name, {}, False) for name in VARIANTS if name != "np"}
+COMPILE_CASES = {
+    name: (name, {}, False)
+    for name in VARIANTS
+    if name != "np" and coverage.unsupported_spec(make_spec(name)) is None
+}
 COMPILE_CASES |= {
     "1997-blocks2-truncate": ("1997", {"block_size": 2, "truncate_gradient": True}, False),
     "vanilla-proj-hard_sigmoid": ("vanilla", {"gate_activation": "hard_sigmoid"}, True),
@@ -152,7 +159,7 @@ def test_auto_runs_every_cell_that_cudnn_lacks_on_triton_and_leaves_it_the_stock
 ):
     for variant in VARIANTS:
         stock = variant in ("vanilla", "np", "gru", "elman")
-        expected = "torch-native" if stock else "triton"
+        expected = "torch-native" if stock else "reference" if variant == "slstm" else "triton"
         assert kernels.select("auto", _work(variant, "cuda")).name == expected, variant
     assert kernels.select("triton", _work("vanilla", "cuda")).name == "triton"
     bf16 = _work("peephole", "cuda", dtype=torch.bfloat16)
@@ -193,3 +200,100 @@ def test_unsupported_workloads_are_explained(monkeypatch, cuda_device):
     monkeypatch.setattr(triton_backend, "missing_dependency", lambda: "triton is not installed")
     assert backend.unsupported(_work(device="cuda")) == "triton is not installed"
     assert kernels.select("auto", _work("peephole", "cuda")).name == "reference"
+
+
+# ---- coverage: a whitelist of what the kernels implement ---------------------------------------
+
+
+@dataclass(frozen=True)
+class FutureSpec(CellSpec):
+    """A spec with a field the kernels do not know, as a later option would add one."""
+
+    layer_norm: bool = False
+
+
+@dataclass(frozen=True)
+class FutureWorkload(kernels.Workload):
+    """A workload with layer options the kernels do not know (one without a default)."""
+
+    recurrent_dropout: float = 0.0
+    reset_mask: torch.Tensor | None = None
+
+
+def _one_line_refusal(work) -> str:
+    with pytest.raises(ValueError, match="backend 'triton' cannot run this layer: the triton") as e:
+        kernels.select("triton", work)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+@pytest.fixture(params=["cuda", "cpu-interpreter"])
+def device(request, monkeypatch):
+    """A simulated sm90 GPU, or CPU tensors under Triton's interpreter (the decision only)."""
+    if request.param == "cuda":
+        request.getfixturevalue("cuda_device")
+        return "cuda"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton_backend, "kernels_interpreted", lambda: None)
+    return "cpu"
+
+
+def test_the_slstm_family_is_handed_over_or_refused_by_name(device):
+    for options in ({}, {"num_heads": 2}, {"forget_activation": "exp"}):
+        work = _work(device=device, spec=make_spec("slstm", **options))
+        assert kernels.select("auto", work).name != "triton"
+        assert "'slstm' family" in _one_line_refusal(work)
+    if device == "cuda":
+        assert kernels.select("auto", _work("slstm", "cuda")).name == "reference"
+
+
+def test_an_unknown_cell_option_is_accepted_at_its_default_only(device):
+    base = make_spec("peephole")
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(CellSpec)}
+    assert triton_backend.unsupported(_work(device=device, spec=FutureSpec(**fields))) is None
+    work = _work(device=device, spec=FutureSpec(**fields, layer_norm=True))
+    assert kernels.select("auto", work).name != "triton"
+    if device == "cuda":  # torch-native and triton refuse it
+        assert kernels.select("auto", work).name == "reference"
+    assert "cell option layer_norm=True (of 'peephole')" in _one_line_refusal(work)
+
+
+def test_unknown_layer_options_are_accepted_off_only(device):
+    work = FutureWorkload(**dataclasses.asdict(_work(device=device)) | {"spec": make_spec("cifg")})
+    assert triton_backend.unsupported(work) is None
+    for change, named in (
+        ({"recurrent_dropout": 0.25}, "layer option recurrent_dropout=0.25"),
+        ({"reset_mask": torch.ones(3, 2)}, "reset_mask=<tensor of shape (3, 2)>"),
+    ):
+        changed = dataclasses.replace(work, **change)
+        assert kernels.select("auto", changed).name != "triton"
+        assert named in _one_line_refusal(changed)
+
+
+def test_values_outside_the_whitelist_are_refused(device, monkeypatch):
+    """A value the spec accepts but the kernels lack (here: an activation taken off the list, as a
+    newly registered activation would be missing from it) is refused, never computed as another."""
+    monkeypatch.setitem(coverage.SPEC_VALUES, "output_activation", ("tanh",))
+    work = _work(device=device, spec=make_spec("vanilla", output_activation="identity"))
+    assert "output_activation='identity' (of 'vanilla'); they implement 'tanh'" in (
+        _one_line_refusal(work)
+    )
+    assert triton_backend.unsupported(_work("vanilla", device)) is None
+
+
+def test_every_spec_field_and_activation_is_listed():
+    """The whitelist names every field of today's spec, and every registered activation has a
+    branch in the kernels (a new one must be added to both, or it is refused)."""
+    from carousel.cells.activations import ACTIVATIONS
+
+    assert {f.name for f in dataclasses.fields(CellSpec)} == set(coverage.SPEC_VALUES)
+    assert set(ACTIVATIONS) == set(coverage.ACTIVATIONS)
+    assert set(coverage.FAMILIES) == set(triton_backend.FAMILIES)
+
+
+def test_run_direction_called_directly_refuses_what_it_cannot_compute():
+    spec = make_spec("slstm")
+    state = tuple(torch.zeros(2, 4) for _ in spec.state_names)
+    weights = CellWeights(torch.zeros(16, 3), torch.zeros(16, 4), torch.zeros(16))
+    with pytest.raises(ValueError, match="do not implement the 'slstm' family"):
+        triton_backend.run_direction(spec, torch.zeros(2, 2, 3), state, weights)

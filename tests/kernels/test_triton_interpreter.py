@@ -192,3 +192,29 @@ def test_frozen_weights_skip_their_gradients_and_leave_the_others_right():
         assert all(p.grad is None for n, p in layer.named_parameters() if "weight_ih" not in n)
         grads.append([x.grad, layer.weight_ih_l0.grad])
     assert_same(grads[1], grads[0], torch.float64, "input and weight_ih gradients")
+
+
+def test_layers_the_kernels_do_not_implement_are_refused_by_name_or_handed_over():
+    """On CPU tensors under the interpreter: an sLSTM layer, or a cell with an option the kernels
+    do not know (a spec field added later), raises a one-line error with ``backend="triton"``
+    and runs elsewhere with ``backend="auto"``."""
+    from dataclasses import dataclass, fields
+
+    from carousel.cells import CellSpec, make_spec
+
+    @dataclass(frozen=True)
+    class FutureSpec(CellSpec):
+        layer_norm: bool = False
+
+    base = make_spec("peephole")
+    future = FutureSpec(
+        **{f.name: getattr(base, f.name) for f in fields(CellSpec)}, layer_norm=True
+    )
+    x = torch.randn(3, 2, SMALL.input)
+    for variant, named in (("slstm", "the 'slstm' family"), (future, "layer_norm=True")):
+        layer = carousel.nn.Recurrent(SMALL.input, SMALL.hidden, variant=variant, backend="triton")
+        with pytest.raises(ValueError, match="backend 'triton' cannot run this layer") as error:
+            layer(x)
+        assert named in str(error.value) and "\n" not in str(error.value)
+        layer.backend = "auto"
+        assert layer(x)[0].shape == (3, 2, SMALL.hidden)

@@ -220,19 +220,29 @@ def device_line() -> str:
 
 def run_command(args) -> None:
     """``carousel bench --device cuda``: the options of :mod:`carousel.commands.bench`, with the
-    CUDA grid and every variant as defaults; prints the table, writes it with ``--output``."""
+    CUDA grid and every variant the triton backend runs as defaults; prints the table, writes it with ``--output``."""
     import sys
 
     from carousel.benchmarks import layers
     from carousel.benchmarks.harness import write_block
-    from carousel.cells import VARIANTS
+    from carousel.cells import VARIANTS, make_spec
     from carousel.commands.bench import _cells, _shapes
+    from carousel.kernels.triton import coverage
 
     if not torch.cuda.is_available():
         raise ValueError("--device cuda needs a CUDA device; torch.cuda.is_available() is False")
     default_cells = ",".join(layers.CELLS)
     default_grid = ",".join("x".join(map(str, shape)) for shape in layers.GRID)
-    cells = list(VARIANTS) if args.cells == default_cells else _cells(args.cells)
+    if getattr(args, "cell_options", ""):
+        raise ValueError(
+            f"--cell-options applies to --device cpu only; got {args.cell_options!r} with cuda"
+        )
+    runs = [name for name in VARIANTS if coverage.unsupported_spec(make_spec(name)) is None]
+    cells = runs if args.cells == default_cells else _cells(args.cells)
+    refused = {c: coverage.unsupported_spec(make_spec(c)) for c in cells}
+    refused = {c: reason for c, reason in refused.items() if reason is not None}
+    if refused:
+        raise ValueError(f"--cells: {'; '.join(refused.values())}")
     shapes = list(GRID) if args.grid == default_grid else _shapes(args.grid)
     dtype = getattr(torch, args.dtype)
     command = "carousel bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else ""

@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
         choices=("cpu", "cuda"),
         default="cpu",
         help="cpu: the numba kernels; cuda: the triton backend against cuDNN, the reference loop "
-        "and FlashRNN (carousel.benchmarks.cuda; every variant, its own grid by default)",
+        "and FlashRNN (carousel.benchmarks.cuda; every variant it runs, its own grid by default)",
     )
     parser.add_argument(
         "--seconds",

@@ -1,4 +1,4 @@
-r"""The ``triton`` backend: every cell on CUDA tensors, one fused pointwise kernel per step.
+r"""The ``triton`` backend: LSTM variants, GRU, Elman on CUDA, one fused pointwise kernel per step.
 
 Design (level 1 of issue #23; see docs/gpu.md): the input projections of all steps are one GEMM
 before the loop; per step the recurrent GEMM runs on cuBLAS (``torch.mm`` into a preallocated
@@ -13,21 +13,24 @@ layers are cast up by the layer, as for every backend) or float64.
 Where it runs:
 
 - CUDA tensors on a GPU of compute capability 8.0 or newer (Ampere, Hopper, ...), with triton
-  installed (``pip install 'carousel-lstm[gpu]'``). ``auto`` picks it there for every cell that
-  torch's cuDNN operators cannot run; for the stock cells (``torch.nn.LSTM``/``GRU``/``RNN``)
-  ``torch-native`` (cuDNN) stays cheaper in the cost model.
+  installed (``pip install 'carousel-lstm[gpu]'``). ``auto`` picks it there for every cell it
+  runs that torch's cuDNN operators cannot run; for the stock cells (``torch.nn.LSTM``/``GRU``/
+  ``RNN``) ``torch-native`` (cuDNN) stays cheaper in the cost model.
 - CPU tensors, only under Triton's interpreter: with ``TRITON_INTERPRET=1`` set in the environment
   before the kernels are first imported, a layer that names ``backend="triton"`` runs the same
   kernels, interpreted by NumPy. This is how the test suite checks them without a GPU; it is slow
   and ``auto`` never picks it (its cost on the CPU is infinite).
 
-Anything else (triton missing, another device, a graph capture or ``torch.func`` transform) is
-reported by :func:`unsupported` with the reason, and handed over or refused by the registry.
+What the kernels compute is a whitelist (:mod:`.coverage`): the LSTM variants, GRU and Elman with
+every option the reference backend has for them, float32/float64/float16/bfloat16. Anything else
+(the sLSTM family, a cell or layer option the kernels do not know, triton missing, another
+device, a graph capture or ``torch.func`` transform) is reported by :func:`unsupported` with the
+reason, and handed over or refused by the registry.
 
 Adding a family: a module ``carousel.kernels.triton.{name}`` with a forward and a backward
-pointwise kernel taking the buffers listed in :mod:`.plan`, and a ``plan(...)`` function; then one
-line in :data:`FAMILIES`. A new LSTM option is a new ``tl.constexpr`` flag in :mod:`.lstm`'s two
-kernels and in its ``plan``.
+pointwise kernel taking the buffers listed in :mod:`.plan`, and a ``plan(...)`` function; then its
+name in :data:`.coverage.FAMILIES`. A new LSTM option is a new ``tl.constexpr`` flag in
+:mod:`.lstm`'s two kernels and in its ``plan``, and its values in :data:`.coverage.SPEC_VALUES`.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from functools import cache, cached_property
 import torch
 
 from carousel.kernels.registry import Backend, register
+from carousel.kernels.triton import coverage
 
 INTERPRET_VARIABLE = "TRITON_INTERPRET"
 MIN_CAPABILITY = (8, 0)
@@ -62,8 +66,9 @@ class FamilyKernels:
         return importlib.import_module(f"carousel.kernels.triton.{self.name}").plan
 
 
-FAMILIES = {name: FamilyKernels(name) for name in ("lstm", "gru", "elman")}
-"""The families the kernels run; a new family is one module and one entry here."""
+FAMILIES = {name: FamilyKernels(name) for name in coverage.FAMILIES}
+"""The families the kernels run; a new family is one module and one entry in
+:data:`.coverage.FAMILIES`."""
 
 
 @cache
@@ -120,13 +125,9 @@ def unsupported(work) -> str | None:
     reason = _device_reason(work.device)
     if reason is not None:
         return reason
-    if work.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
-        return (
-            "the triton kernels run in float32 or float64 (float16, bfloat16 through float32); "
-            f"got {work.dtype}"
-        )
-    if work.spec.family not in FAMILIES:
-        return f"no triton kernel for the {work.spec.family!r} family"
+    reason = coverage.unsupported_call(work)
+    if reason is not None:
+        return reason
     if work.context is not None:
         return f"the triton kernels read tensor memory directly, which they cannot while {work.context}"
     return None
@@ -154,7 +155,7 @@ def run_direction(spec, x, state, weights, lengths=None, reverse=False):
 register(
     Backend(
         name="triton",
-        description="Triton pointwise kernels + cuBLAS GEMMs on CUDA, hand-written BPTT; every cell",
+        description="Triton pointwise kernels + cuBLAS GEMMs on CUDA, hand-written BPTT; LSTM variants, GRU, Elman",
         unsupported=unsupported,
         cost=cost,
         run_direction=run_direction,

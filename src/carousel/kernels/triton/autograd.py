@@ -23,7 +23,7 @@ from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
 from carousel.kernels import reference
-from carousel.kernels.triton import FAMILIES
+from carousel.kernels.triton import FAMILIES, coverage
 from carousel.kernels.triton.loop import Call, backward, forward
 
 _INPUTS = ("gates_x", "source0", "cell0", "weight_hh", "weight_peephole", "weight_hr", "bias_hh")
@@ -147,6 +147,20 @@ def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor 
     return [next(grads) if need else None for need in needed]
 
 
+KNOWN_WEIGHTS = ("weight_ih", "weight_hh", "bias", "bias_hh", "weight_peephole", "weight_hr")
+"""The :class:`~carousel.cells.CellWeights` fields the kernels compute with."""
+
+
+def _unknown_weights(weights: CellWeights) -> str | None:
+    """The reason to refuse ``weights`` if it carries a tensor the kernels would ignore."""
+    unknown = [
+        f for f in weights._fields if f not in KNOWN_WEIGHTS and getattr(weights, f) is not None
+    ]
+    if unknown:
+        return f"the triton kernels do not implement the weights {', '.join(unknown)}"
+    return None
+
+
 def _contiguous(tensor: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return None if tensor is None else tensor.to(dtype).contiguous()
 
@@ -166,6 +180,9 @@ def run_direction(
     and biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
     ``(output (T, B, H_out), final_state)``. float16 and bfloat16 are computed in float32.
     """
+    reason = coverage.unsupported_spec(spec) or _unknown_weights(weights)
+    if reason is not None:  # called directly, past the registry's decision
+        raise ValueError(reason)
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
     if batch == 0 or hidden == 0:  # nothing to launch
