@@ -66,6 +66,11 @@ COMPILE_CASES |= {
     "vanilla-proj-hard_sigmoid": ("vanilla", {"gate_activation": "hard_sigmoid"}, True),
     "peephole-truncate": ("peephole", {"truncate_gradient": True}, False),
     "elman-relu": ("elman", {"nonlinearity": "relu"}, False),
+    "slstm-heads4-exp-tanh": (
+        "slstm",
+        {"num_heads": 4, "forget_activation": "exp", "output_activation": "tanh"},
+        False,
+    ),
 }
 
 
@@ -121,7 +126,7 @@ def test_kernels_compile_for_sm80(variant, options, project, compiled_kernels):
     assert all(size > 0 for size in sizes)
 
 
-@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman"])
+@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm"])
 def test_kernels_compile_for_sm90_in_float64_without_lengths(variant, compiled_kernels):
     spec = make_spec(variant, **({"block_size": 2} if variant == "1997" else {}))
     assert all(size > 0 for size in _compile(spec, False, torch.float64, False, 90))
@@ -159,7 +164,7 @@ def test_auto_runs_every_cell_that_cudnn_lacks_on_triton_and_leaves_it_the_stock
 ):
     for variant in VARIANTS:
         stock = variant in ("vanilla", "np", "gru", "elman")
-        expected = "torch-native" if stock else "reference" if variant == "slstm" else "triton"
+        expected = "torch-native" if stock else "triton"
         assert kernels.select("auto", _work(variant, "cuda")).name == expected, variant
     assert kernels.select("triton", _work("vanilla", "cuda")).name == "triton"
     bf16 = _work("peephole", "cuda", dtype=torch.bfloat16)
@@ -238,13 +243,28 @@ def device(request, monkeypatch):
     return "cpu"
 
 
-def test_the_slstm_family_is_handed_over_or_refused_by_name(device):
-    for options in ({}, {"num_heads": 2}, {"forget_activation": "exp"}):
+@pytest.fixture
+def family_without_kernels():
+    """A cell family registered without triton kernels (as a new family is, at first)."""
+    from carousel.cells import FAMILIES, Family, register_family
+
+    register_family(Family("elman2", ("h",), FAMILIES["elman"].step))
+    yield CellSpec(family="elman2", variant="elman2", gates=("h",))
+    del FAMILIES["elman2"]
+
+
+def test_a_family_without_kernels_is_handed_over_or_refused_by_name(device, family_without_kernels):
+    work = _work(device=device, spec=family_without_kernels)
+    assert kernels.select("auto", work).name == "reference"
+    assert "do not implement the 'elman2' family" in _one_line_refusal(work)
+
+
+def test_every_slstm_option_runs_on_triton(device):
+    for options in ({}, {"num_heads": 4}, {"forget_activation": "exp"}):
         work = _work(device=device, spec=make_spec("slstm", **options))
-        assert kernels.select("auto", work).name != "triton"
-        assert "'slstm' family" in _one_line_refusal(work)
-    if device == "cuda":
-        assert kernels.select("auto", _work("slstm", "cuda")).name == "reference"
+        assert triton_backend.unsupported(work) is None
+        if device == "cuda":  # cuDNN has no sLSTM
+            assert kernels.select("auto", work).name == "triton"
 
 
 def test_an_unknown_cell_option_is_accepted_at_its_default_only(device):
@@ -292,8 +312,9 @@ def test_every_spec_field_and_activation_is_listed():
 
 
 def test_run_direction_called_directly_refuses_what_it_cannot_compute():
-    spec = make_spec("slstm")
-    state = tuple(torch.zeros(2, 4) for _ in spec.state_names)
-    weights = CellWeights(torch.zeros(16, 3), torch.zeros(16, 4), torch.zeros(16))
-    with pytest.raises(ValueError, match="do not implement the 'slstm' family"):
-        triton_backend.run_direction(spec, torch.zeros(2, 2, 3), state, weights)
+    base = make_spec("elman")
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(CellSpec)}
+    spec = FutureSpec(**fields, layer_norm=True)
+    weights = CellWeights(torch.zeros(4, 3), torch.zeros(4, 4), torch.zeros(4))
+    with pytest.raises(ValueError, match="cell option layer_norm=True"):
+        triton_backend.run_direction(spec, torch.zeros(2, 2, 3), (torch.zeros(2, 4),), weights)

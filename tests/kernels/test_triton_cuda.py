@@ -1,5 +1,6 @@
-"""The triton backend on a GPU against the reference backend on the same GPU: every cell, option,
-stacking and direction, float32 and float64, at shapes with several programs per launch.
+"""The triton backend on a GPU against the reference backend on the same GPU: every cell (the
+sLSTM included), option, stacking and direction, float32 and float64, at shapes with several
+programs per launch.
 
 Skipped (with the reason) without a CUDA device; ``benchmarks/gpu_check.sh`` runs it on one. The
 same comparisons run on every CI run in Triton's interpreter (``test_triton_interpreter.py``);
@@ -54,7 +55,18 @@ def test_every_option_matches_reference_on_the_gpu(variant, options, dtype):
     compare(variant, dtype, MEDIUM, "cuda", layer_options, _tolerance(dtype), **options)
 
 
-@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"num_heads": 4, "forget_activation": "exp", "output_activation": "tanh"}],
+    ids=["heads1", "heads4-exp-tanh"],
+)
+def test_slstm_matches_reference_on_the_gpu(options, dtype):
+    """A random state with a positive normaliser and one empty row (see triton_cases)."""
+    compare("slstm", dtype, MEDIUM, "cuda", {"num_layers": 2}, _tolerance(dtype), **options)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm"])
 def test_full_length_and_blocks_of_three(variant):
     options = {"block_size": 3} if variant == "1997" else {}
     shape = Shape(batch=64, steps=12, input=32, hidden=300, lengths=None)

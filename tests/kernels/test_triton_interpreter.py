@@ -195,12 +195,12 @@ def test_frozen_weights_skip_their_gradients_and_leave_the_others_right():
 
 
 def test_layers_the_kernels_do_not_implement_are_refused_by_name_or_handed_over():
-    """On CPU tensors under the interpreter: an sLSTM layer, or a cell with an option the kernels
-    do not know (a spec field added later), raises a one-line error with ``backend="triton"``
-    and runs elsewhere with ``backend="auto"``."""
+    """On CPU tensors under the interpreter: a family without kernels, or a cell with an option
+    the kernels do not know (a spec field added later), raises a one-line error with
+    ``backend="triton"`` and runs elsewhere with ``backend="auto"``."""
     from dataclasses import dataclass, fields
 
-    from carousel.cells import CellSpec, make_spec
+    from carousel.cells import FAMILIES, CellSpec, Family, make_spec, register_family
 
     @dataclass(frozen=True)
     class FutureSpec(CellSpec):
@@ -210,11 +210,152 @@ def test_layers_the_kernels_do_not_implement_are_refused_by_name_or_handed_over(
     future = FutureSpec(
         **{f.name: getattr(base, f.name) for f in fields(CellSpec)}, layer_norm=True
     )
-    x = torch.randn(3, 2, SMALL.input)
-    for variant, named in (("slstm", "the 'slstm' family"), (future, "layer_norm=True")):
-        layer = carousel.nn.Recurrent(SMALL.input, SMALL.hidden, variant=variant, backend="triton")
-        with pytest.raises(ValueError, match="backend 'triton' cannot run this layer") as error:
-            layer(x)
-        assert named in str(error.value) and "\n" not in str(error.value)
-        layer.backend = "auto"
-        assert layer(x)[0].shape == (3, 2, SMALL.hidden)
+    register_family(Family("elman2", ("h",), FAMILIES["elman"].step))
+    try:
+        toy = CellSpec(family="elman2", variant="elman2", gates=("h",))
+        x = torch.randn(3, 2, SMALL.input)
+        for variant, named in ((toy, "the 'elman2' family"), (future, "layer_norm=True")):
+            layer = carousel.nn.Recurrent(
+                SMALL.input, SMALL.hidden, variant=variant, backend="triton"
+            )
+            with pytest.raises(ValueError, match="backend 'triton' cannot run this layer") as error:
+                layer(x)
+            assert named in str(error.value) and "\n" not in str(error.value)
+            layer.backend = "auto"
+            assert layer(x)[0].shape == (3, 2, SMALL.hidden)
+    finally:
+        del FAMILIES["elman2"]
+
+
+# ---- the sLSTM ---------------------------------------------------------------------------------
+
+
+def _slstm_state(layer, dtype, batch, empty_rows=(1,)):
+    """A random state (h, c, n, m) with a positive normaliser, and empty rows (all zeros)."""
+    shape = (layer.num_layers * layer.num_directions, batch, layer.hidden_size)
+    h, c, m = (torch.randn(shape, dtype=dtype) for _ in range(3))
+    n = torch.rand(shape, dtype=dtype) + 0.5
+    for row in empty_rows:
+        for tensor in (h, c, n, m):
+            tensor[:, row] = 0.0
+    return tuple(t.requires_grad_(True) for t in (h, c, n, m))
+
+
+def _slstm_compare(dtype, shape, state="random", layer_options=None, **options):
+    """:func:`compare` for the sLSTM with a state it can hold: random with an empty row, all
+    zeros (every row empty, the layer's default), or ``None`` (no state passed)."""
+    layer_options = {"num_layers": 2, "bidirectional": True} | (layer_options or {})
+    reference, fused = layers("slstm", dtype, options, layer_options, shape, "cpu")
+    x = torch.randn(shape.steps, shape.batch, shape.input, dtype=dtype, requires_grad=True)
+    initial = None if state is None else _slstm_state(reference, dtype, shape.batch)
+    if state == "zeros":
+        initial = tuple(torch.zeros_like(t).requires_grad_(True) for t in initial)
+    results = []
+    for layer in (reference, fused):
+        layer.zero_grad()
+        for t in (x, *(initial or ())):
+            t.grad = None
+        outputs = flatten(layer(x, initial, lengths=shape.lengths_tensor))
+        upstream = results[0][2] if results else [torch.randn_like(o) for o in outputs]
+        sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
+        grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+        grads |= {f"state{i}": t.grad.clone() for i, t in enumerate(initial or ())}
+        results.append(([o.detach() for o in outputs], grads | {"input": x.grad.clone()}, upstream))
+    (expected, expected_grads, _), (actual, actual_grads, _) = results
+    assert_same(actual, expected, dtype, "sLSTM outputs and final states (h, c, n, m)")
+    assert_same(actual_grads, expected_grads, dtype, "sLSTM gradients")
+    return actual, actual_grads
+
+
+SLSTM_CASES = {
+    "heads1-sigmoid": {},
+    "heads2-sigmoid": {"num_heads": 2},
+    "heads4-exp": {"num_heads": 4, "forget_activation": "exp"},
+    "hard_sigmoid-tanh-output": {"gate_activation": "hard_sigmoid", "output_activation": "tanh"},
+    "no-bias-zero-state": {"layer_options": {"bias": False}, "state": "zeros"},
+    "L3-no-lengths-no-state": {
+        "layer_options": {"num_layers": 3, "bidirectional": False},
+        "state": None,
+    },
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", SLSTM_CASES.values(), ids=[f"{SMALL}-{k}" for k in SLSTM_CASES])
+def test_slstm_matches_reference(case, dtype):
+    """Outputs, final (h, c, n, m) and every gradient; a random state with an empty row unless
+    the case says otherwise; two layers both ways, a padded batch."""
+    case = dict(case)
+    shape = FULL if case.get("state", "random") is None else SMALL
+    _slstm_compare(dtype, shape, **case)
+
+
+def test_slstm_with_remainder_tiles_matches_reference():
+    """160 cells: two programs along the cells, the second partly masked; 5 rows."""
+    shape = Shape(batch=5, steps=2, input=2, hidden=160, lengths=(2, 1, 2, 2, 1))
+    _slstm_compare(torch.float64, shape, layer_options={"num_layers": 1}, num_heads=4)
+
+
+def test_slstm_ties_of_the_stabiliser_split_the_error_as_torch_maximum():
+    """Identical input- and forget-gate nets with the exponential forget gate and m = 0 make
+    log f + m equal the input net exactly: both backends give each side half the error."""
+    hidden = SMALL.hidden
+    reference, fused = layers(
+        "slstm", torch.float64, {"forget_activation": "exp"}, {}, SMALL, "cpu"
+    )
+    for layer in (reference, fused):
+        with torch.no_grad():
+            layer.weight_ih_l0[hidden : 2 * hidden] = layer.weight_ih_l0[:hidden]
+            layer.bias_l0[hidden : 2 * hidden] = layer.bias_l0[:hidden]
+            layer.weight_hh_l0.zero_()
+    x = torch.randn(1, SMALL.batch, SMALL.input, dtype=torch.float64)
+    ones = torch.ones(1, SMALL.batch, hidden, dtype=torch.float64)
+    results = []
+    for layer in (reference, fused):
+        state = tuple(t.clone().requires_grad_(True) for t in (0 * ones, ones, ones, 0 * ones))
+        output, final = layer(x, state)
+        (output.sum() + sum(f.pow(2).sum() for f in final)).backward()
+        results.append([output, *final, *(s.grad for s in state)])
+    assert_same(results[1], results[0], torch.float64, "outputs and gradients at a tie")
+    assert float(results[0][-1].abs().min()) > 0.0  # m_0 got its half
+
+
+@pytest.mark.parametrize("forget", ["sigmoid", "exp"])
+def test_slstm_large_pre_activations_stay_finite_and_agree(forget):
+    """Weights uniform in [-30, 30], inputs of size 10: gate nets of several hundred, where exp()
+    overflows float32 without the stabiliser."""
+    torch.manual_seed(2)
+    shape = Shape(batch=3, steps=12, input=3, hidden=4, lengths=(12, 5, 9))
+    reference, fused = layers("slstm", torch.float32, {"forget_activation": forget}, {}, shape,
+                              "cpu")  # fmt: skip
+    with torch.no_grad():
+        for a, b in zip(reference.parameters(), fused.parameters(), strict=True):
+            a.uniform_(-30, 30)
+            b.copy_(a)
+    x = 10 * torch.randn(shape.steps, shape.batch, shape.input)
+    results = []
+    for layer in (reference, fused):
+        output, final = layer(x, lengths=shape.lengths_tensor)
+        output.sum().backward()
+        results.append([output.detach(), *(f.detach() for f in final),
+                        *(p.grad for p in layer.parameters())])  # fmt: skip
+    for tensor in (t for result in results for t in result):
+        assert bool(torch.isfinite(tensor).all())
+    for a, e in zip(results[1][:5], results[0][:5], strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
+def test_slstm_second_derivatives_through_the_reference_twin():
+    results = []
+    for backend in ("reference", "triton"):
+        torch.manual_seed(3)
+        layer = carousel.nn.Recurrent(SMALL.input, SMALL.hidden, variant="slstm", num_heads=2,
+                                      backend=backend, dtype=torch.float64)  # fmt: skip
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.uniform_(-0.5, 0.5)
+        x = torch.randn(3, 2, SMALL.input, dtype=torch.float64, requires_grad=True)
+        (d_x,) = torch.autograd.grad(layer(x)[0].pow(2).sum(), x, create_graph=True)
+        d_x.pow(2).sum().backward()
+        results.append([x.grad, *(p.grad for p in layer.parameters())])
+    assert_same(results[1], results[0], torch.float64, "second derivatives")

@@ -96,6 +96,10 @@ def _initial_state(layer, dtype, batch, device):
     state = [torch.randn(stacked, batch, s, dtype=dtype, device=device) for s in sizes]
     if layer.spec.feedback_gates:  # gate activations lie in (0, 1)
         state[2] = torch.rand(stacked, batch, sizes[2], dtype=dtype, device=device)
+    if layer.spec.family == "slstm":  # a positive normaliser n; row 1 an empty memory (zeros)
+        state[2] = torch.rand(stacked, batch, sizes[2], dtype=dtype, device=device) + 0.5
+        for tensor in state if batch > 1 else ():
+            tensor[:, 1] = 0.0
     return tuple(s.requires_grad_(True) for s in state)
 
 

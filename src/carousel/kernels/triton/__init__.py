@@ -1,12 +1,12 @@
-r"""The ``triton`` backend: LSTM variants, GRU, Elman on CUDA, one fused pointwise kernel per step.
+r"""The ``triton`` backend: every cell family on CUDA, one fused pointwise kernel per step.
 
 Design (level 1 of issue #23; see docs/gpu.md): the input projections of all steps are one GEMM
 before the loop; per step the recurrent GEMM runs on cuBLAS (``torch.mm`` into a preallocated
 buffer) and one Triton kernel does the rest of the step (gates, cell state, output, the state held
 past each sequence's length); backward mirrors it, one Triton kernel and one cuBLAS GEMM per step,
 and the weight gradients are large GEMMs after the loop. Each family has one pair of pointwise
-kernels (:mod:`.lstm` covers every LSTM variant through ``tl.constexpr`` flags, :mod:`.gru`,
-:mod:`.elman`); :mod:`.loop` is the time loop shared by all, :mod:`.autograd` the
+kernels (:mod:`.lstm` covers every LSTM variant through ``tl.constexpr`` flags, :mod:`.slstm`,
+:mod:`.gru`, :mod:`.elman`); :mod:`.loop` is the time loop shared by all, :mod:`.autograd` the
 ``torch.autograd.Function`` and ``run_direction``. Computed in float32 (float16 and bfloat16
 layers are cast up by the layer, as for every backend) or float64.
 
@@ -21,11 +21,11 @@ Where it runs:
   kernels, interpreted by NumPy. This is how the test suite checks them without a GPU; it is slow
   and ``auto`` never picks it (its cost on the CPU is infinite).
 
-What the kernels compute is a whitelist (:mod:`.coverage`): the LSTM variants, GRU and Elman with
-every option the reference backend has for them, float32/float64/float16/bfloat16. Anything else
-(the sLSTM family, a cell or layer option the kernels do not know, triton missing, another
-device, a graph capture or ``torch.func`` transform) is reported by :func:`unsupported` with the
-reason, and handed over or refused by the registry.
+What the kernels compute is a whitelist (:mod:`.coverage`): the LSTM variants, the sLSTM, GRU and
+Elman with every option the reference backend has for them, float32/float64/float16/bfloat16.
+Anything else (a family without kernels here, a cell or layer option the kernels do not know,
+triton missing, another device, a graph capture or ``torch.func`` transform) is reported by
+:func:`unsupported` with the reason, and handed over or refused by the registry.
 
 Adding a family: a module ``carousel.kernels.triton.{name}`` with a forward and a backward
 pointwise kernel taking the buffers listed in :mod:`.plan`, and a ``plan(...)`` function; then its
@@ -155,7 +155,7 @@ def run_direction(spec, x, state, weights, lengths=None, reverse=False):
 register(
     Backend(
         name="triton",
-        description="Triton pointwise kernels + cuBLAS GEMMs on CUDA, hand-written BPTT; LSTM variants, GRU, Elman",
+        description="Triton pointwise kernels + cuBLAS GEMMs on CUDA, hand-written BPTT; every cell",
         unsupported=unsupported,
         cost=cost,
         run_direction=run_direction,

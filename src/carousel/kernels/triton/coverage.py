@@ -22,8 +22,8 @@ import dataclasses
 
 import torch
 
-FAMILIES = ("lstm", "gru", "elman")
-"""Families with pointwise kernels (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`)."""
+FAMILIES = ("lstm", "gru", "elman", "slstm")
+"""Families with pointwise kernels (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`, :mod:`.slstm`)."""
 
 ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "identity", "relu", "g1997", "h1997")
 """Activations with a branch in :func:`carousel.kernels.triton.common.activate`."""
@@ -48,8 +48,8 @@ SPEC_VALUES: dict[str, tuple | None] = {
     "truncate_gradient": (False, True),
     "num_biases": (1, 2),
     "cell_bias": (False, True),
-    "num_heads": (1,),  # sLSTM only
-    "forget_activation": ("sigmoid",),  # sLSTM only
+    "num_heads": ANY,  # sLSTM: the layer's mask makes W_hh block-diagonal, the GEMM stays dense
+    "forget_activation": ("sigmoid", "exp"),  # sLSTM
     "reference": ANY,  # documentation
 }
 """Every :class:`CellSpec` field the kernels know, with the values they implement."""
