@@ -2,10 +2,9 @@ r"""The sLSTM (Beck et al. 2024) as a pair of Triton pointwise kernels, one step
 
 The equations are those of :func:`carousel.cells.slstm.slstm_step` (see
 :mod:`carousel.cells.slstm`), per row and cell, with packed rows ``(i, f, g, o)`` of ``H`` each,
-:math:`a` the input projection
-and :math:`net = h_{t-1} W_{hh}^T` the recurrent GEMM (cuBLAS, before the kernel; with
-``num_heads > 1`` the layer's mask has made :math:`W_{hh}` block-diagonal, so the dense product is
-the per-head one):
+:math:`a` the input projection and :math:`net = h_{t-1} W_{hh}^T` the recurrent GEMM (cuBLAS,
+before the kernel; with ``num_heads > 1`` the layer's mask has made :math:`W_{hh}` block-diagonal,
+so the dense product is the per-head one):
 
 .. math::
     \tilde\imath, \tilde f, \tilde z, \tilde o &= a + net, \qquad
