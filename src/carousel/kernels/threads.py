@@ -1,33 +1,44 @@
 """How many threads carousel's CPU work uses, and how the thread pools share the cores.
 
-Three pools could run carousel's work on the CPU:
+One number ``N`` governs everything: ``CAROUSEL_NUM_THREADS`` if that environment variable is set,
+else PyTorch's own setting (``torch.get_num_threads()``, by default the number of physical cores);
+:func:`set_num_threads` changes it at any time. Four pools could run carousel's work:
 
 - PyTorch's intra-op pool (OpenMP): torch operations, the ``torch-native`` and ``reference``
-  backends, everything the layers do around a kernel.
-- The BLAS pool of SciPy's OpenBLAS: the GEMMs inside the ``numba`` kernels (Numba's ``np.dot``
-  calls SciPy's BLAS). NumPy's own OpenBLAS is limited alike.
-- Numba's parallel pool: never started. The kernels are serial ``@njit`` functions (no
-  ``parallel=True``); their parallelism comes from the BLAS calls they make.
+  backends, everything the layers do around a kernel. ``N`` threads.
+- MKL, which the ``numba`` kernels' GEMMs call (:mod:`carousel.kernels.numba_cpu.blas`): its
+  threads *are* PyTorch's OpenMP pool. A GEMM called from an unsharded kernel may use it; small
+  ones (below ``PARALLEL_WORK``) and every GEMM of a sharded call run on the calling thread only
+  (``MKL_Set_Num_Threads_Local``).
+- The shard pool (:func:`run_parallel`): ``N - 1`` Python worker threads that, with the calling
+  thread, run the batch shards (or directions) of one ``numba`` call, each a compiled kernel that
+  released the GIL, each with single-threaded GEMMs. The calling thread waits for them, so
+  PyTorch's pool has nothing to run meanwhile: at most ``N`` threads compute at any time. The
+  workers block on a queue between calls (no spinning), and a call synchronises them once per
+  pass (forward, backward), never per step, so a busy machine delays a shard, not every step.
+- The BLAS pools that threadpoolctl can see (SciPy's and NumPy's OpenBLAS, used only by the
+  fallback when PyTorch has no MKL): limited to ``N`` threads; without MKL the kernels do not
+  shard (OpenBLAS has no per-thread setting, so shards would multiply its threads).
+- Numba's parallel pool: never started (the kernels are serial ``@njit`` functions).
 
-The policy: a kernel and a torch operation never run at the same time (the kernels are called
-synchronously from the thread that runs the layer), so each pool may use every core carousel is
-given, and both are given the same number ``N``. ``N`` is ``CAROUSEL_NUM_THREADS`` if that
-environment variable is set, else PyTorch's own setting (``torch.get_num_threads()``, by default the
-number of physical cores). ``CAROUSEL_NUM_THREADS`` is applied to PyTorch's pool when carousel is
-imported, and the BLAS pools are limited to ``N`` when the numba backend first runs; otherwise
-PyTorch's pool is changed only when :func:`set_num_threads` is called. BLAS calls on small matrices (a recurrent step at small batch
-and width) run on one thread anyway: OpenBLAS does not split them.
-
-Limiting the BLAS pools needs ``threadpoolctl`` (installed with ``carousel-lstm[numba]``); without
-it they keep OpenBLAS's default (all cores, or ``OPENBLAS_NUM_THREADS``).
+``CAROUSEL_NUM_THREADS`` is applied to PyTorch's pool when carousel is imported, and the BLAS pools
+are limited to ``N`` when the numba backend first runs; otherwise PyTorch's pool is changed only
+when :func:`set_num_threads` is called. Limiting the BLAS pools needs ``threadpoolctl``
+(installed with ``carousel-lstm[numba]``).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
+
+Result = TypeVar("Result")
 
 ENVIRONMENT_VARIABLE = "CAROUSEL_NUM_THREADS"
 
@@ -103,3 +114,49 @@ def apply_environment() -> None:
     from_environment = _from_environment()
     if from_environment is not None and _requested is None:
         torch.set_num_threads(from_environment)
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_workers = 0
+_pool_lock = threading.Lock()
+
+
+def _forget_pool() -> None:
+    """After ``fork`` the child has none of the parent's worker threads: start afresh."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """The shard pool with ``workers`` worker threads (replaced when the count changes)."""
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool is None or _pool_workers != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="carousel-shard")
+            _pool_workers = workers
+        return _pool
+
+
+def run_parallel(tasks: Sequence[Callable[[], Result]]) -> list[Result]:
+    """Run every task (a callable without arguments) once, concurrently; their results in order.
+
+    The calling thread runs the first task, the shard pool (``get_num_threads() - 1`` worker
+    threads, started on first use) the others; with more tasks than threads the pool queues them.
+    Tasks that should overlap must release the GIL (compiled ``nogil`` kernels do). Every task
+    has finished when this returns; the first exception raised by a task is raised again.
+    """
+    if len(tasks) <= 1:
+        return [task() for task in tasks]
+    pool = _executor(max(1, get_num_threads() - 1))
+    futures = [pool.submit(task) for task in tasks[1:]]
+    try:
+        first = tasks[0]()
+    finally:  # wait for the others even if the first failed: they use the caller's arrays
+        for future in futures:
+            future.exception()  # blocks until done, raises nothing
+    return [first, *(future.result() for future in futures)]

@@ -9,6 +9,10 @@ NumPy array on ``ctx``; the inputs go through ``save_for_backward``, so an in-pl
 between forward and backward is detected as usual. Without autograd (``torch.no_grad()`` or no
 input requiring a gradient) the forward kernel runs with ``keep=False`` and saves nothing.
 
+Batch sharding (:mod:`.shards`): a call whose batch is large enough runs its kernels on
+contiguous batch shards in parallel threads, one per thread of :func:`carousel.get_num_threads`,
+and joins the results; :class:`KernelCall` carries the shard ranges, fixed when it is made.
+
 Higher-order gradients: the hand-written backward kernel computes numbers, not a graph. When the
 backward pass itself is to be differentiated (``create_graph=True``, so grad mode is on inside
 ``backward``), or its upstream gradients are batched or wrapped (a vmap over the backward, as
@@ -20,7 +24,6 @@ first-order gradients never take that path.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -31,7 +34,7 @@ from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
 from carousel.kernels import reference, threads
-from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels
+from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels, shards
 
 threads.apply_policy()
 
@@ -42,7 +45,6 @@ _EMPTY = {
     for dtype in (np.float32, np.float64)
     for ndim in (1, 2)
 }
-_WORKSPACES = threading.local()
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -60,20 +62,6 @@ def _arrays(kernels: FamilyKernels, inputs: tuple[Tensor | None, ...]) -> list[n
     ]
 
 
-def _workspace(size: int, dtype) -> np.ndarray:
-    """This thread's scratch array for the backward kernels, grown to ``size`` elements.
-
-    Backward calls on one thread run one after another, so one buffer per dtype serves them all
-    and spares the page faults of a fresh ``(T, B, G)`` buffer on every call.
-    """
-    key = np.dtype(dtype).name
-    buffer = getattr(_WORKSPACES, key, None)
-    if buffer is None or buffer.shape[0] < size:
-        buffer = np.empty(size, dtype)
-        setattr(_WORKSPACES, key, buffer)
-    return buffer
-
-
 @dataclass(frozen=True, eq=False)
 class KernelCall:
     """Everything about one direction's call that is not a tensor input."""
@@ -84,11 +72,17 @@ class KernelCall:
     lengths: np.ndarray  # (B,) int64
     lengths_tensor: Tensor | None  # the same, as the reference backend takes it
     reverse: bool
+    shards: shards.Shards  # batch ranges, see carousel.kernels.numba_cpu.shards
 
-    def forward(self, inputs: tuple[Tensor | None, ...], keep: bool) -> tuple[np.ndarray, ...]:
-        """Run the forward kernel on tensors; returns every array it returns."""
+    def forward(
+        self, inputs: tuple[Tensor | None, ...], keep: bool
+    ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
+        """Run the forward kernels on tensors: ``(outputs, saved per shard)``, see
+        :func:`carousel.kernels.numba_cpu.shards.forward`."""
         arrays = _arrays(self.kernels, inputs)
-        return self.kernels.forward(self.config, *arrays, self.lengths, self.reverse, keep)
+        return shards.forward(
+            self.kernels, self.config, arrays, self.lengths, self.reverse, keep, self.shards
+        )
 
     def reference_run(self, inputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
         """The same direction through the reference backend: ``(output, *final_state)``."""
@@ -112,35 +106,26 @@ class FusedDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, call: KernelCall, *inputs):
-        results = call.forward(inputs, keep=True)
+        outputs, ctx.kernel_saved = call.forward(inputs, keep=True)
         ctx.call = call
-        ctx.kernel_saved = tuple(results[k] for k in call.kernels.saved)
         ctx.save_for_backward(*inputs)
-        return tuple(torch.from_numpy(a) for a in results[: call.kernels.num_outputs])
+        return tuple(torch.from_numpy(a) for a in outputs)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
         call, inputs, needed = ctx.call, ctx.saved_tensors, ctx.needs_input_grad[1:]
         if torch.is_grad_enabled() or not all(_plain(g) for g in grad_outputs):
             return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
-        kernels = call.kernels
-        x = _array(inputs[0])
-        arrays = _arrays(kernels, inputs)
-        size = (
-            kernels.workspace_factor
-            * x.shape[0]
-            * x.shape[1]
-            * arrays[1 + kernels.state_slots].shape[0]
-        )
-        grads = kernels.backward(
+        grads = shards.backward(
+            call.kernels,
             call.config,
-            *(arrays[k] for k in kernels.backward_inputs),
+            _arrays(call.kernels, inputs),
             call.lengths,
             call.reverse,
-            *ctx.kernel_saved,
-            *(_array(g) for g in grad_outputs),
+            ctx.kernel_saved,
+            [_array(g) for g in grad_outputs],
             needed[0],
-            _workspace(size, x.dtype),
+            call.shards,
         )
         return (
             None,
@@ -210,6 +195,7 @@ def run_direction(
         x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
     )
     inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
+    rows, recurrent = weights.weight_ih.shape[0], weights.weight_hh.shape[1]
     call = KernelCall(
         spec,
         kernels,
@@ -217,10 +203,11 @@ def run_direction(
         _lengths(lengths, steps, batch),
         lengths,
         bool(reverse),
+        shards.shard_ranges(batch, steps * batch * rows * (x.shape[2] + recurrent)),
     )
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
         results = FusedDirection.apply(call, *inputs)
     else:
-        arrays = call.forward(inputs, keep=False)
-        results = [torch.from_numpy(a) for a in arrays[: kernels.num_outputs]]
+        outputs, _ = call.forward(inputs, keep=False)
+        results = [torch.from_numpy(a) for a in outputs]
     return results[0], tuple(results[1 : 1 + len(state)])

@@ -1,0 +1,212 @@
+r"""Batch sharding: one direction's call split into contiguous batch shards that run in parallel.
+
+The recurrence of one sequence never reads another sequence's, so a batch of ``B`` sequences is
+``S`` independent problems of about ``B / S`` rows each. :func:`shard_ranges` picks ``S`` (one
+shard per thread, none with fewer than :data:`MIN_SHARD_ROWS` rows or :data:`MIN_SHARD_WORK`
+multiply-adds); :func:`forward` runs a family's forward kernel on every shard in a thread of its
+own (:func:`carousel.kernels.threads.run_parallel`; the kernels release the GIL) with
+single-threaded GEMMs, and joins the outputs and final states; :func:`backward` runs the backward
+kernels the same way, joins the gradients of the input and the initial states, and sums the
+weight gradients over the shards in shard order.
+
+Each shard runs every step on its own: the threads meet once per pass (forward, backward), not
+once per step, so a busy core delays one shard instead of every step of every shard. The
+arithmetic inside a shard is the unsharded kernel's on fewer rows; only the order in which the
+weight gradients are summed (over the shards' rows, then over the shards) differs, so results
+equal one shard's within float rounding and are deterministic for a given number of shards,
+which depends on the batch size and :func:`carousel.get_num_threads` only.
+
+Arrays follow the calling convention of :class:`~carousel.kernels.numba_cpu.FamilyKernels`:
+inputs ``(x (T, B, I), *states (B, .), *weights)``; ``x``, the output and their gradients are
+split on axis 1, the states and their gradients on axis 0; weights are shared.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from carousel.kernels import threads
+from carousel.kernels.numba_cpu import FamilyKernels
+from carousel.kernels.numba_cpu.blas import BLAS, single_threaded
+
+MIN_SHARD_ROWS = 4
+"""Fewest batch rows per shard: below, a step's GEMM is too thin to run well on one core."""
+
+MIN_SHARD_WORK = 1 << 21
+"""Fewest multiply-adds of the forward GEMMs per shard (``T b G (I + R)`` for ``b`` rows): below,
+handing the shard to another thread (tens of microseconds) costs more than it saves."""
+
+Shards = tuple[tuple[int, int], ...]
+
+_WORKSPACES = threading.local()
+
+
+def workspace(size: int, dtype) -> np.ndarray:
+    """This thread's scratch array for the backward kernels, grown to ``size`` elements.
+
+    Backward calls on one thread run one after another, so one buffer per dtype serves them all
+    and spares the page faults of a fresh ``(T, B, G)`` buffer on every call; every shard
+    thread has its own.
+    """
+    key = np.dtype(dtype).name
+    buffer = getattr(_WORKSPACES, key, None)
+    if buffer is None or buffer.shape[0] < size:
+        buffer = np.empty(size, dtype)
+        setattr(_WORKSPACES, key, buffer)
+    return buffer
+
+
+def split(batch: int, count: int) -> Shards:
+    """``count`` contiguous ranges covering ``range(batch)``, sizes differing by at most one."""
+    bounds = [batch * k // count for k in range(count + 1)]
+    return tuple(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def shard_ranges(batch: int, work: int, num_threads: int | None = None) -> Shards:
+    """The batch ranges of the shards for a call of ``batch`` rows and ``work`` multiply-adds
+    (forward GEMMs of the whole batch); one range when the kernels' BLAS is not MKL (see
+    :mod:`carousel.kernels.threads`). ``num_threads`` defaults to :func:`carousel.get_num_threads`.
+    """
+    if BLAS != "mkl":
+        return ((0, batch),)
+    num_threads = threads.get_num_threads() if num_threads is None else num_threads
+    count = min(num_threads, batch // MIN_SHARD_ROWS, work // MIN_SHARD_WORK)
+    return split(batch, max(1, count))
+
+
+def _rows(array: np.ndarray, start: int, stop: int, axis: int) -> np.ndarray:
+    """Rows ``start:stop`` of the batch axis, C-contiguous (a view when they already are)."""
+    part = array[:, start:stop] if axis == 1 else array[start:stop]
+    return np.ascontiguousarray(part)
+
+
+def _join(pieces: list[np.ndarray], axis: int) -> np.ndarray:
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=axis)
+
+
+def forward(
+    kernels: FamilyKernels,
+    config: np.ndarray,
+    arrays: list[np.ndarray],
+    lengths: np.ndarray,
+    reverse: bool,
+    keep: bool,
+    shards: Shards,
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
+    """Run the forward kernel on every shard.
+
+    Args:
+        kernels, config: the family's kernels and configuration vector.
+        arrays: the inputs ``(x, *states, *weights)`` (absent weights as zero-size arrays).
+        lengths: ``(B,)`` int64; reverse, keep: as the forward kernel takes them.
+        shards: from :func:`shard_ranges`.
+
+    Returns:
+        ``(outputs, saved)``: the ``num_outputs`` arrays over the whole batch (``output (T, B,
+        .)`` and the final states ``(B, .)``), and per shard the tuple ``(x_shard, *saved
+        arrays)`` that :func:`backward` takes (empty tuples without ``keep``).
+    """
+    slots = kernels.state_slots
+
+    def task(start: int, stop: int):
+        def run():
+            part = [_rows(arrays[0], start, stop, 1)]
+            part += [_rows(a, start, stop, 0) for a in arrays[1 : 1 + slots]]
+            results = kernels.forward(
+                config, *part, *arrays[1 + slots :], lengths[start:stop], reverse, keep
+            )
+            saved = (part[0], *(results[k] for k in kernels.saved)) if keep else ()
+            return results[: kernels.num_outputs], saved
+
+        return run
+
+    if len(shards) == 1:
+        done = [task(*shards[0])()]
+    else:
+        done = threads.run_parallel([_single_threaded(task(*s)) for s in shards])
+    outputs = [
+        _join([results[k] for results, _ in done], 1 if k == 0 else 0)
+        for k in range(kernels.num_outputs)
+    ]
+    return outputs, [saved for _, saved in done]
+
+
+def _single_threaded(function):
+    """``function`` with single-threaded GEMMs, in whichever thread runs it."""
+
+    def run():
+        with single_threaded():
+            return function()
+
+    return run
+
+
+def backward(
+    kernels: FamilyKernels,
+    config: np.ndarray,
+    arrays: list[np.ndarray],
+    lengths: np.ndarray,
+    reverse: bool,
+    saved: list[tuple[np.ndarray, ...]],
+    grad_outputs: list[np.ndarray],
+    need_input_grad: bool,
+    shards: Shards,
+) -> list[np.ndarray]:
+    """Run the backward kernel on every shard; one gradient per input, over the whole batch.
+
+    Args:
+        kernels, config, arrays, lengths, reverse, shards: as given to :func:`forward`.
+        saved: what :func:`forward` returned per shard.
+        grad_outputs: upstream gradients of the ``num_outputs`` outputs, C-contiguous.
+        need_input_grad: whether to compute the gradient of ``x``.
+
+    Returns:
+        ``d_x (T, B, I)`` (or ``(0, 0, 0)`` when not needed), the gradients of the states
+        ``(B, .)`` and of the weights (summed over the shards, in shard order).
+    """
+    slots = kernels.state_slots
+    rows = arrays[1 + slots].shape[0]
+
+    def task(shard: int, start: int, stop: int):
+        def run():
+            x_part, *kernel_saved = saved[shard]
+            inputs = [
+                x_part if k == 0 else _rows(arrays[k], start, stop, 0) if k <= slots else arrays[k]
+                for k in kernels.backward_inputs
+            ]
+            upstream = [_rows(grad_outputs[0], start, stop, 1)]
+            upstream += [_rows(g, start, stop, 0) for g in grad_outputs[1:]]
+            size = kernels.workspace_factor * x_part.shape[0] * x_part.shape[1] * rows
+            return kernels.backward(
+                config,
+                *inputs,
+                lengths[start:stop],
+                reverse,
+                *kernel_saved,
+                *upstream,
+                need_input_grad,
+                workspace(size, x_part.dtype),
+            )
+
+        return run
+
+    if len(shards) == 1:
+        return list(task(0, *shards[0])())
+    parts = threads.run_parallel(
+        [_single_threaded(task(k, *shard)) for k, shard in enumerate(shards)]
+    )
+    grads = []
+    for k in range(len(parts[0])):
+        pieces = [part[k] for part in parts]
+        if k == 0:
+            grads.append(_join(pieces, 1) if need_input_grad else pieces[0])
+        elif k <= slots:
+            grads.append(_join(pieces, 0))
+        else:  # a weight: the sum over the shards, in shard order
+            total = pieces[0].copy()
+            for piece in pieces[1:]:
+                total += piece
+            grads.append(total)
+    return grads
