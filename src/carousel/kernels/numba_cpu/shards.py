@@ -24,6 +24,7 @@ split on axis 1, the states and their gradients on axis 0; weights are shared.
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def workspace(size: int, dtype) -> np.ndarray:
 def split(batch: int, count: int) -> Shards:
     """``count`` contiguous ranges covering ``range(batch)``, sizes differing by at most one."""
     bounds = [batch * k // count for k in range(count + 1)]
-    return tuple(zip(bounds[:-1], bounds[1:], strict=True))
+    return tuple(pairwise(bounds))
 
 
 def shard_ranges(batch: int, work: int, num_threads: int | None = None) -> Shards:
