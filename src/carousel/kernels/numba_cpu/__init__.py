@@ -167,6 +167,14 @@ def run_direction(spec, x, state, weights, lengths=None, reverse=False):
     return run(spec, x, state, weights, lengths, reverse)
 
 
+def run_directions(spec, x, states, weights, lengths=None):
+    """Both directions of one layer in parallel; see
+    :func:`carousel.kernels.numba_cpu.autograd.run_directions`."""
+    from carousel.kernels.numba_cpu.autograd import run_directions as run
+
+    return run(spec, x, states, weights, lengths)
+
+
 register(
     Backend(
         name="numba",
@@ -174,5 +182,6 @@ register(
         unsupported=unsupported,
         cost=cost,
         run_direction=run_direction,
+        run_directions=run_directions,
     )
 )

@@ -1,17 +1,20 @@
-"""The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``.
+"""The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``
+and ``run_directions``.
 
 Each family's kernels share one calling convention (see
 :class:`~carousel.kernels.numba_cpu.FamilyKernels`), so one Function, :class:`FusedDirection`,
-drives every family. Tensors and arrays are exchanged without copies: inputs
+drives every family, for one direction or for both directions of a layer at once. Tensors and arrays are exchanged without copies: inputs
 are viewed with ``Tensor.numpy()`` (after ``contiguous()``, a no-op for parameters), results are
 wrapped with ``torch.from_numpy``. What the forward kernel saves for the backward pass stays a
 NumPy array on ``ctx``; the inputs go through ``save_for_backward``, so an in-place change to them
 between forward and backward is detected as usual. Without autograd (``torch.no_grad()`` or no
 input requiring a gradient) the forward kernel runs with ``keep=False`` and saves nothing.
 
-Batch sharding (:mod:`.shards`): a call whose batch is large enough runs its kernels on
+Parallel work (:mod:`.shards`): a call whose batch is large enough runs its kernels on
 contiguous batch shards in parallel threads, one per thread of :func:`carousel.get_num_threads`,
-and joins the results; :class:`KernelCall` carries the shard ranges, fixed when it is made.
+and joins the results; the two directions of a bidirectional layer (:func:`run_directions`) run
+in parallel too, each on half the threads. :class:`KernelCall` carries the shard ranges, fixed
+when it is made.
 
 Higher-order gradients: the hand-written backward kernel computes numbers, not a graph. When the
 backward pass itself is to be differentiated (``create_graph=True``, so grad mode is on inside
@@ -74,14 +77,11 @@ class KernelCall:
     reverse: bool
     shards: shards.Shards  # batch ranges, see carousel.kernels.numba_cpu.shards
 
-    def forward(
-        self, inputs: tuple[Tensor | None, ...], keep: bool
-    ) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
-        """Run the forward kernels on tensors: ``(outputs, saved per shard)``, see
-        :func:`carousel.kernels.numba_cpu.shards.forward`."""
+    def job(self, inputs: tuple[Tensor | None, ...]) -> shards.Job:
+        """The kernels' work on these inputs ``(x, *states, *weights)``."""
         arrays = _arrays(self.kernels, inputs)
-        return shards.forward(
-            self.kernels, self.config, arrays, self.lengths, self.reverse, keep, self.shards
+        return shards.Job(
+            self.kernels, self.config, arrays, self.lengths, self.reverse, self.shards
         )
 
     def reference_run(self, inputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
@@ -97,39 +97,55 @@ class KernelCall:
         return (output, *final)
 
 
-class FusedDirection(torch.autograd.Function):
-    """One direction of one layer through a family's forward and backward kernels.
+def _per_call(calls: tuple[KernelCall, ...], inputs) -> list[tuple]:
+    """``(x, *rest)`` as one ``(x, *states, *weights)`` tuple per call (``rest`` holds each call's
+    states and weights in turn)."""
+    width = (len(inputs) - 1) // len(calls)
+    return [(inputs[0], *inputs[1 + k * width : 1 + (k + 1) * width]) for k in range(len(calls))]
 
-    ``apply(call, *inputs)`` with ``inputs`` as described in :class:`FamilyKernels` returns
-    ``call.kernels.num_outputs`` tensors: ``output (T, B, H_out)`` and the final states.
+
+class FusedDirection(torch.autograd.Function):
+    """One direction, or several directions reading the same input, of one layer through a
+    family's forward and backward kernels; all shards of all directions run in parallel.
+
+    ``apply(calls, x, *rest)`` with ``rest`` each call's states and weights in turn (see
+    :class:`FamilyKernels`) returns, per call, ``call.kernels.num_outputs`` tensors: ``output
+    (T, B, H_out)`` and the final states. The gradient of ``x`` is the sum over the calls.
     """
 
     @staticmethod
-    def forward(ctx, call: KernelCall, *inputs):
-        outputs, ctx.kernel_saved = call.forward(inputs, keep=True)
-        ctx.call = call
-        ctx.save_for_backward(*inputs)
-        return tuple(torch.from_numpy(a) for a in outputs)
+    def forward(ctx, calls: tuple[KernelCall, ...], *inputs):
+        jobs = [call.job(part) for call, part in zip(calls, _per_call(calls, inputs), strict=True)]
+        results = shards.forward(jobs, keep=True)
+        ctx.calls, ctx.jobs = calls, jobs
+        ctx.kernel_saved = [saved for _, saved in results]
+        ctx.save_for_backward(*inputs)  # for autograd's check of in-place changes
+        return tuple(torch.from_numpy(a) for outputs, _ in results for a in outputs)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        call, inputs, needed = ctx.call, ctx.saved_tensors, ctx.needs_input_grad[1:]
+        calls, inputs, needed = ctx.calls, ctx.saved_tensors, ctx.needs_input_grad[1:]
         if torch.is_grad_enabled() or not all(_plain(g) for g in grad_outputs):
-            return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
-        grads = shards.backward(
-            call.kernels,
-            call.config,
-            _arrays(call.kernels, inputs),
-            call.lengths,
-            call.reverse,
-            ctx.kernel_saved,
-            [_array(g) for g in grad_outputs],
-            needed[0],
-            call.shards,
-        )
+            return (None, *_differentiable_backward(calls, inputs, grad_outputs, needed))
+        count = calls[0].kernels.num_outputs
+        upstream = [
+            [_array(g) for g in grad_outputs[k * count : (k + 1) * count]]
+            for k in range(len(calls))
+        ]
+        grads = shards.backward(ctx.jobs, ctx.kernel_saved, upstream, needed[0])
+        d_x = None
+        if needed[0]:
+            d_x = torch.from_numpy(grads[0][0])
+            for more in grads[1:]:
+                d_x += torch.from_numpy(more[0])
+        rest = [g for call_grads in grads for g in call_grads[1:]]
         return (
             None,
-            *(torch.from_numpy(g) if need else None for g, need in zip(grads, needed, strict=True)),
+            d_x,
+            *(
+                torch.from_numpy(g) if need else None
+                for g, need in zip(rest, needed[1:], strict=True)
+            ),
         )
 
 
@@ -144,16 +160,25 @@ def _plain(tensor: Tensor) -> bool:
     )
 
 
-def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor | None]:
+def _differentiable_backward(calls, inputs, grad_outputs, needed) -> list[Tensor | None]:
     """Gradients of the inputs as a differentiable graph, through the reference backend."""
     with torch.enable_grad():
-        outputs = call.reference_run(inputs)
+        outputs = [
+            t
+            for call, part in zip(calls, _per_call(calls, inputs), strict=True)
+            for t in call.reference_run(part)
+        ]
+    count = calls[0].kernels.num_outputs
+    returned = len(outputs) // len(calls)  # the reference has no gate-feedback slot to fill
+    upstream = [
+        g for k in range(len(calls)) for g in grad_outputs[k * count : k * count + returned]
+    ]
     wanted = [t for t, need in zip(inputs, needed, strict=True) if need]
     grads = iter(
         torch.autograd.grad(
             outputs,
             wanted,
-            grad_outputs[: len(outputs)],
+            upstream,
             create_graph=True,
             allow_unused=True,
             materialize_grads=True,
@@ -167,10 +192,55 @@ def _config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     return FAMILIES[spec.family].config(spec, hidden_size)
 
 
+@lru_cache(maxsize=64)
+def _full_lengths(steps: int, batch: int) -> np.ndarray:
+    return np.full(batch, steps, dtype=np.int64)  # shared by the calls of this shape, never written
+
+
 def _lengths(lengths: Tensor | None, steps: int, batch: int) -> np.ndarray:
     if lengths is None:
-        return np.full(batch, steps, dtype=np.int64)
+        return _full_lengths(steps, batch)
     return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
+
+
+def _call(spec, x, state, weights, lengths, reverse, num_threads) -> tuple[KernelCall, tuple]:
+    """The call of one direction with ``num_threads`` threads, and its inputs as tensors."""
+    kernels = FAMILIES[spec.family]
+    steps, batch = x.shape[0], x.shape[1]
+    hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
+    states = tuple(state) + tuple(
+        x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
+    )
+    inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
+    rows, recurrent = weights.weight_ih.shape[0], weights.weight_hh.shape[1]
+    work = steps * batch * rows * (x.shape[2] + recurrent)
+    call = KernelCall(
+        spec,
+        kernels,
+        _config(spec, hidden),
+        _lengths(lengths, steps, batch),
+        lengths,
+        bool(reverse),
+        shards.shard_ranges(batch, work, num_threads),
+    )
+    return call, inputs
+
+
+def _run(calls: tuple[KernelCall, ...], inputs: list[tuple], states: list[tuple]) -> list:
+    """Run ``calls`` on their inputs; ``(output, final_state)`` per call."""
+    flat = (inputs[0][0], *(t for part in inputs for t in part[1:]))
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in flat):
+        results = FusedDirection.apply(calls, *flat)
+    else:
+        jobs = [call.job(part) for call, part in zip(calls, inputs, strict=True)]
+        results = [
+            torch.from_numpy(a) for outputs, _ in shards.forward(jobs, False) for a in outputs
+        ]
+    count = calls[0].kernels.num_outputs
+    return [
+        (results[k * count], tuple(results[k * count + 1 : k * count + 1 + len(state)]))
+        for k, state in enumerate(states)
+    ]
 
 
 def run_direction(
@@ -188,26 +258,25 @@ def run_direction(
     biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
     ``(output (T, B, H_out), final_state)``.
     """
-    kernels = FAMILIES[spec.family]
-    steps, batch = x.shape[0], x.shape[1]
-    hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
-    states = tuple(state) + tuple(
-        x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
-    )
-    inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
-    rows, recurrent = weights.weight_ih.shape[0], weights.weight_hh.shape[1]
-    call = KernelCall(
-        spec,
-        kernels,
-        _config(spec, hidden),
-        _lengths(lengths, steps, batch),
-        lengths,
-        bool(reverse),
-        shards.shard_ranges(batch, steps * batch * rows * (x.shape[2] + recurrent)),
-    )
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        results = FusedDirection.apply(call, *inputs)
-    else:
-        outputs, _ = call.forward(inputs, keep=False)
-        results = [torch.from_numpy(a) for a in outputs]
-    return results[0], tuple(results[1 : 1 + len(state)])
+    call, inputs = _call(spec, x, state, weights, lengths, reverse, threads.get_num_threads())
+    return _run((call,), [inputs], [state])[0]
+
+
+def run_directions(
+    spec: CellSpec,
+    x: Tensor,
+    states: list[tuple[Tensor, ...]],
+    weights: list[CellWeights],
+    lengths: Tensor | None = None,
+) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
+    """Both directions of one bidirectional layer, in parallel (each on half the threads).
+
+    ``states`` and ``weights`` hold one entry per direction (forward, then reverse), each as
+    :func:`run_direction` takes it; returns ``(output, final_state)`` per direction.
+    """
+    share = max(1, threads.get_num_threads() // len(states))
+    made = [
+        _call(spec, x, state, w, lengths, direction == 1, share)
+        for direction, (state, w) in enumerate(zip(states, weights, strict=True))
+    ]
+    return _run(tuple(call for call, _ in made), [inputs for _, inputs in made], states)

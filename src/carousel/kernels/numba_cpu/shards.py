@@ -24,6 +24,7 @@ split on axis 1, the states and their gradients on axis 0; weights are shared.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from itertools import pairwise
 
 import numpy as np
@@ -87,51 +88,26 @@ def _join(pieces: list[np.ndarray], axis: int) -> np.ndarray:
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=axis)
 
 
-def forward(
-    kernels: FamilyKernels,
-    config: np.ndarray,
-    arrays: list[np.ndarray],
-    lengths: np.ndarray,
-    reverse: bool,
-    keep: bool,
-    shards: Shards,
-) -> tuple[list[np.ndarray], list[tuple[np.ndarray, ...]]]:
-    """Run the forward kernel on every shard.
+@dataclass(frozen=True, eq=False)
+class Job:
+    """One direction's kernel call: the family's kernels, the configuration vector, the input
+    arrays ``(x, *states, *weights)`` (absent weights as zero-size arrays), ``lengths (B,)``
+    int64, ``reverse``, and the batch ranges of its shards (:func:`shard_ranges`)."""
 
-    Args:
-        kernels, config: the family's kernels and configuration vector.
-        arrays: the inputs ``(x, *states, *weights)`` (absent weights as zero-size arrays).
-        lengths: ``(B,)`` int64; reverse, keep: as the forward kernel takes them.
-        shards: from :func:`shard_ranges`.
+    kernels: FamilyKernels
+    config: np.ndarray
+    arrays: list[np.ndarray]
+    lengths: np.ndarray
+    reverse: bool
+    shards: Shards
 
-    Returns:
-        ``(outputs, saved)``: the ``num_outputs`` arrays over the whole batch (``output (T, B,
-        .)`` and the final states ``(B, .)``), and per shard the tuple ``(x_shard, *saved
-        arrays)`` that :func:`backward` takes (empty tuples without ``keep``).
-    """
-    slots = kernels.state_slots
 
-    def task(start: int, stop: int):
-        def run():
-            part = [_rows(arrays[0], start, stop, 1)]
-            part += [_rows(a, start, stop, 0) for a in arrays[1 : 1 + slots]]
-            results = kernels.forward(
-                config, *part, *arrays[1 + slots :], lengths[start:stop], reverse, keep
-            )
-            saved = (part[0], *(results[k] for k in kernels.saved)) if keep else ()
-            return results[: kernels.num_outputs], saved
-
-        return run
-
-    if len(shards) == 1:
-        done = [task(*shards[0])()]
-    else:
-        done = threads.run_parallel([_single_threaded(task(*s)) for s in shards])
-    outputs = [
-        _join([results[k] for results, _ in done], 1 if k == 0 else 0)
-        for k in range(kernels.num_outputs)
-    ]
-    return outputs, [saved for _, saved in done]
+def _run(tasks: list) -> list:
+    """Run ``tasks``: in parallel with single-threaded GEMMs when there are several and more than
+    one thread, else one after the other in the calling thread."""
+    if len(tasks) == 1 or threads.get_num_threads() == 1:
+        return [task() for task in tasks]
+    return threads.run_parallel([_single_threaded(task) for task in tasks])
 
 
 def _single_threaded(function):
@@ -144,61 +120,100 @@ def _single_threaded(function):
     return run
 
 
+def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tuple]]]:
+    """Run the forward kernel of every job on every shard, all in parallel.
+
+    Returns, per job, ``(outputs, saved)``: the ``num_outputs`` arrays over the whole batch
+    (``output (T, B, .)`` and the final states ``(B, .)``), and per shard the tuple
+    ``(x_shard, *saved arrays)`` that :func:`backward` takes (empty tuples without ``keep``).
+    """
+
+    def task(job: Job, start: int, stop: int):
+        slots, arrays = job.kernels.state_slots, job.arrays
+
+        def run():
+            part = [_rows(arrays[0], start, stop, 1)]
+            part += [_rows(a, start, stop, 0) for a in arrays[1 : 1 + slots]]
+            results = job.kernels.forward(
+                job.config, *part, *arrays[1 + slots :], job.lengths[start:stop], job.reverse, keep
+            )
+            saved = (part[0], *(results[k] for k in job.kernels.saved)) if keep else ()
+            return results[: job.kernels.num_outputs], saved
+
+        return run
+
+    done = iter(_run([task(job, *shard) for job in jobs for shard in job.shards]))
+    results = []
+    for job in jobs:
+        parts = [next(done) for _ in job.shards]
+        outputs = [
+            _join([outputs[k] for outputs, _ in parts], 1 if k == 0 else 0)
+            for k in range(job.kernels.num_outputs)
+        ]
+        results.append((outputs, [saved for _, saved in parts]))
+    return results
+
+
 def backward(
-    kernels: FamilyKernels,
-    config: np.ndarray,
-    arrays: list[np.ndarray],
-    lengths: np.ndarray,
-    reverse: bool,
-    saved: list[tuple[np.ndarray, ...]],
-    grad_outputs: list[np.ndarray],
+    jobs: list[Job],
+    saved: list[list[tuple]],
+    grad_outputs: list[list[np.ndarray]],
     need_input_grad: bool,
-    shards: Shards,
-) -> list[np.ndarray]:
-    """Run the backward kernel on every shard; one gradient per input, over the whole batch.
+) -> list[list[np.ndarray]]:
+    """Run the backward kernel of every job on every shard, all in parallel.
 
     Args:
-        kernels, config, arrays, lengths, reverse, shards: as given to :func:`forward`.
-        saved: what :func:`forward` returned per shard.
-        grad_outputs: upstream gradients of the ``num_outputs`` outputs, C-contiguous.
+        jobs: as given to :func:`forward`.
+        saved: per job, what :func:`forward` returned per shard.
+        grad_outputs: per job, the upstream gradients of its ``num_outputs`` outputs, C-contiguous.
         need_input_grad: whether to compute the gradient of ``x``.
 
     Returns:
-        ``d_x (T, B, I)`` (or ``(0, 0, 0)`` when not needed), the gradients of the states
-        ``(B, .)`` and of the weights (summed over the shards, in shard order).
+        Per job, one gradient per input: ``d_x (T, B, I)`` (or ``(0, 0, 0)`` when not needed),
+        the gradients of the states ``(B, .)`` and of the weights (summed over the shards, in
+        shard order).
     """
-    slots = kernels.state_slots
-    rows = arrays[1 + slots].shape[0]
 
-    def task(shard: int, start: int, stop: int):
+    def task(job: Job, shard_saved: tuple, upstream: list[np.ndarray], start: int, stop: int):
+        slots, arrays = job.kernels.state_slots, job.arrays
+        rows = arrays[1 + slots].shape[0]
+
         def run():
-            x_part, *kernel_saved = saved[shard]
+            x_part, *kernel_saved = shard_saved
             inputs = [
                 x_part if k == 0 else _rows(arrays[k], start, stop, 0) if k <= slots else arrays[k]
-                for k in kernels.backward_inputs
+                for k in job.kernels.backward_inputs
             ]
-            upstream = [_rows(grad_outputs[0], start, stop, 1)]
-            upstream += [_rows(g, start, stop, 0) for g in grad_outputs[1:]]
-            size = kernels.workspace_factor * x_part.shape[0] * x_part.shape[1] * rows
-            return kernels.backward(
-                config,
+            grads = [_rows(upstream[0], start, stop, 1)]
+            grads += [_rows(g, start, stop, 0) for g in upstream[1:]]
+            size = job.kernels.workspace_factor * x_part.shape[0] * x_part.shape[1] * rows
+            return job.kernels.backward(
+                job.config,
                 *inputs,
-                lengths[start:stop],
-                reverse,
+                job.lengths[start:stop],
+                job.reverse,
                 *kernel_saved,
-                *upstream,
+                *grads,
                 need_input_grad,
                 workspace(size, x_part.dtype),
             )
 
         return run
 
-    if len(shards) == 1:
-        return list(task(0, *shards[0])())
-    parts = threads.run_parallel(
-        [_single_threaded(task(k, *shard)) for k, shard in enumerate(shards)]
-    )
-    grads = []
+    tasks = [
+        task(job, job_saved[k], upstream, *shard)
+        for job, job_saved, upstream in zip(jobs, saved, grad_outputs, strict=True)
+        for k, shard in enumerate(job.shards)
+    ]
+    done = iter(_run(tasks))
+    return [_combine([next(done) for _ in job.shards], job, need_input_grad) for job in jobs]
+
+
+def _combine(parts: list[tuple], job: Job, need_input_grad: bool) -> list[np.ndarray]:
+    """One job's gradients from its shards': batch pieces joined, weight gradients summed."""
+    if len(parts) == 1:
+        return list(parts[0])
+    slots, grads = job.kernels.state_slots, []
     for k in range(len(parts[0])):
         pieces = [part[k] for part in parts]
         if k == 0:
