@@ -142,21 +142,57 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+class _Tasks:
+    """Tasks handed out one at a time to whichever thread asks first; results kept in order."""
+
+    def __init__(self, tasks: Sequence[Callable[[], Result]]):
+        self.tasks = tasks
+        self.results: list = [None] * len(tasks)
+        self.errors: list[BaseException] = []
+        self.taken = self.finished = 0
+        self.changed = threading.Condition()
+
+    def work(self) -> None:
+        """Run tasks until none is left to take (each task runs once over all threads)."""
+        while True:
+            with self.changed:
+                if self.taken == len(self.tasks):
+                    return
+                index, self.taken = self.taken, self.taken + 1
+            try:
+                self.results[index] = self.tasks[index]()
+            except BaseException as error:  # raised again by run_parallel in the calling thread
+                self.errors.append(error)
+            with self.changed:
+                self.finished += 1
+                self.changed.notify_all()
+
+    def wait(self) -> None:
+        """Block (no spinning) until every task has finished."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.finished == len(self.tasks))
+
+
 def run_parallel(tasks: Sequence[Callable[[], Result]]) -> list[Result]:
     """Run every task (a callable without arguments) once, concurrently; their results in order.
 
-    The calling thread runs the first task, the shard pool (``get_num_threads() - 1`` worker
-    threads, started on first use) the others; with more tasks than threads the pool queues them.
-    Tasks that should overlap must release the GIL (compiled ``nogil`` kernels do). Every task
-    has finished when this returns; the first exception raised by a task is raised again.
+    Up to ``get_num_threads() - 1`` worker threads of the shard pool (started on first use) and
+    the calling thread take the tasks one at a time, each the next one not yet taken, until
+    none is left; the calling thread then waits for the tasks still running. A worker that the
+    operating system is slow to wake (a busy machine) simply takes fewer tasks, or none: nobody
+    waits for a worker to start, so a call is never much slower than running its tasks one after
+    another in the calling thread. Tasks that should overlap must release the GIL (compiled
+    ``nogil`` kernels do). The first exception raised by a task is raised again once every task
+    has finished.
     """
     if len(tasks) <= 1:
         return [task() for task in tasks]
+    queue = _Tasks(tasks)
     pool = _executor(max(1, get_num_threads() - 1))
-    futures = [pool.submit(task) for task in tasks[1:]]
-    try:
-        first = tasks[0]()
-    finally:  # wait for the others even if the first failed: they use the caller's arrays
-        for future in futures:
-            future.exception()  # blocks until done, raises nothing
-    return [first, *(future.result() for future in futures)]
+    for _ in range(min(len(tasks), get_num_threads()) - 1):
+        pool.submit(queue.work)
+    queue.work()
+    queue.wait()
+    if queue.errors:
+        raise queue.errors[0]
+    return queue.results

@@ -134,10 +134,11 @@ class FusedDirection(torch.autograd.Function):
         ]
         grads = shards.backward(ctx.jobs, ctx.kernel_saved, upstream, needed[0])
         d_x = None
-        if needed[0]:
-            d_x = torch.from_numpy(grads[0][0])
+        if needed[0]:  # summed in NumPy: a torch add of this size would start torch's pool
+            total = grads[0][0]
             for more in grads[1:]:
-                d_x += torch.from_numpy(more[0])
+                total += more[0]
+            d_x = torch.from_numpy(total)
         rest = [g for call_grads in grads for g in call_grads[1:]]
         return (
             None,
@@ -187,6 +188,17 @@ def _differentiable_backward(calls, inputs, grad_outputs, needed) -> list[Tensor
     return [next(grads) if need else None for need in needed]
 
 
+@lru_cache(maxsize=64)
+def _no_state_tensor(dtype: torch.dtype, batch: int) -> Tensor:
+    return torch.zeros(batch, 0, dtype=dtype)
+
+
+def _no_state(x: Tensor, batch: int) -> Tensor:
+    """A ``(B, 0)`` tensor for a state slot the cell does not use (gate feedback of an LSTM
+    without it); shared by the calls of a dtype and batch size (it holds no values)."""
+    return _no_state_tensor(x.dtype, batch)
+
+
 @lru_cache(maxsize=256)
 def _config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     return FAMILIES[spec.family].config(spec, hidden_size)
@@ -208,9 +220,7 @@ def _call(spec, x, state, weights, lengths, reverse, num_threads) -> tuple[Kerne
     kernels = FAMILIES[spec.family]
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
-    states = tuple(state) + tuple(
-        x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
-    )
+    states = tuple(state) + (_no_state(x, batch),) * (kernels.state_slots - len(state))
     inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
     rows, recurrent = weights.weight_ih.shape[0], weights.weight_hh.shape[1]
     work = steps * batch * rows * (x.shape[2] + recurrent)

@@ -79,7 +79,10 @@ def shard_ranges(batch: int, work: int, num_threads: int | None = None) -> Shard
 
 
 def _rows(array: np.ndarray, start: int, stop: int, axis: int) -> np.ndarray:
-    """Rows ``start:stop`` of the batch axis, C-contiguous (a view when they already are)."""
+    """Rows ``start:stop`` of the batch axis, C-contiguous (a view when they already are;
+    ``array`` itself when they are all of it)."""
+    if start == 0 and stop == array.shape[axis]:
+        return array
     part = array[:, start:stop] if axis == 1 else array[start:stop]
     return np.ascontiguousarray(part)
 
@@ -134,8 +137,9 @@ def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tu
         def run():
             part = [_rows(arrays[0], start, stop, 1)]
             part += [_rows(a, start, stop, 0) for a in arrays[1 : 1 + slots]]
+            lengths = _rows(job.lengths, start, stop, 0)
             results = job.kernels.forward(
-                job.config, *part, *arrays[1 + slots :], job.lengths[start:stop], job.reverse, keep
+                job.config, *part, *arrays[1 + slots :], lengths, job.reverse, keep
             )
             saved = (part[0], *(results[k] for k in job.kernels.saved)) if keep else ()
             return results[: job.kernels.num_outputs], saved
@@ -190,7 +194,7 @@ def backward(
             return job.kernels.backward(
                 job.config,
                 *inputs,
-                job.lengths[start:stop],
+                _rows(job.lengths, start, stop, 0),
                 job.reverse,
                 *kernel_saved,
                 *grads,
