@@ -66,7 +66,9 @@ llvm.add_symbol("carousel_sgemm", _SGEMM)
 llvm.add_symbol("carousel_dgemm", _DGEMM)
 llvm.add_symbol("carousel_blas_local_threads", _LOCAL_THREADS)
 
-_local_threads = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(_LOCAL_THREADS)
+# PYFUNCTYPE: the call keeps the GIL (a CFUNCTYPE call would release it and then wait, on a busy
+# machine for milliseconds, to get it back while shard threads run)
+_local_threads = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_int)(_LOCAL_THREADS)
 
 
 @contextmanager

@@ -123,6 +123,20 @@ def _single_threaded(function):
     return run
 
 
+def _call(kernel, args: tuple, scratch: tuple[int, np.dtype] | None = None):
+    """A task calling ``kernel(*args)`` (with this thread's :func:`workspace` of ``scratch =
+    (size, dtype)`` appended). Its arguments are sliced before: between taking the GIL to start
+    and to box the results, a task's thread holds it for nothing else (on a busy machine every
+    hand-over of the GIL between threads can wait for a time slice)."""
+
+    def run():
+        if scratch is None:
+            return kernel(*args)
+        return kernel(*args, workspace(*scratch))
+
+    return run
+
+
 def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tuple]]]:
     """Run the forward kernel of every job on every shard, all in parallel.
 
@@ -130,31 +144,29 @@ def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tu
     (``output (T, B, .)`` and the final states ``(B, .)``), and per shard the tuple
     ``(x_shard, *saved arrays)`` that :func:`backward` takes (empty tuples without ``keep``).
     """
-
-    def task(job: Job, start: int, stop: int):
+    tasks, parts = [], []
+    for job in jobs:
         slots, arrays = job.kernels.state_slots, job.arrays
-
-        def run():
+        for start, stop in job.shards:
             part = [_rows(arrays[0], start, stop, 1)]
             part += [_rows(a, start, stop, 0) for a in arrays[1 : 1 + slots]]
             lengths = _rows(job.lengths, start, stop, 0)
-            results = job.kernels.forward(
-                job.config, *part, *arrays[1 + slots :], lengths, job.reverse, keep
-            )
-            saved = (part[0], *(results[k] for k in job.kernels.saved)) if keep else ()
-            return results[: job.kernels.num_outputs], saved
-
-        return run
-
-    done = iter(_run([task(job, *shard) for job in jobs for shard in job.shards]))
+            args = (job.config, *part, *arrays[1 + slots :], lengths, job.reverse, keep)
+            tasks.append(_call(job.kernels.forward, args))
+            parts.append(part[0])
+    done = iter(zip(_run(tasks), parts, strict=True))
     results = []
     for job in jobs:
-        parts = [next(done) for _ in job.shards]
+        count, shard_results = job.kernels.num_outputs, [next(done) for _ in job.shards]
         outputs = [
-            _join([outputs[k] for outputs, _ in parts], 1 if k == 0 else 0)
-            for k in range(job.kernels.num_outputs)
+            _join([result[k] for result, _ in shard_results], 1 if k == 0 else 0)
+            for k in range(count)
         ]
-        results.append((outputs, [saved for _, saved in parts]))
+        saved = [
+            (x_part, *(result[k] for k in job.kernels.saved)) if keep else ()
+            for result, x_part in shard_results
+        ]
+        results.append((outputs, saved))
     return results
 
 
@@ -177,38 +189,22 @@ def backward(
         the gradients of the states ``(B, .)`` and of the weights (summed over the shards, in
         shard order).
     """
-
-    def task(job: Job, shard_saved: tuple, upstream: list[np.ndarray], start: int, stop: int):
+    tasks = []
+    for job, job_saved, upstream in zip(jobs, saved, grad_outputs, strict=True):
         slots, arrays = job.kernels.state_slots, job.arrays
         rows = arrays[1 + slots].shape[0]
-
-        def run():
-            x_part, *kernel_saved = shard_saved
+        for (start, stop), (x_part, *kernel_saved) in zip(job.shards, job_saved, strict=True):
             inputs = [
                 x_part if k == 0 else _rows(arrays[k], start, stop, 0) if k <= slots else arrays[k]
                 for k in job.kernels.backward_inputs
             ]
             grads = [_rows(upstream[0], start, stop, 1)]
             grads += [_rows(g, start, stop, 0) for g in upstream[1:]]
+            lengths = _rows(job.lengths, start, stop, 0)
+            args = (job.config, *inputs, lengths, job.reverse, *kernel_saved, *grads)
             size = job.kernels.workspace_factor * x_part.shape[0] * x_part.shape[1] * rows
-            return job.kernels.backward(
-                job.config,
-                *inputs,
-                _rows(job.lengths, start, stop, 0),
-                job.reverse,
-                *kernel_saved,
-                *grads,
-                need_input_grad,
-                workspace(size, x_part.dtype),
-            )
-
-        return run
-
-    tasks = [
-        task(job, job_saved[k], upstream, *shard)
-        for job, job_saved, upstream in zip(jobs, saved, grad_outputs, strict=True)
-        for k, shard in enumerate(job.shards)
-    ]
+            args += (need_input_grad,)
+            tasks.append(_call(job.kernels.backward, args, (size, x_part.dtype)))
     done = iter(_run(tasks))
     return [_combine([next(done) for _ in job.shards], job, need_input_grad) for job in jobs]
 
