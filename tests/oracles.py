@@ -80,3 +80,54 @@ def lstm_forward(spec, params: dict[str, np.ndarray], x: np.ndarray, hidden: int
         outputs.append(y)
         y_prev, c_prev, gates_prev = y, c, {"i": i, "f": f, "o": o}
     return np.stack(outputs)
+
+
+def slstm_forward(
+    params: dict[str, np.ndarray],
+    x: np.ndarray,
+    hidden: int,
+    num_heads: int = 1,
+    forget: str = "sigmoid",
+    stabilised: bool = False,
+):
+    """The sLSTM of Beck et al. (2024), one sequence ``x`` ``(T, I)``, zero initial state, float64.
+
+    ``stabilised=False``: the paper's eqs. 8-14 as written, with the gates :math:`i = e^{\\tilde\\imath}`
+    and :math:`f = \\sigma(\\tilde f)` or :math:`e^{\\tilde f}` themselves (no stabiliser; fine
+    for moderate pre-activations). ``stabilised=True``: eqs. 15-17 taken literally, with
+    :math:`m_0 = 0`. The recurrent weights are applied head by head: cell ``k`` of head ``h``
+    reads only the outputs of head ``h``. Returns ``(h (T, H), c (T, H), n (T, H), m (T, H))``
+    (``m`` zeros when not stabilised).
+    """
+    w, r, b = params["weight_ih"], params["weight_hh"], params.get("bias", np.zeros(4 * hidden))
+    size = hidden // num_heads
+    h_prev, c_prev, n_prev, m_prev = (np.zeros(hidden) for _ in range(4))
+    rows = {name: slice(k * hidden, (k + 1) * hidden) for k, name in enumerate("ifzo")}
+    history = {"h": [], "c": [], "n": [], "m": []}
+    for x_t in x:
+        net = {}
+        for name, block in rows.items():
+            value = w[block] @ x_t + b[block]
+            recurrent = np.zeros(hidden)
+            for head in range(num_heads):
+                cells = slice(head * size, (head + 1) * size)
+                recurrent[cells] = r[block][cells, cells] @ h_prev[cells]
+            net[name] = value + recurrent
+        z, o = np.tanh(net["z"]), 1.0 / (1.0 + np.exp(-net["o"]))
+        if forget == "sigmoid":
+            log_f = -np.log1p(np.exp(-net["f"]))
+        else:
+            log_f = net["f"]
+        if stabilised:
+            m = np.maximum(log_f + m_prev, net["i"])
+            i_gate, f_gate = np.exp(net["i"] - m), np.exp(log_f + m_prev - m)
+        else:
+            m = np.zeros(hidden)
+            i_gate, f_gate = np.exp(net["i"]), np.exp(log_f)
+        c = f_gate * c_prev + i_gate * z
+        n = f_gate * n_prev + i_gate
+        h = o * (c / n)
+        for name, value in zip("hcnm", (h, c, n, m), strict=True):
+            history[name].append(value)
+        h_prev, c_prev, n_prev, m_prev = h, c, n, m
+    return tuple(np.stack(history[name]) for name in "hcnm")

@@ -44,3 +44,20 @@ def test_bench_rejects_an_unknown_cell(capsys):
 def test_bench_rejects_bad_thread_counts(capsys):
     assert main(["bench", "--threads", "1,two"]) == 2
     assert "--threads must be positive integers" in capsys.readouterr().err
+
+
+def test_bench_gives_cell_options_to_the_cells_that_take_them(capsys):
+    status = main(
+        ["bench", "--cells", "vanilla,slstm", "--grid", "2x5x3x4", "--seconds", "0.01",
+         "--threads", "1,2", "--cell-options", "num_heads=2,forget_activation=exp",
+         "--no-reference"]
+    )  # fmt: skip
+    assert status == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "2x5x3x4" in line]
+    assert [row.split(" | ")[0] for row in rows] == ["| vanilla", "| slstm"]
+    assert rows[1].split(" | ")[10].endswith("x")  # time / vanilla
+
+
+def test_bench_rejects_malformed_cell_options(capsys):
+    assert main(["bench", "--cells", "slstm", "--cell-options", "num_heads"]) == 2
+    assert "--cell-options entries must look like num_heads=4" in capsys.readouterr().err

@@ -143,7 +143,7 @@ def test_trials_are_written_as_they_finish_and_a_run_resumes(tmp_path, capsys):
 
 
 def test_a_row_beyond_the_paper_has_no_paper_columns(tmp_path):
-    from carousel.experiments.reproduce import TrialWriter, summarise, write_results
+    from carousel.experiments.report import TrialWriter, summarise, write_results
 
     row = EXPERIMENTS["4-T5000"]
     assert row.task == "adding" and row.options == {"length": 5000} and row.trained.budget

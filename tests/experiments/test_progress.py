@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 
-from carousel.experiments import reproduce
+from carousel.experiments import report, reproduce
 
 
 def test_a_trial_reports_the_sequences_it_has_seen():
@@ -45,7 +45,7 @@ def test_results_plot_of_one_row_shows_the_papers_mean_and_names_only_what_it_dr
     trials = tmp_path / "trials.csv"
     trials.write_text("row,solved,sequences\n4-T100,True,50000\n4-T100,True,90000\n")
     summary = {"row": "4-T100", "config": "faithful", "paper_sequences_mean": 74000}
-    reproduce.plot_results(trials, tmp_path / "results.png", [summary])
+    report.plot_results(trials, tmp_path / "results.png", [summary])
     (axes,) = closed[0].axes
     assert [text.get_text() for text in axes.get_legend().get_texts()] == [
         "paper (mean)",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from carousel.experiments.faithful import Faithful
+from carousel.experiments.faithful import Faithful, Plateau
 from carousel.experiments.trial import Recent, run_faithful, run_trainer
 from carousel.tasks import Batch, ModelIO, build_task
 from carousel.tasks.paper import SequenceTask
@@ -72,6 +73,35 @@ def test_an_unsolved_trial_spends_its_budget():
     assert not trial.solved and trial.sequences == 250
     assert progress == [100, 200, 250]
     assert "network" not in trial.to_dict() and "curve" not in trial.to_dict()
+
+
+class Scripted(Counting):
+    """Sequence ``n``'s loss is ``max(1000 - n, 100)``: falling until 900, then flat."""
+
+    def scores(self, output, batch):
+        scores = super().scores(output, batch)
+        return {**scores, "loss": (1000.0 - batch.x[:, 0, 0].double()).clamp(min=100.0)}
+
+
+def test_a_staged_network_adds_a_block_when_the_error_has_stopped_decreasing():
+    plateau = Plateau(window=100, patience=3, threshold=0.01)
+    settings = Faithful(blocks=2, block_size=2, lr=0.1, staged=True, plateau=plateau)
+    trial = run_faithful(Scripted(start=10**9, window=10), settings, seed=0, budget=2000)
+    # windows of 100: means 950.5, 850.5, ..., 150.5 (sequences 800-899), then 100 from
+    # sequence 900 on; after window 13 (sequence 1300) the last three are not 1 % below the best
+    # before them (100): block 1; windows are counted afresh, so block 2 after four more
+    assert trial.milestones == {"block 1": 1300, "block 2": 1700}
+    whole = run_faithful(Scripted(start=10**9, window=10), settings, seed=0, budget=100)
+    assert whole.milestones == {} and trial.weights > whole.weights
+    assert trial.weights == 1 + 2 * 4 * (1 + 1) + 4 + 8 * 8  # all blocks in: bias + rows + out + hh
+    never = Plateau(window=100, patience=3, threshold=0.0)  # never holds on a flat error
+    trial = run_faithful(
+        Scripted(start=10**9, window=10), Faithful(blocks=1, lr=0.1, staged=True, plateau=never),
+        seed=0, budget=2000,
+    )  # fmt: skip
+    assert trial.milestones == {} and trial.weights == 1  # only the output bias
+    with pytest.raises(ValueError, match="window must be a multiple of chunk; got window 100"):
+        run_faithful(Scripted(start=0, window=10), settings, seed=0, budget=200, chunk=64)
 
 
 def test_recent_keeps_the_newest_scores():

@@ -88,8 +88,18 @@ def test_every_variant_in_shards_matches_reference(variant, num_shards, shard_co
     assert set(shard_counts) == {num_shards}
 
 
+@pytest.mark.parametrize("num_shards", [2, 8])
+def test_multi_head_slstm_with_exponential_forget_gate_in_shards_matches_reference(
+    num_shards, shard_counts
+):
+    """The sLSTM's per-head recurrent GEMMs and its stabiliser state ``m``, split by rows."""
+    carousel.set_num_threads(num_shards)
+    _compare("slstm", torch.float64, num_heads=2, forget_activation="exp")
+    assert set(shard_counts) == {num_shards}
+
+
 @pytest.mark.parametrize("num_threads", [1, 2, 4, 8])
-@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman"])
+@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm"])
 def test_parallel_directions_of_a_stack_match_reference(variant, num_threads, shard_counts):
     """Two bidirectional layers: both directions of a layer in one call, each on half the
     threads' worth of shards."""

@@ -46,6 +46,32 @@ def test_2b_has_a_random_middle_and_its_target_at_the_end():
     assert len({tuple(row) for row in inputs[:, 1:].tolist()}) > 100, "the middles differ"
 
 
+def test_2b_with_targets_at_every_step_is_judged_at_the_end():
+    p = 5
+    task = LongLagTask(LongLagOptions(problem="2b", p=p, targets="every"), seed=0)
+    batch = task.train_batch(0, 300)
+    assert task.io.head == "tagger" and batch.y.shape == (300, p, p + 1)
+    inputs, targets = symbols(batch), batch.y.argmax(-1)
+    assert torch.equal(targets[:, :-1], inputs[:, 1:]), "the target is the next element"
+    assert torch.equal(targets[:, -1], inputs[:, 0]), "the last repeats the first"
+    end_only = LongLagTask(LongLagOptions(problem="2b", p=p), seed=0).train_batch(0, 300)
+    assert torch.equal(batch.x, end_only.x) and torch.equal(batch.y[:, -1], end_only.y)
+    output = batch.y.clone()
+    output[0, :-1] = 0.5  # every middle prediction off by 0.5: still correct
+    output[1, -1, 0] = 0.3  # one output off at the end: wrong
+    scores = task.scores(output[:3], batch_of(batch, 3))
+    assert scores["correct"].tolist() == [1, 0, 1]
+    torch.testing.assert_close(scores["abs_error"][1], torch.tensor(0.3))
+    assert float(scores["loss"][0]) == pytest.approx(float((0.5 - batch.y[0, :-1]).square().sum()))
+    with pytest.raises(ValueError, match="longlag option targets must be 'end' unless problem"):
+        LongLagTask(LongLagOptions(problem="2a", targets="every"))
+
+
+def batch_of(batch, count):
+    """The first ``count`` sequences of ``batch``."""
+    return type(batch)(x=batch.x[:count], y=batch.y[:count], mask=batch.mask[:count])
+
+
 @pytest.fixture(scope="module")
 def distractors():
     task = LongLagTask(LongLagOptions(problem="2c", p=30, q=5), seed=0)

@@ -181,9 +181,39 @@ def test_solved_needs_the_last_epoch_correct_and_no_test_string_wrong():
     assert not task.solved({**good, "correct": torch.tensor([1.0, 0, 1, 1])}, {"wrong": 0.0})
 
 
+def test_sampling_with_replacement_draws_training_strings_at_random():
+    task = ReberTask(ReberOptions(sampling="replacement"), seed=1)
+    names = ["".join(SYMBOLS[s] for s in string) for string in task.train_strings]
+    drawn = [s for i in range(40) for s in decode(task.train_batch(i, 64))]
+    assert set(drawn) <= set(names)
+    assert Counter(drawn[:256]) != Counter(names), "not a pass through the set"
+    for name, count in Counter(names).most_common(5):  # each string as often as in the set
+        assert abs(drawn.count(name) / len(drawn) - count / len(names)) < 0.02, name
+    assert drawn[:64] == decode(
+        build_task("reber", {"sampling": "replacement"}, 1).train_batch(0, 64)
+    )
+    assert decode(task.train_batch(0, 64)) != decode(task.train_batch(1, 64))
+    assert task.window == 0  # the rule is judged on the sets, not on the training stream
+
+
+def test_with_replacement_the_rule_is_judged_on_both_sets_and_the_test_set_scored_at_the_end():
+    task = ReberTask(ReberOptions(sampling="replacement"), seed=1)
+    test, *training = task.eval_batches()
+    assert test.size == 256 and sum(batch.size for batch in training) == 256
+    names = ["".join(SYMBOLS[s] for s in string) for string in task.train_strings]
+    assert [s for batch in training for s in decode(batch)] == names
+    (final,) = task.final_batches()
+    assert torch.equal(final.x, test.x) and torch.equal(
+        test.x, ReberTask(seed=1).eval_batches()[0].x
+    )
+    assert task.solved({}, {"wrong": 0.0})
+    assert not task.solved({}, {"wrong": 1.0}) and not task.solved({}, None)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
+        ({"sampling": "bootstrap"}, "option 'sampling' must be one of"),
         ({"train_size": 0}, "reber option train_size must be >= 1"),
         ({"test_size": 0}, "reber option test_size must be >= 1"),
         ({"embedded": "yes"}, "embedded.* must be bool"),

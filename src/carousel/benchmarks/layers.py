@@ -37,23 +37,33 @@ CELL_OPTIONS = {"1997-b2": ("1997", {"block_size": 2})}
 TORCH_CLASSES = {"vanilla": torch.nn.LSTM, "gru": torch.nn.GRU, "elman": torch.nn.RNN}
 
 
-def cell_spec(cell: str):
-    """The spec a cell label of the grid names (a variant, or an entry of :data:`CELL_OPTIONS`)."""
+def options_for(cell: str, options: dict[str, object]) -> dict[str, object]:
+    """The entries of ``options`` that the variant ``cell`` takes."""
+    from carousel.cells import VARIANTS
+
+    return {k: v for k, v in options.items() if k in VARIANTS[cell].options}
+
+
+def cell_spec(cell: str, options: dict[str, object] | None = None):
+    """The spec a cell label of the grid names (a variant, or an entry of :data:`CELL_OPTIONS`),
+    with the entries of ``options`` that its variant takes (:func:`options_for`)."""
     from carousel.cells import make_spec
 
-    variant, options = CELL_OPTIONS.get(cell, (cell, {}))
-    return make_spec(variant, **options)
+    variant, fixed = CELL_OPTIONS.get(cell, (cell, {}))
+    return make_spec(variant, **{**options_for(variant, options or {}), **fixed})
 
 
-def runners(cell, shape, dtype, reference: bool, thread_counts=(None,)) -> list[Runner]:
+def runners(
+    cell, shape, dtype, reference: bool, thread_counts=(None,), options=None
+) -> list[Runner]:
     """One :class:`Runner` per backend (numba, torch.nn where it has the cell, auto) and thread
     count, plus the reference loop at the first count, with the same weights, input and upstream
-    gradient. Runner names are ``backend@threads``."""
+    gradient. Runner names are ``backend@threads``; ``options`` as :func:`cell_spec` takes them."""
     import carousel
 
     batch, steps, inputs, hidden = shape
     torch.manual_seed(0)
-    spec = cell_spec(cell)
+    spec = cell_spec(cell, options)
     ours = carousel.nn.Recurrent(inputs, hidden, variant=spec, backend="numba", dtype=dtype)
     layers = {"numba": ours}
     if cell in TORCH_CLASSES:
@@ -107,9 +117,10 @@ def _auto_choice(spec, shape, dtype, num_threads) -> str:
 
 
 def benchmark(
-    cells, shapes, dtype, seconds, reference, thread_counts=(None,), log=print
+    cells, shapes, dtype, seconds, reference, thread_counts=(None,), log=print, cell_options=None
 ) -> tuple[list[dict], dict]:
-    """Time every cell and shape at every thread count.
+    """Time every cell and shape at every thread count; ``cell_options`` (a dict) go to the cells
+    that take them (:func:`options_for`).
 
     Returns one row per (cell, shape) and the GEMM peak in GFLOP/s per thread count. A row holds,
     per thread count ``n``, the medians ``row[n]["numba"]`` (forward+backward),
@@ -122,11 +133,11 @@ def benchmark(
     rows, vanilla = [], {}
     for shape in shapes:
         for cell in cells:
-            timed = runners(cell, shape, dtype, reference, thread_counts)
+            timed = runners(cell, shape, dtype, reference, thread_counts, cell_options)
             measure(timed, seconds)
             backward = {r.name: statistics.median(r.backward_times) for r in timed}
             forward = {r.name: statistics.median(r.forward_times) for r in timed}
-            spec = cell_spec(cell)
+            spec = cell_spec(cell, cell_options)
             row = {
                 "cell": cell,
                 "shape": shape,

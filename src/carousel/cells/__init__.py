@@ -1,7 +1,8 @@
 """Cell specs: what each recurrent cell of the LSTM family computes, its parameters and its init.
 
 See :mod:`carousel.cells.spec` for the dataclass and the packed layout, :mod:`carousel.cells.lstm`,
-:mod:`carousel.cells.gru` and :mod:`carousel.cells.elman` for the variants and their equations.
+:mod:`carousel.cells.gru`, :mod:`carousel.cells.elman` and :mod:`carousel.cells.slstm` for the
+variants and their equations.
 """
 
 from carousel.cells import init
@@ -24,6 +25,7 @@ from carousel.cells.registry import (
     register_family,
     register_variant,
 )
+from carousel.cells.slstm import slstm_step
 from carousel.cells.spec import CellSpec, CellWeights
 
 __all__ = [
@@ -48,4 +50,5 @@ __all__ = [
     "make_spec",
     "register_family",
     "register_variant",
+    "slstm_step",
 ]

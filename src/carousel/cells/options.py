@@ -33,5 +33,7 @@ CELL_OPTIONS: dict[str, CellOption] = {
     "cell_bias": CellOption(bool, "LSTM: a bias on the cell input g (the gates keep theirs)"),
     "truncate_gradient": CellOption(bool, "the 1997 paper's truncated gradient"),
     "nonlinearity": CellOption(str, "Elman RNN: tanh or relu"),
+    "num_heads": CellOption(int, "sLSTM: heads of its block-diagonal recurrent weights"),
+    "forget_activation": CellOption(str, "sLSTM forget gate: sigmoid or exp"),
 }
 """Every keyword option a registered variant takes, by name."""

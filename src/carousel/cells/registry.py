@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from torch import Tensor
 
 if TYPE_CHECKING:  # spec.py imports this module
+    from carousel.cells.init import ParameterGroup
     from carousel.cells.spec import CellSpec
 
 
@@ -29,11 +30,14 @@ class Family:
         step: ``step(spec, gates_x, state, weights) -> (h_t, state)``: one step in differentiable
             PyTorch ops, with ``gates_x`` ``(B, G)`` the input projection :math:`W x_t + b`; the
             reference backend loops over it and the step-wise cells call it.
+        init: the family's own initialisation of a parameter group, applied after torch's
+            default and before a layer's ``init=`` (``None``: torch's default alone).
     """
 
     name: str
     gates: tuple[str, ...]
     step: Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
+    init: Callable[[ParameterGroup], None] | None = None
 
 
 FAMILIES: dict[str, Family] = {}

@@ -9,7 +9,8 @@ Packed layout
 -------------
 Rows of ``weight_ih`` and ``weight_hh`` (and of the biases) are blocks, one per entry of
 :attr:`CellSpec.gates`, in that order. The order follows ``torch.nn``: LSTM ``(i, f, g, o)``,
-GRU ``(r, z, n)``, Elman ``(h,)``. An LSTM variant without a gate drops its block and keeps the
+GRU ``(r, z, n)``, Elman ``(h,)``; the sLSTM (:mod:`carousel.cells.slstm`) packs ``(i, f, g, o)``
+like the LSTM, ``g`` holding the cell input :math:`z`. An LSTM variant without a gate drops its block and keeps the
 order of the rest: CIFG packs ``(i, g, o)``, NIG ``(f, g, o)``.
 
 Gate blocks of an LSTM have ``hidden_size // block_size`` rows (one gate per memory block, shared
@@ -31,6 +32,7 @@ from torch import Tensor
 from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS
 from carousel.cells.registry import FAMILIES
 
+FORGET_ACTIVATIONS = ("sigmoid", "exp")
 GATE_FEEDBACK = ("none", "gates", "all")
 
 
@@ -39,7 +41,8 @@ class CellSpec:
     """What one step of a recurrent cell computes.
 
     Attributes:
-        family: ``"lstm"``, ``"gru"`` or ``"elman"``.
+        family: ``"lstm"``, ``"gru"``, ``"elman"``, or ``"slstm"`` (the sLSTM of Beck et al. 2024,
+            an LSTM variant with its own step and state, see :mod:`carousel.cells.slstm`).
         variant: the name under which the variant is registered (``"vanilla"``, ``"1997"``, ...).
         gates: the packed row blocks, in order (see the module docstring).
         gate_activation: squashing of the gates, ``"sigmoid"`` or ``"hard_sigmoid"``.
@@ -56,6 +59,8 @@ class CellSpec:
             propagated back in time, only the cell state carries error back (the 1997 paper).
         num_biases: 2 as in ``torch.nn`` (``bias_ih`` and ``bias_hh``), or 1 (``bias``).
         cell_bias: if ``False`` the cell-input block ``g`` has no bias (only gates are biased).
+        num_heads: sLSTM only; the recurrent weights are block-diagonal with this many heads.
+        forget_activation: sLSTM only; ``"sigmoid"`` or ``"exp"`` (the exponential forget gate).
         reference: the paper that defines the variant.
     """
 
@@ -72,6 +77,8 @@ class CellSpec:
     truncate_gradient: bool = False
     num_biases: int = 2
     cell_bias: bool = True
+    num_heads: int = 1
+    forget_activation: str = "sigmoid"
     reference: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +115,29 @@ class CellSpec:
             raise ValueError(f"block_size must be a positive int; got {self.block_size!r}")
         if self.num_biases not in (1, 2):
             raise ValueError(f"num_biases must be 1 or 2; got {self.num_biases!r}")
+        if (
+            not isinstance(self.num_heads, int)
+            or isinstance(self.num_heads, bool)
+            or self.num_heads < 1
+        ):
+            raise ValueError(f"num_heads must be a positive int; got {self.num_heads!r}")
+        if self.forget_activation not in FORGET_ACTIVATIONS:
+            raise ValueError(
+                f"forget_activation must be one of {FORGET_ACTIVATIONS}; got {self.forget_activation!r}"
+            )
+        if self.family != "slstm":
+            for name, value, default in (
+                ("num_heads", self.num_heads, 1),
+                ("forget_activation", self.forget_activation, "sigmoid"),
+            ):
+                if value != default:
+                    raise ValueError(
+                        f"{name}={value!r} applies to sLSTM cells only, not to {self.family!r}"
+                    )
+        elif self.gates != FAMILIES["slstm"].gates:
+            raise ValueError(
+                f"an sLSTM cell has the gates {FAMILIES['slstm'].gates}; got {self.gates}"
+            )
         if self.family != "lstm":
             lstm_only = {
                 "peepholes": (self.peepholes, False),
@@ -170,7 +200,10 @@ class CellSpec:
 
     @property
     def state_names(self) -> tuple[str, ...]:
-        """Names of the state tensors a layer carries: ``h`` (and ``c``, and ``gates``)."""
+        """Names of the state tensors a layer carries: ``h`` (and ``c``, and ``gates``; the sLSTM
+        carries ``h, c, n, m``: output, cell, normaliser and stabiliser)."""
+        if self.family == "slstm":
+            return ("h", "c", "n", "m")
         if self.family != "lstm":
             return ("h",)
         return ("h", "c", "gates") if self.feedback_gates else ("h", "c")
@@ -211,6 +244,8 @@ class CellSpec:
         sizes = {
             "h": self.output_size(hidden_size, proj_size),
             "c": hidden_size,
+            "n": hidden_size,
+            "m": hidden_size,
             "gates": self.feedback_size(hidden_size),
         }
         return tuple(sizes[name] for name in self.state_names)
@@ -220,6 +255,10 @@ class CellSpec:
         if hidden_size % self.block_size:
             raise ValueError(
                 f"hidden_size must be a multiple of block_size={self.block_size}; got {hidden_size}"
+            )
+        if hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size must be a multiple of num_heads={self.num_heads}; got {hidden_size}"
             )
         if proj_size and self.family != "lstm":
             raise ValueError(f"proj_size applies to LSTM cells only, not to {self.family!r}")
@@ -257,8 +296,15 @@ class CellSpec:
         """Fixed 0/1 mask on ``weight_hh``, or ``None`` when every weight is trainable.
 
         With ``gate_feedback="gates"`` (FGR) the cell input ``g`` does not see the previous
-        gate activations, so those columns of its rows are masked.
+        gate activations, so those columns of its rows are masked. An sLSTM with ``num_heads > 1``
+        has block-diagonal recurrent weights: row ``k`` of every gate block reads only the
+        columns of its own head, ``(k // D) * D .. (k // D + 1) * D - 1`` with
+        ``D = hidden_size // num_heads``.
         """
+        if self.family == "slstm" and self.num_heads > 1:
+            head = torch.arange(hidden_size) // (hidden_size // self.num_heads)  # (H,)
+            same = (head.unsqueeze(1) == head.unsqueeze(0)).float()  # (H, H)
+            return same.repeat(len(self.gates), 1)  # (4H, H)
         if self.gate_feedback != "gates":
             return None
         mask = torch.ones(

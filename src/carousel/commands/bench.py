@@ -60,6 +60,12 @@ def add_parser(subparsers) -> None:
         default=",".join("x".join(map(str, shape)) for shape in GRID),
         help="comma-separated BxTxIxH shapes (default: the six of docs/performance.md)",
     )
+    parser.add_argument(
+        "--cell-options",
+        default="",
+        help="comma-separated KEY=VALUE cell options, given to the cells that take them "
+        "(e.g. num_heads=4 for slstm)",
+    )
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument(
         "--threads",
@@ -126,10 +132,29 @@ def _load() -> str:
         return "unknown"
 
 
+def _cell_options(text: str) -> dict[str, object]:
+    """``"num_heads=4,forget_activation=exp"`` -> ``{"num_heads": 4, "forget_activation": "exp"}``."""
+    import ast
+
+    options: dict[str, object] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--cell-options entries must look like num_heads=4; got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value.strip()
+    return options
+
+
 def run(args: argparse.Namespace) -> None:
     """Run the benchmark and print (and optionally write) the report."""
     cells, shapes = _cells(args.cells), _shapes(args.grid)
     counts = _thread_counts(args.threads)
+    cell_options = _cell_options(args.cell_options)
     dtype = getattr(torch, args.dtype)
     from carousel.kernels import threads
 
@@ -141,7 +166,9 @@ def run(args: argparse.Namespace) -> None:
     before = _load()
     print("\n".join(lines))
     print(table_header(counts))
-    rows, peaks = benchmark(cells, shapes, dtype, args.seconds, not args.no_reference, counts)
+    rows, peaks = benchmark(
+        cells, shapes, dtype, args.seconds, not args.no_reference, counts, cell_options=cell_options
+    )
     peak_text = ", ".join(f"{peaks[n]:.0f} GFLOP/s at {n} thread{'s' * (n > 1)}" for n in counts)
     lines += [
         f"Load average (1, 5, 15 min) before the run: {before}; after: {_load()} "

@@ -58,7 +58,7 @@ GRADIENT_FRACTION = 1e-3
 """The summary names the first lag where a gradient norm falls below this fraction of lag 0's."""
 PER_STEP_HEADS = ("tagger", "language_model")
 """Heads with a target at every step (cut to the sequence's length with it)."""
-FAMILY_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN"}
+FAMILY_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN", "slstm": "sLSTM"}
 
 
 def add_parser(subparsers) -> None:

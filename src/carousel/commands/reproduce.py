@@ -15,7 +15,8 @@ import os
 from pathlib import Path
 
 from carousel.commands import positive_int, summary
-from carousel.experiments.reproduce import CONFIGS, QUICK_TRIALS, markdown_table, reproduce
+from carousel.experiments.report import markdown_table
+from carousel.experiments.reproduce import CONFIGS, QUICK_TRIALS, reproduce
 from carousel.experiments.suite import EXPERIMENTS, QUICK, select
 
 

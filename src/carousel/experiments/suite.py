@@ -16,98 +16,12 @@ those cells the same way, under the same budget. How a row trains them is its :c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ast
+import dataclasses
+import re
 
+from carousel.experiments.experiment import Experiment, PaperResult, Trained
 from carousel.experiments.faithful import Faithful
-
-
-@dataclass(frozen=True)
-class PaperResult:
-    """What the paper reports for a row.
-
-    Attributes:
-        trials: trials it ran.
-        success: percentage of successful trials (``None``: not reported).
-        sequences: mean training sequences until the stopping rule held.
-        weights: the network's weight count.
-        test: the paper's test-set figure, as text (e.g. ``"1 wrong of 2560"``).
-        milestones: mean sequences to intermediate milestones (experiment 3's ST1).
-    """
-
-    trials: int
-    success: float | None
-    sequences: float
-    weights: int
-    test: str = ""
-    milestones: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Trained:
-    """How the trained configurations (``modern``, ``elman``, ``gru``) train one row.
-
-    The defaults are the same for every row; a row that sets others says so in
-    ``docs/reproduction.md`` (they were chosen by a sweep on ``--seed 0``'s trials and are
-    reported on ``--seed 1``'s, which the sweep did not see).
-
-    Attributes:
-        budget: the most training sequences per trial (0: the paper's mean for the row, see
-            :func:`~carousel.experiments.reproduce.trained_budget`).
-        batch: sequences per minibatch.
-        lr: Adam's peak learning rate.
-        hidden: cells (units) of the one recurrent layer.
-        schedule: the learning rate over the budget: ``"constant"``, or ``"cosine"`` decay to 0
-            at the end of the budget (:class:`~carousel.train.OptimConfig`).
-        eval_every: score the task's test set every this many sequences (0: the row's
-            ``eval_every``, else a fifth of the budget).
-        init: the ``modern`` layer's initialiser (:class:`~carousel.train.ModelConfig`'s
-            ``init``; empty: chrono initialisation over the row's longest test sequence).
-        task_options: task options that differ from the faithful row's (e.g. a linear output
-            unit for a regression target).
-    """
-
-    budget: int = 0
-    batch: int = 16
-    lr: float = 0.01
-    hidden: int = 32
-    schedule: str = "constant"
-    eval_every: int = 0
-    init: str = ""
-    task_options: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """One row of the paper's tables, runnable.
-
-    Attributes:
-        name: the row's name, e.g. ``"4-T100"``.
-        group: the paper's experiment, e.g. ``"4"``.
-        title: one line saying what the row is.
-        task, options: the carousel task and its options.
-        faithful: the paper's network and learning rule.
-        paper: the paper's result (``None``: a row beyond the paper).
-        budget: the most training sequences per trial.
-        eval_every: score the task's check set every this many sequences (rules that use it).
-        chunk: sequences per compiled call (and granularity of evaluations).
-        trained: how ``modern``, ``elman`` and ``gru`` train this row (:class:`Trained`).
-        target: the row is one the reproduction must match (within 2x of the paper's mean).
-        note: choices made where the paper is ambiguous.
-    """
-
-    name: str
-    group: str
-    title: str
-    task: str
-    options: dict
-    faithful: Faithful
-    paper: PaperResult | None
-    budget: int
-    eval_every: int = 0
-    chunk: int = 100
-    trained: Trained = field(default_factory=Trained)
-    target: bool = False
-    note: str = ""
 
 
 def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool = False):
@@ -117,12 +31,13 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
         group="1",
         title=f"embedded Reber grammar, {blocks} blocks of {size}, lr {lr:g}",
         task="reber",
-        options={},
+        options={"sampling": "replacement"},
         faithful=Faithful(
             blocks=blocks,
             block_size=size,
             lr=lr,
             init_range=0.2,
+            input_gate_bias_range=0.1,
             output_gate_bias=biases,
             biased="gates",
             output_bias=False,
@@ -132,10 +47,19 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
         budget=100_000,
         eval_every=64,
         chunk=64,
-        trained=Trained(budget=50_000, batch=1, lr=0.03, hidden=128, eval_every=64),
+        trained=Trained(
+            budget=50_000,
+            batch=1,
+            lr=0.03,
+            hidden=128,
+            eval_every=64,
+            task_options={"sampling": "epochs"},
+        ),
         target=target,
-        note="input-gate biases random in [-0.2, 0.2] like the other weights; weights change "
-        "after every step (the paper's online RTRL); a trial is one training/test pair "
+        note="input-gate biases random in [-0.1, 0.1] (the paper's table: 'r'; its text: all "
+        "weights but the output-gate biases in [-0.2, 0.2]); training strings drawn from the "
+        "training set with replacement, the rule judged on both sets every 64 sequences; weights "
+        "change after every step (the paper's online RTRL); a trial is one training/test pair "
         "(seeded by the trial) and one initialisation",
     )
 
@@ -143,11 +67,14 @@ def _reber(blocks: int, size: int, lr: float, paper: PaperResult, target: bool =
 _LONG_LAG_2A = Faithful(
     blocks=1, lr=1.0, update="step", init_range=0.2, biased="none", output_bias=False, output_gate=False,
     output_from_inputs=True, recurrent=False, candidate_activation="sigmoid",
-    output_activation="identity",
+    output_activation="identity", staged=True,
 )  # fmt: skip
 """Experiment 2a/2b: one cell with an input gate and no output gate, g = sigmoid, h = identity;
 cell and gate read the inputs, the output units read inputs and cell (10,504 weights at p = 100);
-weights change after every step (the paper's online RTRL)."""
+weights change after every step (the paper's online RTRL). Built sequentially, as the paper
+says: the output units learn from the inputs alone (10,201 weights) until the error has stopped
+decreasing (:class:`~carousel.experiments.faithful.Plateau`), then cell and input gate are
+added."""
 
 
 def _long_lag_2c(q: int, p: int, sequences: float, target: bool = False) -> Experiment:
@@ -292,13 +219,16 @@ EXPERIMENTS: dict[str, Experiment] = {
             group="2b",
             title="long time lag with a random middle, p = 100",
             task="longlag",
-            options={"problem": "2b", "p": 100},
+            options={"problem": "2b", "p": 100, "targets": "every"},
             faithful=_LONG_LAG_2A,
             paper=PaperResult(18, 100.0, 5_680, 10_504),
             budget=200_000,
             chunk=100,
-            trained=Trained(batch=8, lr=0.03, hidden=64, init="chrono(1000)"),
-            note="judged (and here trained) at the sequence end only",
+            trained=Trained(
+                batch=8, lr=0.03, hidden=64, init="chrono(1000)", task_options={"targets": "end"}
+            ),
+            note="trained on every next element, judged at the sequence end only (the paper); "
+            "the trained configurations train at the end only",
         ),
         _long_lag_2c(50, 50, 30_000),
         _long_lag_2c(100, 100, 31_000, target=True),
@@ -393,9 +323,62 @@ QUICK = ("1-3x2-lr0.5", "2a-p100", "2c-q100-p100", "3a-T100-N3", "4-T100", "6a")
 """The rows of ``carousel reproduce all --quick``."""
 
 
+def experiment(name: str) -> Experiment:
+    """Row ``name`` of :data:`EXPERIMENTS`, or a variant of one: ``ROW@key=value,key=value``.
+
+    Each key is a field of the row's :class:`~carousel.experiments.faithful.Faithful` settings
+    (``plateau.window``, ``plateau.patience``, ``plateau.threshold`` for those of its
+    :class:`~carousel.experiments.faithful.Plateau`) or an option of its task; each value a
+    Python literal (``1.0``, ``False``, ``(-1.0, -2.0)``; a bare word is a string). The variant
+    keeps ``name`` as its name, so its trials are told apart from the row's. E.g.
+    ``1-3x2-lr0.5@error_factor=1.0``, ``2a-p100@staged=False``,
+    ``1-3x2-lr0.5@sampling=epochs,input_gate_bias_range=None``.
+    """
+    base, _, changes = name.partition("@")
+    if base not in EXPERIMENTS:
+        raise ValueError(f"unknown row {base!r} in experiment {name!r} (carousel reproduce --list)")
+    row = EXPERIMENTS[base]
+    if not changes:
+        return row
+    from carousel.tasks import TASKS
+
+    settings = {f.name for f in dataclasses.fields(Faithful)} - {"plateau"}
+    plateau_fields = {f.name for f in dataclasses.fields(row.faithful.plateau)}
+    task_options = {f.name for f in dataclasses.fields(TASKS[row.task].Options)}
+    faithful, plateau, options = {}, {}, dict(row.options)
+    for item in re.split(r",(?=\s*[A-Za-z_][\w.]*\s*=)", changes):
+        key, equals, text = (part.strip() for part in item.partition("="))
+        if not equals:
+            raise ValueError(f"experiment {name!r}: a change must read key=value; got {item!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if key.startswith("plateau.") and key[len("plateau.") :] in plateau_fields:
+            plateau[key[len("plateau.") :]] = value
+        elif key in settings:
+            faithful[key] = value
+        elif key in task_options:
+            options[key] = value
+        else:
+            raise ValueError(
+                f"experiment {name!r}: {key!r} is neither a faithful setting ({sorted(settings)}, "
+                f"plateau.{{{', '.join(sorted(plateau_fields))}}}) nor an option of task "
+                f"{row.task!r} ({sorted(task_options)})"
+            )
+    settings = dataclasses.replace(
+        row.faithful,
+        **faithful,
+        plateau=dataclasses.replace(row.faithful.plateau, **plateau),
+    )
+    return dataclasses.replace(row, name=name, options=options, faithful=settings)
+
+
 def select(name: str) -> list[Experiment]:
-    """The rows ``name`` stands for: a row, a group, an alias, or ``"all"`` (every row of the
-    paper's tables)."""
+    """The rows ``name`` stands for: a row, a group, an alias, ``"all"`` (every row of the
+    paper's tables), or a variant of a row (:func:`experiment`)."""
+    if "@" in name:
+        return [experiment(name)]
     name = ALIASES.get(name, name)
     if name == "all":
         return [row for row in EXPERIMENTS.values() if row.paper]

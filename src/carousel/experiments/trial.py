@@ -113,6 +113,12 @@ def run_faithful(
             (0: only at the end); rounded up to a multiple of ``chunk``.
         chunk: sequences generated and trained per compiled call.
         progress: called with the number of sequences seen after every chunk.
+
+    With ``settings.staged`` (sequential construction) the network starts without memory
+    blocks and one is added whenever ``settings.plateau`` holds on the windows' mean training
+    errors (:meth:`~carousel.experiments.faithful.Plateau.holds`; the window must be a
+    multiple of ``chunk``); the milestone ``"block k"`` records the sequences seen when block
+    ``k`` was added.
     """
     if task.io.head not in ("regressor", "tagger") or task.io.tokens:
         raise ValueError(
@@ -121,9 +127,17 @@ def run_faithful(
         )
     if budget < 1 or chunk < 1:
         raise ValueError(f"budget and chunk must be >= 1; got {budget}, {chunk}")
+    plateau = settings.plateau
+    if settings.staged and plateau.window % chunk:
+        raise ValueError(
+            f"a staged network's plateau window must be a multiple of chunk; got window "
+            f"{plateau.window}, chunk {chunk}"
+        )
     per_step = task.io.head == "tagger"
     outputs = task.io.output_size
     net = Net1997.create(settings, task.io.input_size, outputs, seed)
+    window_means: list[float] = []  # the staged network's mean error per plateau window
+    window_sum, window_count = 0.0, 0
     recent = Recent(task.window)
     eval_every = -(-eval_every // chunk) * chunk if eval_every else 0
     reached: dict[str, int] = {}
@@ -169,6 +183,16 @@ def run_faithful(
         else:
             seen += batch.size
         recent.add(scores)
+        if net.active_blocks < settings.blocks and not solved:
+            window_sum += float(scores["loss"].sum())
+            window_count += batch.size
+            if window_count == plateau.window:
+                window_means.append(window_sum / window_count)
+                window_sum, window_count = 0.0, 0
+                if plateau.holds(window_means):
+                    net.add_block()
+                    reached[f"block {net.active_blocks}"] = seen
+                    window_means.clear()
         stretch["loss"] += float(scores["loss"].sum())
         stretch["correct"] += float(scores["correct"].sum())
         stretch["count"] += batch.size
@@ -259,7 +283,7 @@ def run_trainer(
         else int(result["sequences"]),
         test=dict(result["evaluation"]),
         test_size=sum(batch.size for batch in task.eval_batches()),
-        weights=sum(parameter.numel() for parameter in result.model.parameters()),
+        weights=_count_weights(result.model),
         seconds=time.perf_counter() - start,
         curve=_curve(result.curve),
     )
@@ -277,3 +301,15 @@ def _curve(rows: list[dict[str, float]]) -> list[tuple[int, float, float]]:
         for row in rows
         if "train_loss" in row
     ]
+
+
+def _count_weights(model) -> int:
+    """Trainable weights of ``model``: recurrent layers count without their masked-out entries
+    (:meth:`~carousel.nn.Recurrent.num_weights`: the sLSTM's off-head blocks, FGR's masked
+    columns), everything else in full."""
+    from carousel.nn import Recurrent
+
+    layers = [m for m in model.modules() if isinstance(m, Recurrent)]
+    inside = {id(p) for layer in layers for p in layer.parameters()}
+    rest = sum(p.numel() for p in model.parameters() if id(p) not in inside)
+    return rest + sum(layer.num_weights() for layer in layers)

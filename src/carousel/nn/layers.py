@@ -24,7 +24,8 @@ class LSTM(Recurrent):
     Args:
         variant: ``"vanilla"`` (default), ``"1997"``, ``"peephole"``, ``"nig"``, ``"nfg"``,
             ``"nog"``, ``"niaf"``, ``"noaf"``, ``"np"``, ``"cifg"``, ``"fgr"``; see
-            :mod:`carousel.cells.lstm` for each one's equations and source.
+            :mod:`carousel.cells.lstm` for each one's equations and source; or ``"slstm"``,
+            the sLSTM of Beck et al. (2024) (:mod:`carousel.cells.slstm`).
         peepholes: add (``True``) or drop (``False``) peephole connections; ``None``: the variant's.
         gate_activation: ``"sigmoid"`` or ``"hard_sigmoid"`` (CReLU, clip(x, 0, 1)).
         candidate_activation: squashing of the cell input, e.g. ``"tanh"``, ``"identity"``, ``"g1997"``.
@@ -33,9 +34,12 @@ class LSTM(Recurrent):
         block_size: cells per memory block sharing their gates (1997 paper).
         truncate_gradient: the 1997 paper's truncated backpropagation (see the ``1997`` variant).
         cell_bias: ``False`` leaves the cell inputs unbiased (only gates biased).
+        num_heads: sLSTM only; heads of its block-diagonal recurrent weights.
+        forget_activation: sLSTM only; ``"sigmoid"`` (default) or ``"exp"``.
         backend, init: see :class:`Recurrent`.
 
-    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``.
+    Returns ``(output, (h_n, c_n))``, or ``(output, (h_n, c_n, gates_n))`` for ``fgr`` and ``1997``,
+    or ``(output, (h_n, c_n, n_n, m_n))`` for ``slstm``.
     """
 
     def __init__(
@@ -59,11 +63,13 @@ class LSTM(Recurrent):
         block_size: int | None = None,
         truncate_gradient: bool | None = None,
         cell_bias: bool | None = None,
+        num_heads: int | None = None,
+        forget_activation: str | None = None,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
     ) -> None:
         spec = make_spec(variant)
-        if spec.family != "lstm":
+        if spec.family not in ("lstm", "slstm"):
             raise ValueError(
                 f"variant must be an LSTM variant for carousel.LSTM; {spec.variant!r} is a "
                 f"{spec.family} cell (use carousel.GRU, carousel.RNN or carousel.nn.Recurrent)"
@@ -89,6 +95,8 @@ class LSTM(Recurrent):
             block_size=block_size,
             truncate_gradient=truncate_gradient,
             cell_bias=cell_bias,
+            num_heads=num_heads,
+            forget_activation=forget_activation,
         )
 
 

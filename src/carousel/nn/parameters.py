@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from carousel.cells import CellSpec, CellWeights
+from carousel.cells import FAMILIES, CellSpec, CellWeights
 from carousel.cells.init import Initializer, ParameterGroup, torch_default
 
 
@@ -49,9 +49,13 @@ def register_masks(
 
 
 def initialize(groups: Sequence[ParameterGroup], init: Sequence[Initializer]) -> None:
-    """torch's default initialisation of every group, then each initialiser in order."""
+    """torch's default initialisation of every group, then the family's own
+    (:attr:`carousel.cells.Family.init`, e.g. the sLSTM's), then each initialiser in order."""
     for group in groups:
         torch_default(group)
+        family_init = FAMILIES[group.spec.family].init
+        if family_init is not None:
+            family_init(group)
     for initializer in init:
         for group in groups:
             initializer(group)

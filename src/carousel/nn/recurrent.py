@@ -16,7 +16,8 @@ Shapes (as in torch):
 - output: ``(L, N, D * H_out)`` (``batch_first``: ``(N, L, D * H_out)``); zeros past each length.
 - states: ``h``: ``(D * num_layers, N, H_out)``, ``c``: ``(D * num_layers, N, H_cell)``, and for
   cells with gate feedback (``fgr``, ``1997``) ``gates``: ``(D * num_layers, N, F)`` with
-  ``F = spec.feedback_size(H_cell)``. Unbatched input drops the ``N`` axis.
+  ``F = spec.feedback_size(H_cell)``; the sLSTM carries ``(h, c, n, m)``, each
+  ``(D * num_layers, N, H_cell)``. Unbatched input drops the ``N`` axis.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ criterion. The interface is :class:`~carousel.tasks.base.Task` (see :mod:`carous
 ``forecast``        statsmodels' sunspots (yearly) or CO2 (monthly/weekly) series: the next K values
                     from the last H, scored on rolling origins of a held-out tail
 ``longlag``         experiment 2 (2a, 2b, 2c): long time lags, noise-free and with distractors
+``modular_arithmetic``  modular arithmetic without brackets, or parity (the xLSTM paper's state
+                    tracking); trained short, tested longer; a class at the end
 ``multiplication``  the multiplication problem, experiment 5; target at the end
 ``pytokens``        the token type (:mod:`tokenize`) of every character of standard-library Python
                     source; a tag per step
@@ -37,6 +39,7 @@ from carousel.tasks.delayed_xor import DelayedXorTask
 from carousel.tasks.digits import DigitsTask
 from carousel.tasks.forecast import ForecastTask
 from carousel.tasks.longlag import LongLagTask
+from carousel.tasks.modular_arithmetic import ModularArithmeticTask
 from carousel.tasks.multiplication import MultiplicationTask
 from carousel.tasks.pytokens import PyTokensTask
 from carousel.tasks.reber import ReberTask
@@ -64,6 +67,7 @@ for _task in (
     DigitsTask,
     ForecastTask,
     LongLagTask,
+    ModularArithmeticTask,
     MultiplicationTask,
     PyTokensTask,
     ReberTask,
@@ -93,6 +97,7 @@ __all__ = [
     "ForecastTask",
     "LongLagTask",
     "ModelIO",
+    "ModularArithmeticTask",
     "MultiplicationTask",
     "PyTokensTask",
     "ReberTask",

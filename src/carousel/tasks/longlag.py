@@ -11,9 +11,13 @@ below 0.25 at every step.
 
 **2b** (no local regularities). As 2a, but the :math:`p - 1` middle elements are drawn
 uniformly, with replacement, from :math:`a_1, \dots, a_{p-1}`. The paper predicts every element
-but judges only the final one, the only predictable one ("the maximal absolute error of all
-output units is below 0.25 at sequence end"); here the head is ``"regressor"`` with the target
-at the end only: the last element, one-hot over the :math:`p + 1` symbols (``y (B, p + 1)``).
+("again, every next sequence element has to be predicted") but judges only the final one, the
+only predictable one ("the maximal absolute error of all output units is below 0.25 at sequence
+end"). ``targets="every"`` does so: head ``"tagger"``, the target at step :math:`t` the one-hot
+element :math:`t + 1` as in 2a (``y (B, p, p + 1)``), the loss summed over every step,
+``abs_error`` and ``correct`` judged on the last step alone. ``targets="end"`` (the default)
+trains on the last element only: head ``"regressor"``, its one-hot over the :math:`p + 1`
+symbols (``y (B, p + 1)``).
 
 **2c** (very long time lags, distractors). :math:`p + 4` symbols
 :math:`a_1, \dots, a_p, a_{p+1} = e, a_{p+2} = b, a_{p+3} = x, a_{p+4} = y`, the
@@ -53,12 +57,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 from torch.nn.functional import one_hot
 
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
 
 PROBLEMS = ("2a", "2b", "2c")
+TARGETS = ("end", "every")
 EXTRA_CAP = 200
 """2c: the most further distractors :math:`k` after the prefix."""
 
@@ -80,6 +86,14 @@ class LongLagOptions:
     )
     q: int = field(
         default=100, metadata={"help": "2c: distractors in the prefix (minimal time lag q + 1)"}
+    )
+    targets: str = field(
+        default="end",
+        metadata={
+            "help": "2b: train on the last element only (end), or on every next element, "
+            "judged at the end (every: the paper)",
+            "choices": TARGETS,
+        },
     )
     test_size: int = field(default=256, metadata={"help": "sequences in the fixed test set"})
     stop_window: int = field(
@@ -107,11 +121,17 @@ class LongLagTask(SequenceTask):
             q=(options.q >= 0, f">= 0; got {options.q}"),
             test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
             stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
+            targets=(
+                options.targets == "end" or problem == "2b",
+                f"'end' unless problem is 2b (2a has targets at every step, 2c at the end); "
+                f"got {options.targets!r} with problem {problem!r}",
+            ),
         )
+        self.every_step = problem == "2a" or options.targets == "every"
         if problem == "2c":
             self.io = ModelIO("regressor", p + 4, 2, output_activation="sigmoid")
         else:
-            head = "tagger" if problem == "2a" else "regressor"
+            head = "tagger" if self.every_step else "regressor"
             self.io = ModelIO(head, p + 1, p + 1, output_activation="sigmoid")
         self.tolerance = 0.2 if problem == "2c" else 0.25
         self.window, self.test_size = options.stop_window, options.test_size
@@ -129,9 +149,19 @@ class LongLagTask(SequenceTask):
         elements = torch.cat([last[:, None], middle, last[:, None]], dim=1)  # (B, p + 1)
         x = one_hot(elements[:, :-1], p + 1).float()  # (B, p, p + 1)
         mask = torch.ones(count, p, dtype=torch.bool)
-        if self.options.problem == "2a":
+        if self.every_step:
             return Batch(x=x, y=one_hot(elements[:, 1:], p + 1).float(), mask=mask)
         return Batch(x=x, y=one_hot(last, p + 1).float(), mask=mask)
+
+    def scores(self, output: Tensor, batch: Batch) -> dict[str, Tensor]:
+        """As :meth:`~carousel.tasks.paper.SequenceTask.scores`; 2b with targets at every step
+        judges ``abs_error`` and ``correct`` on the last step alone (``loss``: every step)."""
+        scores = super().scores(output, batch)
+        if self.options.problem == "2b" and self.every_step:
+            error = self.errors(output, batch)[:, -1].abs().amax(1)  # (B,) the last step
+            scores["abs_error"] = error
+            scores["correct"] = (error < self.tolerance).double()
+        return scores
 
     def _distractor_sequences(self, count: int, rng: torch.Generator) -> Batch:
         """2c: ``count`` sequences ``b, s, q + k distractors, e``; the target ``s``."""

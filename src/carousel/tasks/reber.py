@@ -32,13 +32,22 @@ next symbols are all more active than every other output.
 
 The paper uses 256 training strings and 256 separate test strings: both sets are drawn once from
 the seed, and test strings that occur in the training set are drawn again ("sequences already
-used in the training set are not used for testing"); strings may repeat within a set. Training
-goes through the training set in epochs, each in its own seeded random order: training sequence
-``n`` (counting from 0 over all batches) is string ``order_e[n mod 256]`` of epoch
-``e = n div 256``. The paper's success is every string of both sets predicted correctly; here
-:meth:`ReberTask.solved` asks for the last ``train_size`` training strings all correct (one
-epoch's worth; a full epoch exactly when it ends at an epoch boundary) and, after an evaluation,
-no test string wrong.
+used in the training set are not used for testing"); strings may repeat within a set. The
+paper's success is every string of both sets predicted correctly. Two ways to train
+(``sampling``):
+
+- ``"replacement"`` (the paper: "training exemplars are picked randomly from the training
+  set"): each training sequence is a string of the training set drawn uniformly, with
+  replacement (batch ``index`` from its own seeded stream). The rule is judged on the network
+  as it stands at an evaluation: :meth:`ReberTask.eval_batches` holds the test set *and* the
+  training set, and :meth:`ReberTask.solved` asks for none of them wrong; the final network is
+  scored on the test set alone (:meth:`ReberTask.final_batches`).
+- ``"epochs"`` (the default): training goes through the training set in epochs, each in its own
+  seeded random order: training sequence ``n`` (counting from 0 over all batches) is string
+  ``order_e[n mod 256]`` of epoch ``e = n div 256``. :meth:`ReberTask.solved` asks for the last
+  ``train_size`` training strings all correct as they were trained on (one epoch's worth; a
+  full epoch exactly when it ends at an epoch boundary) and, after an evaluation, no test
+  string wrong.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ SYMBOLS = "BTPSXVE"
 """The symbols in the order of their one-hot features."""
 B, T, P, S, X, V, E = range(7)
 END = "end"
+SAMPLING = ("epochs", "replacement")
 
 REBER: dict = {
     0: {B: 1},
@@ -119,6 +129,14 @@ class ReberOptions:
     test_size: int = field(
         default=256, metadata={"help": "strings in the fixed test set, none in the training set"}
     )
+    sampling: str = field(
+        default="epochs",
+        metadata={
+            "help": "epochs: shuffled passes through the training set; replacement: each "
+            "training string drawn at random from it (the paper), the rule judged on both sets",
+            "choices": SAMPLING,
+        },
+    )
 
 
 class ReberTask(SequenceTask):
@@ -135,10 +153,13 @@ class ReberTask(SequenceTask):
             "reber",
             train_size=(options.train_size >= 1, f">= 1; got {options.train_size}"),
             test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
+            sampling=(options.sampling in SAMPLING, f"one of {SAMPLING}; got {options.sampling!r}"),
         )
         self.io = ModelIO("tagger", 7, 7, output_activation="sigmoid")
         self.graph, self.start = (EMBEDDED_REBER, "start") if options.embedded else (REBER, 0)
-        self.window, self.test_size = options.train_size, options.test_size
+        self.replacement = options.sampling == "replacement"
+        self.window = 0 if self.replacement else options.train_size
+        self.test_size = options.test_size
         rng = generator(self.seed, "reber-train-set")
         self.train_strings = [self.draw(rng) for _ in range(options.train_size)]
 
@@ -173,8 +194,15 @@ class ReberTask(SequenceTask):
         return self.batch(strings)
 
     def train_batch(self, index: int, batch_size: int) -> Batch:
-        """Training sequences ``index * batch_size ...`` of the epochs through the training set."""
-        size, strings, orders = len(self.train_strings), [], {}
+        """Training batch ``index``: ``batch_size`` strings of the training set drawn with
+        replacement (``sampling="replacement"``), or sequences ``index * batch_size ...`` of
+        the epochs through it."""
+        size = len(self.train_strings)
+        if self.replacement:
+            rng = generator(self.seed, "reber-draw", index)
+            picks = torch.randint(size, (batch_size,), generator=rng).tolist()
+            return self.batch([self.train_strings[pick] for pick in picks])
+        strings, orders = [], {}
         for n in range(index * batch_size, (index + 1) * batch_size):
             epoch = n // size
             if epoch not in orders:
@@ -183,6 +211,23 @@ class ReberTask(SequenceTask):
                 )
             strings.append(self.train_strings[int(orders[epoch][n % size])])
         return self.batch(strings)
+
+    def eval_batches(self) -> list[Batch]:
+        """The set the rule is judged on: the test set, and with ``sampling="replacement"``
+        the training set after it (the paper's success: every string of both correct)."""
+        test = super().eval_batches()
+        if not self.replacement:
+            return test
+        if getattr(self, "_train_set", None) is None:
+            strings, step = self.train_strings, self.test_batch
+            self._train_set = [
+                self.batch(strings[start : start + step]) for start in range(0, len(strings), step)
+            ]
+        return test + self._train_set
+
+    def final_batches(self) -> list[Batch]:
+        """The test set: what a finished network is scored on."""
+        return super().eval_batches()
 
     def scores(self, output: Tensor, batch: Batch) -> dict[str, Tensor]:
         """``loss`` and ``abs_error`` as :class:`SequenceTask`; ``correct``: at every step the
@@ -196,9 +241,9 @@ class ReberTask(SequenceTask):
         return scores
 
     def solved(self, recent: dict[str, Tensor], evaluation: dict[str, float] | None) -> bool:
-        """The last ``train_size`` training strings all correct and no test string wrong."""
-        return (
-            super().solved(recent, evaluation)
-            and evaluation is not None
-            and evaluation["wrong"] == 0
-        )
+        """No string of :meth:`eval_batches` wrong at an evaluation and, with epochs, the
+        last ``train_size`` training strings all correct as they were trained on."""
+        judged = evaluation is not None and evaluation["wrong"] == 0
+        if self.replacement:
+            return judged
+        return super().solved(recent, evaluation) and judged

@@ -1,8 +1,8 @@
 """The ``numba`` backend: fused CPU kernels with hand-written backpropagation through time.
 
 One forward kernel and one backward kernel per family (:mod:`.lstm` covers every LSTM variant
-through runtime flags, :mod:`.gru`, :mod:`.elman`), compiled by Numba for float32 and float64 and
-cached on disk. Their structure (input projections of all steps as one GEMM, per step one
+through runtime flags, :mod:`.gru`, :mod:`.elman`, :mod:`.slstm`), compiled by Numba for float32
+and float64 and cached on disk. Their structure (input projections of all steps as one GEMM, per step one
 recurrent GEMM and one fused pointwise pass, per step backward one pointwise pass and one GEMM,
 weight gradients as large GEMMs after the loop) is described in each module. The kernels are plain
 ``@njit`` functions on NumPy arrays, so compiled training loops can call them directly;
@@ -100,6 +100,16 @@ FAMILIES = {
         num_outputs=2,
         saved=(0, 2),
         backward_inputs=(0, 2, 4),
+        workspace_factor=1,
+    ),
+    "slstm": FamilyKernels(
+        "slstm",
+        state_slots=4,
+        weight_fields=("weight_ih", "bias", "weight_hh"),
+        weight_ndims=(2, 1, 2),
+        num_outputs=5,
+        saved=(5, 6, 7, 8),
+        backward_inputs=(0, 5, 7),
         workspace_factor=1,
     ),
 }

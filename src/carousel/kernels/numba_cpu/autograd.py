@@ -254,13 +254,8 @@ def _run(calls: tuple[KernelCall, ...], inputs: list[tuple], states: list[tuple]
 
 
 def run_direction(
-    spec: CellSpec,
-    x: Tensor,
-    state: tuple[Tensor, ...],
-    weights: CellWeights,
-    lengths: Tensor | None = None,
-    reverse: bool = False,
-) -> tuple[Tensor, tuple[Tensor, ...]]:
+    spec: CellSpec, x: Tensor, state, weights: CellWeights, lengths=None, reverse=False
+):
     """One direction of one layer with the compiled kernels.
 
     Same contract as :func:`carousel.kernels.reference.run_direction`: ``x`` ``(T, B, I)``,

@@ -266,3 +266,83 @@ def input_gradients(x, weight_ih, d_projection, need_input_grad):
     else:
         d_x = np.zeros((0, 0, 0), dtype=x.dtype)
     return d_x, d_weight_ih, d_bias
+
+
+# ---- block-diagonal (multi-head) recurrent products -----------------------------------------
+
+
+@kernel
+def head_count(heads, weight_hh):
+    """The number of heads the recurrent GEMMs may split into: ``heads``, when every weight
+    outside the diagonal blocks is zero (the layer's mask makes it so), else 1 (dense)."""
+    rows, hidden = weight_hh.shape
+    if heads <= 1 or hidden == 0:
+        return 1
+    size = hidden // heads
+    for r in range(rows):
+        head = (r % hidden) // size
+        for c in range(hidden):
+            if c // size != head and weight_hh[r, c] != 0.0:
+                return 1
+    return heads
+
+
+@kernel
+def head_blocks(weight_hh, heads, transpose):
+    """The diagonal blocks of ``weight_hh`` ``(4H, H)``, head by head: ``(heads, 4D, D)``, rows
+    gate-major as in the packed layout, or their transposes ``(heads, D, 4D)``."""
+    hidden = weight_hh.shape[1]
+    size = hidden // heads
+    blocks = np.empty(
+        (heads, size, 4 * size) if transpose else (heads, 4 * size, size), weight_hh.dtype
+    )
+    for head in range(heads):
+        for gate in range(4):
+            for k in range(size):
+                for j in range(size):
+                    value = weight_hh[gate * hidden + head * size + k, head * size + j]
+                    if transpose:
+                        blocks[head, j, gate * size + k] = value
+                    else:
+                        blocks[head, gate * size + k, j] = value
+    return blocks
+
+
+@kernel
+def head_matmul(h, weight_t, blocks_t, heads, h_heads, net_heads, net):
+    """``net (B, 4H) = h (B, H) @ W_hh^T``: one GEMM, or one per head on its diagonal block."""
+    if heads == 1:
+        matmul(h, weight_t, net)
+        return
+    batch, hidden = h.shape
+    size = hidden // heads
+    for head in range(heads):
+        for b in range(batch):
+            for j in range(size):
+                h_heads[head, b, j] = h[b, head * size + j]
+        matmul(h_heads[head], blocks_t[head], net_heads[head])  # (B, D) @ (D, 4D)
+        for b in range(batch):
+            for gate in range(4):
+                for k in range(size):
+                    net[b, gate * hidden + head * size + k] = net_heads[head, b, gate * size + k]
+
+
+@kernel
+def head_matmul_backward(d_net, weight, blocks, heads, d_net_heads, d_source_heads, d_source):
+    """``d_source (B, H) = d_net (B, 4H) @ W_hh``: one GEMM, or one per head."""
+    if heads == 1:
+        matmul(d_net, weight, d_source)
+        return
+    batch, hidden = d_source.shape
+    size = hidden // heads
+    for head in range(heads):
+        for b in range(batch):
+            for gate in range(4):
+                for k in range(size):
+                    d_net_heads[head, b, gate * size + k] = d_net[
+                        b, gate * hidden + head * size + k
+                    ]
+        matmul(d_net_heads[head], blocks[head], d_source_heads[head])  # (B, 4D) @ (4D, D)
+        for b in range(batch):
+            for j in range(size):
+                d_source[b, head * size + j] = d_source_heads[head, b, j]

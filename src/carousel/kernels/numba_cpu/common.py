@@ -271,3 +271,58 @@ def scratch(workspace, offset, steps, batch, width, dtype, lengths):
     if steps > 0 and batch > 0 and np.min(lengths) < steps:
         buffer[:] = 0.0
     return buffer
+
+
+def log1p_unit(u):
+    r""":math:`\log(1 + u)` for :math:`0 \le u \le 1`, vectorisable inside compiled loops.
+
+    :math:`\log(1 + u) = 2\,\mathrm{artanh}(s)` with :math:`s = u / (2 + u) \le 1/3`, summed as
+    :math:`2 s \sum_k s^{2k} / (2k + 1)`: 16 terms in float64 (the next is below
+    :math:`4 \cdot 10^{-17}` of the sum), 7 in float32 (below :math:`2 \cdot 10^{-8}`). Outside
+    compiled code this is :func:`math.log1p`.
+    """
+    return math.log1p(u)
+
+
+@overload(log1p_unit, jit_options={"error_model": "numpy", "fastmath": {"contract"}})
+def _log1p_unit_compiled(u):
+    if u == types.float32:
+        return _log1p_unit32
+    return _log1p_unit64
+
+
+def _log1p_unit64(u):
+    s = u / (2.0 + u)
+    y = s * s
+    # sum_k y^k / (2k + 1), k = 0 .. 15, by Horner's rule
+    total = 1.0 / 31.0
+    total = total * y + 0.034482758620689655  # 1 / 29
+    total = total * y + 0.037037037037037035  # 1 / 27
+    total = total * y + 0.04  # 1 / 25
+    total = total * y + 0.043478260869565216  # 1 / 23
+    total = total * y + 0.047619047619047616  # 1 / 21
+    total = total * y + 0.05263157894736842  # 1 / 19
+    total = total * y + 0.058823529411764705  # 1 / 17
+    total = total * y + 0.06666666666666667  # 1 / 15
+    total = total * y + 0.07692307692307693  # 1 / 13
+    total = total * y + 0.09090909090909091  # 1 / 11
+    total = total * y + 0.1111111111111111  # 1 / 9
+    total = total * y + 0.14285714285714285  # 1 / 7
+    total = total * y + 0.2  # 1 / 5
+    total = total * y + 0.3333333333333333  # 1 / 3
+    total = total * y + 1.0  # 1 / 1
+    return 2.0 * s * total
+
+
+def _log1p_unit32(u):
+    s = u / (np.float32(2.0) + u)
+    y = s * s
+    # sum_k y^k / (2k + 1), k = 0 .. 6, by Horner's rule
+    total = np.float32(1.0 / 13.0)
+    total = total * y + np.float32(0.09090909090909091)  # 1 / 11
+    total = total * y + np.float32(0.1111111111111111)  # 1 / 9
+    total = total * y + np.float32(0.14285714285714285)  # 1 / 7
+    total = total * y + np.float32(0.2)  # 1 / 5
+    total = total * y + np.float32(0.3333333333333333)  # 1 / 3
+    total = total * y + np.float32(1.0)  # 1 / 1
+    return np.float32(2.0) * s * total

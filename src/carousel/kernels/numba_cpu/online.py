@@ -49,11 +49,13 @@ def _output_units(out_weight, out_bias, from_inputs, linear, cells, x, t, hidden
 @kernel
 def train_online(
     config, weight_ih, bias, weight_hh, out_weight, out_bias, from_inputs, linear,
-    bias_mask, hh_mask, out_bias_mask, lr, xs, lengths, targets, per_step, outputs,
+    bias_mask, hh_mask, out_mask, out_bias_mask, lr, xs, lengths, targets, per_step, outputs,
 ):  # fmt: skip
     """Online gradient descent over ``xs (N, T, I)``, one sequence at a time (see the module
     docstring); writes each sequence's pre-update outputs to ``outputs`` (the shape of
-    ``targets``) and changes the weights in place."""
+    ``targets``) and changes the weights in place. The masks ``bias_mask (G,)``,
+    ``hh_mask (G, R)``, ``out_mask (O, J)`` and ``out_bias_mask (O,)`` are 1 where a weight
+    exists; absent weights get no update."""
     hidden = out_weight.shape[1] - (xs.shape[2] if from_inputs else 0)
     rows, sources, inputs = weight_ih.shape[0], weight_hh.shape[1], xs.shape[2]
     units = out_weight.shape[0]
@@ -99,7 +101,7 @@ def train_online(
         weight_ih -= lr * grads[4]
         bias -= lr * (grads[5] * bias_mask)
         weight_hh -= lr * (grads[6] * hh_mask)
-        out_weight -= lr * d_out_weight
+        out_weight -= lr * (d_out_weight * out_mask)
         out_bias -= lr * (d_out_bias * out_bias_mask)
 
 
@@ -151,7 +153,8 @@ def _squash(code, x):
 @kernel
 def train_online_steps(
     config, weight_ih, bias, weight_hh, out_weight, out_bias, from_inputs, linear,
-    bias_mask, hh_mask, out_bias_mask, lr, xs, lengths, targets, per_step, each_step, outputs,
+    bias_mask, hh_mask, out_mask, out_bias_mask, lr, xs, lengths, targets, per_step, each_step,
+    outputs,
 ):  # fmt: skip
     r"""The paper's own online algorithm: truncated RTRL, weights changed at every target step.
 
@@ -193,6 +196,10 @@ def train_online_steps(
     d_rows = np.zeros((rows, width))  # gradient of [weight_ih | weight_hh | bias] by row
     d_out = np.zeros(out_weight.shape)
     d_out_bias = np.zeros(units_out)
+    nonzero = np.empty(inputs, dtype=np.int64)  # the step's nonzero inputs (one-hot: one)
+    touched = np.zeros(inputs + 1, dtype=np.int64)  # inputs with output-weight gradient to
+    # apply: touched[0] of them, in touched[1:], each once; flags mark them
+    flags = np.zeros(inputs, dtype=np.bool_)
     for n in range(xs.shape[0]):
         source[:] = 0.0
         state[:] = 0.0
@@ -200,15 +207,19 @@ def train_online_steps(
         partial_i[:] = 0.0
         steps = lengths[n]
         for t in range(steps):
+            count = 0
             for i in range(inputs):
                 v[i] = xs[n, t, i]
+                if v[i] != 0.0:
+                    nonzero[count] = i
+                    count += 1
             for r in range(sources):
                 v[inputs + r] = source[r]
             v[width - 1] = 1.0
             for g in range(rows):
                 total = bias[g]
-                for i in range(inputs):
-                    total += weight_ih[g, i] * v[i]
+                for c in range(count):
+                    total += weight_ih[g, nonzero[c]] * v[nonzero[c]]
                 for r in range(sources):
                     total += weight_hh[g, r] * v[inputs + r]
                 net[g] = total
@@ -241,8 +252,8 @@ def train_online_steps(
                 for j in range(hidden):
                     total += out_weight[k, j] * cells[j]
                 if from_inputs:
-                    for i in range(inputs):
-                        total += out_weight[k, hidden + i] * xs[n, t, i]
+                    for c in range(count):
+                        total += out_weight[k, hidden + nonzero[c]] * v[nonzero[c]]
                 result[k] = total if linear else _sigmoid(total)
                 outputs[n, row, k] = result[k]
                 slope = 1.0 if linear else result[k] * (1.0 - result[k])
@@ -251,8 +262,14 @@ def train_online_steps(
                 for j in range(hidden):
                     d_out[k, j] += delta[k] * cells[j]
                 if from_inputs:
-                    for i in range(inputs):
-                        d_out[k, hidden + i] += delta[k] * xs[n, t, i]
+                    for c in range(count):
+                        d_out[k, hidden + nonzero[c]] += delta[k] * v[nonzero[c]]
+            if from_inputs:
+                for c in range(count):
+                    if not flags[nonzero[c]]:
+                        flags[nonzero[c]] = True
+                        touched[0] += 1
+                        touched[touched[0]] = nonzero[c]
             for j in range(hidden):
                 total = 0.0
                 for k in range(units_out):
@@ -271,17 +288,19 @@ def train_online_steps(
             if each_step or t == steps - 1:
                 _apply(
                     lr, d_rows, d_out, d_out_bias, weight_ih, weight_hh, bias, out_weight,
-                    out_bias, bias_mask, hh_mask, out_bias_mask,
+                    out_bias, bias_mask, hh_mask, out_mask, out_bias_mask, hidden, touched, flags,
                 )  # fmt: skip
 
 
 @kernel
 def _apply(
     lr, d_rows, d_out, d_out_bias, weight_ih, weight_hh, bias, out_weight, out_bias,
-    bias_mask, hh_mask, out_bias_mask,
+    bias_mask, hh_mask, out_mask, out_bias_mask, hidden, touched, flags,
 ):  # fmt: skip
     """Gradient step with the summed gradients (masked where weights do not exist), then zero
-    them."""
+    them. Of the output units' weights from the inputs (columns ``hidden ...``), only those
+    from the inputs listed in ``touched`` (their count first; ``flags`` marks them) can have a
+    gradient: only they are visited, and the list is emptied."""
     inputs, sources = weight_ih.shape[1], weight_hh.shape[1]
     for g in range(weight_ih.shape[0]):
         for i in range(inputs):
@@ -289,8 +308,17 @@ def _apply(
         for r in range(sources):
             weight_hh[g, r] -= lr * d_rows[g, inputs + r] * hh_mask[g, r]
         bias[g] -= lr * d_rows[g, inputs + sources] * bias_mask[g]
-    out_weight -= lr * d_out
-    out_bias -= lr * d_out_bias * out_bias_mask
+    for k in range(out_weight.shape[0]):
+        for j in range(hidden):
+            out_weight[k, j] -= lr * d_out[k, j] * out_mask[k, j]
+            d_out[k, j] = 0.0
+        for c in range(touched[0]):
+            column = hidden + touched[1 + c]
+            out_weight[k, column] -= lr * d_out[k, column] * out_mask[k, column]
+            d_out[k, column] = 0.0
+        out_bias[k] -= lr * d_out_bias[k] * out_bias_mask[k]
+    for c in range(touched[0]):
+        flags[touched[1 + c]] = False
+    touched[0] = 0
     d_rows[:] = 0.0
-    d_out[:] = 0.0
     d_out_bias[:] = 0.0
