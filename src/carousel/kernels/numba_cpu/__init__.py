@@ -151,8 +151,8 @@ float32 LSTM on ``torch.nn.LSTM``'s fused operator (oneDNN) instead of the kerne
 
 From ``carousel bench`` (docs/performance.md): oneDNN's forward pass is faster from batch x hidden
 = 16 x 64 on; for training the kernels win at batch 1, lose at 16 x 64 and 32 x 128 on one thread,
-and win from 64 x 256 on (1.07-1.13x on one thread in two runs, more on two threads, where the
-kernels shard the batch)."""
+and win from 64 x 256 on (1.02-1.22x in four runs, on one thread and on two, where the kernels
+shard the batch; on two threads oneDNN still won at 16 x 64 and 32 x 128)."""
 
 
 def cost(work) -> float:
