@@ -66,7 +66,16 @@ def add_parser(subparsers) -> None:
         help="comma-separated KEY=VALUE cell options, given to the cells that take them "
         "(e.g. num_heads=4 for slstm)",
     )
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument(
+        "--dtype", choices=("float32", "float64", "bfloat16", "float16"), default="float32"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: the numba kernels; cuda: the triton backend against cuDNN, the reference loop "
+        "and FlashRNN (carousel.benchmarks.cuda; every variant it runs, its own grid by default)",
+    )
     parser.add_argument(
         "--threads",
         help="comma-separated thread counts, compared first against last (default: 1 and "
@@ -152,6 +161,10 @@ def _cell_options(text: str) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> None:
     """Run the benchmark and print (and optionally write) the report."""
+    if args.device == "cuda":
+        from carousel.benchmarks.cuda import run_command
+
+        return run_command(args)
     cells, shapes = _cells(args.cells), _shapes(args.grid)
     counts = _thread_counts(args.threads)
     cell_options = _cell_options(args.cell_options)

@@ -9,6 +9,7 @@ units, used by ``"auto"``).
 ``reference``      the per-step PyTorch loop with autograd; every cell and option; the spec
 ``torch-native``   ``torch._VF.lstm/gru/rnn_*``, what ``torch.nn`` runs; stock cells only
 ``numba``          fused CPU kernels with hand-written BPTT (:mod:`.numba_cpu`); every cell
+``triton``         Triton pointwise kernels + cuBLAS on CUDA, hand-written BPTT (:mod:`.triton`)
 =================  ==========================================================================
 
 Each backend module registers itself in :mod:`carousel.kernels.registry` when it is imported
@@ -27,7 +28,7 @@ wrong because of the context.
 from __future__ import annotations
 
 # Each backend module registers itself on import.
-from carousel.kernels import numba_cpu, reference, torch_native
+from carousel.kernels import numba_cpu, reference, torch_native, triton
 from carousel.kernels.registry import (
     BACKENDS,
     Backend,
@@ -49,4 +50,5 @@ __all__ = [
     "register",
     "select",
     "torch_native",
+    "triton",
 ]

@@ -1,0 +1,147 @@
+r"""The GRU (``torch.nn.GRU``'s form) as a pair of Triton pointwise kernels, one step each way.
+
+With :math:`a_t` the input projection :math:`W_{ih} x_t + b_{ih}` and :math:`net` the recurrent
+GEMM :math:`h_{t-1} W_{hh}^T` (cuBLAS, before the kernel):
+
+.. math::
+    r &= \sigma(a_r + net_r + b_{hr}), \quad u = \sigma(a_z + net_z + b_{hz}), \quad
+    m = net_n + b_{hn} \\
+    n &= \phi(a_n + r \odot m), \quad h_t = (1 - u) \odot n + u \odot h_{t-1}
+
+(:math:`u` is torch's ``z``.) Backward, with :math:`\delta` the error at :math:`h_t`:
+
+.. math::
+    \partial a_n &= \delta (1 - u) \phi'(n), \quad \partial a_z = \delta (h_{t-1} - n)\,
+    \sigma'(u), \quad \partial a_r = \partial a_n\, m\, \sigma'(r) \\
+    \partial net &= [\partial a_r, \partial a_z, r\, \partial a_n], \quad
+    \delta h_{t-1} = \delta u + \partial net\, W_{hh}
+
+``saved`` holds :math:`r, u, n, m` (``A = 4H``); the kernel writes :math:`\partial a` into
+``d_net``, :math:`\partial net` into ``d_recurrent`` and :math:`\delta u` into ``d_source``; the
+GEMM :math:`\partial net\, W_{hh}` is added on cuBLAS after it. A program covers ``BLOCK_B``
+rows x ``BLOCK_H`` units. Buffers as described in :mod:`.plan`.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from carousel.cells import CellSpec
+from carousel.kernels.triton.common import (
+    COMPUTE_TYPES,
+    TILE,
+    activate,
+    code,
+    derivative,
+    step_active,
+    tile,
+)
+from carousel.kernels.triton.plan import FamilyPlan
+
+__all__ = ["gru_backward_step", "gru_forward_step", "plan"]
+
+
+@triton.jit
+def _tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    return rows, units, (rows < batch) & (units < hidden)
+
+
+@triton.jit(do_not_specialize=["step"])
+def gru_forward_step(
+    gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
+    lengths, step, batch, hidden,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """One GRU step after its recurrent GEMM: ``source_next`` (:math:`h_t`) and ``saved``."""
+    rows, units, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
+    packed = rows * 3 * hidden + units
+    net_r = tl.load(net + packed, mask=mask, other=0.0).to(COMPUTE)
+    net_z = tl.load(net + packed + hidden, mask=mask, other=0.0).to(COMPUTE)
+    recurrent_n = tl.load(net + packed + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    if HAS_BIAS_HH:
+        net_r += tl.load(bias_hh + units, mask=units < hidden, other=0.0).to(COMPUTE)
+        net_z += tl.load(bias_hh + hidden + units, mask=units < hidden, other=0.0).to(COMPUTE)
+        recurrent_n += tl.load(bias_hh + 2 * hidden + units, mask=units < hidden, other=0.0).to(
+            COMPUTE
+        )
+    reset = activate(net_r + tl.load(gates_x + packed, mask=mask, other=0.0).to(COMPUTE), GATE)
+    update = activate(
+        net_z + tl.load(gates_x + packed + hidden, mask=mask, other=0.0).to(COMPUTE), GATE
+    )
+    a_n = tl.load(gates_x + packed + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    new = activate(a_n + reset * recurrent_n, CANDIDATE)
+    h_prev = tl.load(source + rows * hidden + units, mask=mask, other=0.0).to(COMPUTE)
+    h = (1.0 - update) * new + update * h_prev
+    tl.store(source_next + rows * hidden + units, tl.where(active, h, h_prev), mask=mask)
+    kept = rows * 4 * hidden + units
+    tl.store(saved + kept, reset, mask=mask)
+    tl.store(saved + kept + hidden, update, mask=mask)
+    tl.store(saved + kept + 2 * hidden, new, mask=mask)
+    tl.store(saved + kept + 3 * hidden, recurrent_n, mask=mask)
+
+
+@triton.jit(do_not_specialize=["step"])
+def gru_backward_step(
+    saved, source, source_next, cell, cell_next, d_source, d_output, d_y, d_cell, d_net,
+    d_recurrent, peephole, lengths, step, batch, hidden,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    """The chain rule back through one GRU step (equations in the module docstring); rows past
+    their length write zeros into ``d_net``/``d_recurrent`` and keep ``d_source``."""
+    rows, units, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
+    kept = rows * 4 * hidden + units
+    reset = tl.load(saved + kept, mask=mask, other=0.0).to(COMPUTE)
+    update = tl.load(saved + kept + hidden, mask=mask, other=0.0).to(COMPUTE)
+    new = tl.load(saved + kept + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    recurrent_n = tl.load(saved + kept + 3 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    at = rows * hidden + units
+    h_prev = tl.load(source + at, mask=mask, other=0.0).to(COMPUTE)
+    d_later = tl.load(d_source + at, mask=mask, other=0.0).to(COMPUTE)
+    delta = d_later + tl.load(d_output + at, mask=mask, other=0.0).to(COMPUTE)
+    d_n = delta * (1.0 - update) * derivative(new, CANDIDATE)
+    d_z = delta * (h_prev - new) * derivative(update, GATE)
+    d_r = d_n * recurrent_n * derivative(reset, GATE)
+    packed = rows * 3 * hidden + units
+    tl.store(d_net + packed, tl.where(active, d_r, 0.0), mask=mask)
+    tl.store(d_net + packed + hidden, tl.where(active, d_z, 0.0), mask=mask)
+    tl.store(d_net + packed + 2 * hidden, tl.where(active, d_n, 0.0), mask=mask)
+    tl.store(d_recurrent + packed, tl.where(active, d_r, 0.0), mask=mask)
+    tl.store(d_recurrent + packed + hidden, tl.where(active, d_z, 0.0), mask=mask)
+    tl.store(d_recurrent + packed + 2 * hidden, tl.where(active, d_n * reset, 0.0), mask=mask)
+    tl.store(d_source + at, tl.where(active, delta * update, d_later), mask=mask)
+
+
+def plan(
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
+) -> FamilyPlan:
+    """The sizes, grid and constexpr flags of the GRU kernels for one call."""
+    block_h = tile(hidden, 128)
+    block_b = tile(batch, max(1, TILE // block_h))
+    return FamilyPlan(
+        rows=3 * hidden,
+        source_size=hidden,
+        cell_size=0,
+        saved_size=4 * hidden,
+        recurrent_gradient=True,
+        grid=(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h)),
+        runtime=(),
+        constants=dict(
+            GATE=code(spec.gate_activation),
+            CANDIDATE=code(spec.candidate_activation),
+            HAS_BIAS_HH=bias_hh,
+            COMPUTE=COMPUTE_TYPES[dtype],
+            BLOCK_B=block_b,
+            BLOCK_H=block_h,
+        ),
+        forward=gru_forward_step,
+        backward=gru_backward_step,
+    )

@@ -1,0 +1,312 @@
+r"""Every LSTM variant in one pair of Triton pointwise kernels: one step forward, one step back.
+
+The recurrent GEMM of a step, :math:`net = [h_{t-1}, \gamma_{t-1}] W_{hh}^T`, runs on cuBLAS
+before :func:`lstm_forward_step` (see :mod:`.loop`); the kernel does the rest of the step, with
+``k(j) = j // S`` the memory block of cell ``j`` (``S = block_size``) and :math:`a_t` the
+input projection :math:`W_{ih} x_t + b`:
+
+.. math::
+    i, f &= \sigma(a_{i,f} + net_{i,f} + p_{i,f} \odot c_{t-1}), \quad z = g(a_g + net_g) \\
+    c_t &= f_{k(j)} c_{t-1} + i_{k(j)} z, \quad o = \sigma(a_o + net_o + p_o \odot c_t), \quad
+    y_t = o_{k(j)} h(c_t)
+
+and :math:`h_t = y_t` (or :math:`W_{hr} y_t`, a cuBLAS GEMM after the kernel). An absent gate
+reads one (NIG, NFG, NOG), CIFG reads :math:`f = 1 - i`. :func:`lstm_backward_step` is the chain
+rule back through the same step (see its docstring); the GEMM :math:`\partial net\, W_{hh}` that
+carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs on cuBLAS after it.
+
+Variants are ``tl.constexpr`` flags (:func:`plan`), so each compiles to a kernel with only its own
+arithmetic, the Triton counterpart of the numba backend's configuration vector. A program covers
+``BLOCK_B`` batch rows x ``BLOCK_K`` gate units x ``LANES`` cells per unit (``LANES`` the power of
+two >= ``S``): gate values are ``(BLOCK_B, BLOCK_K, 1)`` tiles, cell values
+``(BLOCK_B, BLOCK_K, LANES)``, and a sum over a block's cells is a sum over the last axis.
+
+Buffers (row-major, one step's slice of the loop's time-major buffers): ``gates_x``, ``net``,
+``saved`` and ``d_net`` ``(B, G)`` in the packed gate layout; ``source`` ``(B, R)``, ``R = P + F``:
+:math:`[h_{t-1}, \gamma_{t-1}]`; ``cell`` ``(B, H)``; ``y`` ``(B, H)`` (with a projection).
+``saved`` holds the step's activations :math:`i, f, z, o` in their packed rows.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from carousel.cells import CellSpec
+from carousel.kernels.triton.common import (
+    COMPUTE_TYPES,
+    TILE,
+    activate,
+    code,
+    derivative,
+    step_active,
+    tile,
+)
+from carousel.kernels.triton.plan import FamilyPlan
+
+__all__ = ["lstm_backward_step", "lstm_forward_step", "plan"]
+
+
+@triton.jit
+def _tile_indices(
+    batch, units, BLOCK: tl.constexpr, LANES: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Row, unit and cell indices of this program's tile, and the gate and cell masks."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None, None]
+    unit = tl.program_id(1) * BLOCK_K + tl.arange(0, BLOCK_K)[None, :, None]
+    lane = tl.arange(0, LANES)[None, None, :]
+    cells = unit * BLOCK + lane
+    gate_mask = (rows < batch) & (unit < units)
+    cell_mask = gate_mask & (lane < BLOCK)
+    return rows, unit, cells, gate_mask, cell_mask
+
+
+@triton.jit
+def _load(pointer, mask, COMPUTE: tl.constexpr):
+    return tl.load(pointer, mask=mask, other=0.0).to(COMPUTE)
+
+
+@triton.jit
+def _peephole(
+    peephole, ROW: tl.constexpr, hidden, cells, units, unit, BLOCK: tl.constexpr,
+    COMPUTE: tl.constexpr,
+):  # fmt: skip
+    """Row ``ROW`` of the peephole weights at this tile's cells, ``(1, BLOCK_K, LANES)``."""
+    return _load(peephole + ROW * hidden + cells, (unit < units) & (cells < hidden), COMPUTE)
+
+
+@triton.jit(do_not_specialize=["step"])
+def lstm_forward_step(
+    gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
+    lengths, step, batch, hidden,
+    units, out_size, source_size, rows_g, row_i, row_f, row_g, row_o, feed_i, feed_f, feed_o,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, BLOCK: tl.constexpr,
+    LANES: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr,
+    COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr, PEEP_O: tl.constexpr,
+    FEEDBACK: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """One LSTM step after its recurrent GEMM (see the module docstring for the buffers).
+
+    Writes ``cell_next`` (:math:`c_t`), the activations into ``saved``, and either :math:`y_t`
+    into ``y_out`` (``PROJECT``) or into ``source_next[:, :P]``; fed-back gates into
+    ``source_next[:, P:]``. Rows past their length (``step >= lengths[row]``) keep their state.
+    """
+    rows, unit, cells, gate_mask, cell_mask = _tile_indices(
+        batch, units, BLOCK, LANES, BLOCK_B, BLOCK_K
+    )
+    active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
+    packed = rows * rows_g
+    c_prev = _load(cell + rows * hidden + cells, cell_mask, COMPUTE)
+    one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
+    input_gate, forget_gate, output_gate = one, one, one
+    if HAS_I:
+        net_i = _load(gates_x + packed + row_i + unit, gate_mask, COMPUTE)
+        net_i += _load(net + packed + row_i + unit, gate_mask, COMPUTE)
+        if PEEP_I >= 0:
+            p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
+            net_i += tl.sum(p_i * c_prev, axis=2, keep_dims=True)
+        input_gate = activate(net_i, GATE)
+        tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
+    if HAS_F:
+        net_f = _load(gates_x + packed + row_f + unit, gate_mask, COMPUTE)
+        net_f += _load(net + packed + row_f + unit, gate_mask, COMPUTE)
+        if PEEP_F >= 0:
+            p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
+            net_f += tl.sum(p_f * c_prev, axis=2, keep_dims=True)
+        forget_gate = activate(net_f, GATE)
+        tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
+    elif COUPLED:
+        forget_gate = 1.0 - input_gate
+    net_z = _load(gates_x + packed + row_g + cells, cell_mask, COMPUTE)
+    net_z += _load(net + packed + row_g + cells, cell_mask, COMPUTE)
+    candidate = activate(net_z, CANDIDATE)
+    tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
+    c = forget_gate * c_prev + input_gate * candidate
+    if HAS_O:
+        net_o = _load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
+        net_o += _load(net + packed + row_o + unit, gate_mask, COMPUTE)
+        if PEEP_O >= 0:
+            p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+            net_o += tl.sum(p_o * c, axis=2, keep_dims=True)
+        output_gate = activate(net_o, GATE)
+        tl.store(saved + packed + row_o + unit, output_gate, mask=gate_mask)
+    y = output_gate * activate(c, OUTPUT)
+    tl.store(cell_next + rows * hidden + cells, tl.where(active, c, c_prev), mask=cell_mask)
+    if PROJECT:  # h_t = W_hr y_t follows on cuBLAS; y at held rows is zero (adds nothing to dW_hr)
+        tl.store(y_out + rows * hidden + cells, tl.where(active, y, 0.0), mask=cell_mask)
+    else:
+        h_at = rows * source_size + cells
+        h_prev = _load(source + h_at, cell_mask, COMPUTE)
+        tl.store(source_next + h_at, tl.where(active, y, h_prev), mask=cell_mask)
+    if FEEDBACK:  # [h_t, gamma_t]: the gates this step computed, in packed order
+        fed = rows * source_size + out_size + unit
+        if HAS_I:
+            held = _load(source + fed + feed_i, gate_mask, COMPUTE)
+            tl.store(source_next + fed + feed_i, tl.where(active, input_gate, held), gate_mask)
+        if HAS_F:
+            held = _load(source + fed + feed_f, gate_mask, COMPUTE)
+            tl.store(source_next + fed + feed_f, tl.where(active, forget_gate, held), gate_mask)
+        if HAS_O:
+            held = _load(source + fed + feed_o, gate_mask, COMPUTE)
+            tl.store(source_next + fed + feed_o, tl.where(active, output_gate, held), gate_mask)
+
+
+@triton.jit(do_not_specialize=["step"])
+def lstm_backward_step(
+    saved, source, source_next, cell, cell_next, d_source, d_output, d_y, d_cell, d_net,
+    d_recurrent, peephole, lengths, step, batch, hidden,
+    units, out_size, source_size, rows_g, row_i, row_f, row_g, row_o, feed_i, feed_f, feed_o,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, BLOCK: tl.constexpr,
+    LANES: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr,
+    COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr, PEEP_O: tl.constexpr,
+    FEEDBACK: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
+    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    r"""The chain rule back through one LSTM step.
+
+    With :math:`\delta y` the error at :math:`y_t` (``d_y``, or ``d_source[:, :P] + d_output``),
+    :math:`\delta c` the error reaching :math:`c_t` from later steps (``d_cell``) and
+    :math:`\delta\gamma` the error at the fed-back gates (``d_source[:, P:]``), each sum over a
+    memory block's cells:
+
+    .. math::
+        \partial net_o &= \big(\textstyle\sum \delta y\, h(c_t) + \delta\gamma_o\big)\, \sigma'(o),
+        \quad \delta c_t = \delta c + \delta y\, o\, h'(c_t) + p_o\, \partial net_o \\
+        \partial net_g &= \delta c_t\, i\, g'(z), \quad
+        \partial net_i = \big(\textstyle\sum \delta c_t z + \delta\gamma_i\big)\, \sigma'(i), \quad
+        \partial net_f = \big(\textstyle\sum \delta c_t c_{t-1} + \delta\gamma_f\big)\, \sigma'(f) \\
+        \delta c_{t-1} &= \delta c_t f + p_i\, \partial net_i + p_f\, \partial net_f
+
+    (CIFG: :math:`\partial net_i` takes :math:`-\sum \delta c_t c_{t-1}` too.) ``TRUNCATE`` (the
+    1997 truncated gradient) drops the peephole terms of :math:`\delta c`. Writes
+    :math:`\partial net` into ``d_net`` (zero at rows past their length) and
+    :math:`\delta c_{t-1}` into ``d_cell`` (unchanged at those rows).
+    """
+    rows, unit, cells, gate_mask, cell_mask = _tile_indices(
+        batch, units, BLOCK, LANES, BLOCK_B, BLOCK_K
+    )
+    active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
+    packed = rows * rows_g
+    c_prev = _load(cell + rows * hidden + cells, cell_mask, COMPUTE)
+    c = _load(cell_next + rows * hidden + cells, cell_mask, COMPUTE)
+    one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
+    zero = tl.zeros([BLOCK_B, BLOCK_K, 1], COMPUTE)
+    input_gate, forget_gate, output_gate = one, one, one
+    fed_i, fed_f, fed_o = zero, zero, zero
+    fed = rows * source_size + out_size + unit
+    if HAS_I:
+        input_gate = _load(saved + packed + row_i + unit, gate_mask, COMPUTE)
+        if FEEDBACK:
+            fed_i = _load(d_source + fed + feed_i, gate_mask, COMPUTE)
+    if HAS_F:
+        forget_gate = _load(saved + packed + row_f + unit, gate_mask, COMPUTE)
+        if FEEDBACK:
+            fed_f = _load(d_source + fed + feed_f, gate_mask, COMPUTE)
+    elif COUPLED:
+        forget_gate = 1.0 - input_gate
+    if HAS_O:
+        output_gate = _load(saved + packed + row_o + unit, gate_mask, COMPUTE)
+        if FEEDBACK:
+            fed_o = _load(d_source + fed + feed_o, gate_mask, COMPUTE)
+    candidate = _load(saved + packed + row_g + cells, cell_mask, COMPUTE)
+    squashed = activate(c, OUTPUT)
+    if PROJECT:
+        dy = _load(d_y + rows * hidden + cells, cell_mask, COMPUTE)
+    else:
+        dy = _load(d_source + rows * source_size + cells, cell_mask, COMPUTE)
+        dy += _load(d_output + rows * out_size + cells, cell_mask, COMPUTE)
+    d_c_later = _load(d_cell + rows * hidden + cells, cell_mask, COMPUTE)
+    d_c = d_c_later + dy * output_gate * derivative(squashed, OUTPUT)
+    if HAS_O:
+        d_o = tl.sum(dy * squashed, axis=2, keep_dims=True) + fed_o
+        d_o = d_o * derivative(output_gate, GATE)
+        tl.store(d_net + packed + row_o + unit, tl.where(active, d_o, 0.0), mask=gate_mask)
+        if PEEP_O >= 0:
+            if not TRUNCATE:
+                p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+                d_c += p_o * d_o
+    d_z = d_c * input_gate * derivative(candidate, CANDIDATE)
+    tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
+    d_c_prev = d_c * forget_gate
+    d_f = tl.sum(d_c * c_prev, axis=2, keep_dims=True) + fed_f
+    if HAS_I:
+        d_i = tl.sum(d_c * candidate, axis=2, keep_dims=True) + fed_i
+        if COUPLED:
+            d_i -= d_f
+        d_i = d_i * derivative(input_gate, GATE)
+        tl.store(d_net + packed + row_i + unit, tl.where(active, d_i, 0.0), mask=gate_mask)
+        if PEEP_I >= 0:
+            if not TRUNCATE:
+                p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
+                d_c_prev += p_i * d_i
+    if HAS_F:
+        d_f = d_f * derivative(forget_gate, GATE)
+        tl.store(d_net + packed + row_f + unit, tl.where(active, d_f, 0.0), mask=gate_mask)
+        if PEEP_F >= 0:
+            if not TRUNCATE:
+                p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
+                d_c_prev += p_f * d_f
+    tl.store(d_cell + rows * hidden + cells, tl.where(active, d_c_prev, d_c_later), cell_mask)
+
+
+def plan(
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
+) -> FamilyPlan:
+    """The sizes, grid, runtime arguments and constexpr flags of ``spec``'s kernels."""
+    slices = spec.gate_slices(hidden)
+    units = hidden // spec.block_size
+    rows = spec.num_gate_rows(hidden)
+    feedback = {}
+    offset = 0
+    for gate in spec.feedback_gates:
+        feedback[gate] = offset
+        offset += spec.gate_size(gate, hidden)
+    source_size = out_size + offset
+    lanes = triton.next_power_of_2(spec.block_size)
+    block_k = tile(units, max(1, 128 // lanes))
+    block_b = tile(batch, max(1, TILE // (block_k * lanes)))
+    peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
+    runtime = (
+        units,
+        out_size,
+        source_size,
+        rows,
+        *(slices[g].start if g in slices else -1 for g in "ifgo"),
+        *(feedback.get(g, -1) for g in "ifo"),
+    )
+    constants = dict(
+        GATE=code(spec.gate_activation),
+        CANDIDATE=code(spec.candidate_activation),
+        OUTPUT=code(spec.output_activation),
+        BLOCK=spec.block_size,
+        LANES=lanes,
+        HAS_I="i" in spec.gates,
+        HAS_F="f" in spec.gates,
+        HAS_O="o" in spec.gates,
+        COUPLED=spec.coupled_input_forget,
+        PEEP_I=peephole_row.get("i", -1),
+        PEEP_F=peephole_row.get("f", -1),
+        PEEP_O=peephole_row.get("o", -1),
+        FEEDBACK=bool(feedback),
+        PROJECT=project,
+        TRUNCATE=spec.truncate_gradient,
+        COMPUTE=COMPUTE_TYPES[dtype],
+        BLOCK_B=block_b,
+        BLOCK_K=block_k,
+    )
+    return FamilyPlan(
+        rows=rows,
+        source_size=source_size,
+        cell_size=hidden,
+        saved_size=rows,
+        recurrent_gradient=False,
+        grid=(triton.cdiv(batch, block_b), triton.cdiv(units, block_k)),
+        runtime=runtime,
+        constants=constants,
+        forward=lstm_forward_step,
+        backward=lstm_backward_step,
+    )

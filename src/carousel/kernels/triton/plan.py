@@ -1,0 +1,59 @@
+"""What the loop of :mod:`.loop` needs to know about one family's pointwise kernels for one call.
+
+A family module (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`) provides two ``@triton.jit`` kernels,
+one step forward and one step back, and ``plan(spec, hidden, out_size, batch, dtype, project)``
+returning a :class:`FamilyPlan`. Every family's kernels take the same buffers, in the same order
+(a family ignores those it does not use):
+
+forward: ``gates_x (B, G)``, ``net (B, G)``, ``source (B, R)``, ``source_next (B, R)``,
+``cell (B, C)``, ``cell_next (B, C)``, ``saved (B, A)``, ``y (B, H)``, ``peephole``,
+``bias_hh (G,)``, ``lengths (B,)``, then ``step, batch, hidden``, then ``plan.runtime``;
+
+backward: ``saved (B, A)``, ``source (B, R)``, ``source_next (B, R)``, ``cell (B, C)``,
+``cell_next (B, C)``, ``d_source (B, R)``, ``d_output (B, P)``, ``d_y (B, H)``, ``d_cell (B, C)``,
+``d_net (B, G)``, ``d_recurrent (B, G)``, ``peephole``, ``lengths (B,)``, then
+``step, batch, hidden``, then ``plan.runtime``;
+
+each followed by ``plan.constants`` as keyword arguments (the ``tl.constexpr`` flags). ``source``
+is the step's recurrent source :math:`[h_{t-1}, \\gamma_{t-1}]` and ``source_next`` the next one,
+``cell``/``cell_next`` the cell state (``C = 0`` without one), ``saved`` what the forward kernel
+keeps for the backward one (``A`` columns per row), ``d_source`` the error reaching
+``source_next`` from later steps, ``d_output`` the upstream gradient of the step's output,
+``d_net`` the gradient of the step's net input (the input projection's rows), ``d_recurrent``
+that of the recurrent GEMM's output (the same tensor unless ``recurrent_gradient``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FamilyPlan:
+    """One call's sizes, launch grid and kernel arguments for a family's pointwise kernels.
+
+    Attributes:
+        rows: ``G``, packed gate rows (columns of ``gates_x``).
+        source_size: ``R``, columns of the recurrent source (``weight_hh``'s columns).
+        cell_size: ``C``, the width of a cell state separate from the output (0 if none).
+        saved_size: ``A``, columns of ``saved`` per row and step.
+        recurrent_gradient: whether the backward kernel writes ``d_recurrent`` apart from
+            ``d_net`` (GRU: the reset gate sits between the recurrent GEMM and the net input) and
+            itself writes the direct part of the error reaching ``source`` into ``d_source``
+            (GRU: :math:`\\delta h\\, u`); otherwise the loop resets ``d_source`` after the kernel.
+        grid: the launch grid of both kernels.
+        runtime: the family's runtime integer arguments, after ``step, batch, hidden``.
+        constants: the ``tl.constexpr`` keyword arguments of both kernels.
+        forward, backward: the two kernels.
+    """
+
+    rows: int
+    source_size: int
+    cell_size: int
+    saved_size: int
+    recurrent_gradient: bool
+    grid: tuple[int, ...]
+    runtime: tuple[int, ...]
+    constants: dict
+    forward: object
+    backward: object

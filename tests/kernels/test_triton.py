@@ -1,0 +1,328 @@
+"""The triton backend without a GPU: its kernels compiled for sm80/sm90 GPUs (to PTX and a cubin,
+by Triton's own compiler and ptxas), the interpreter suite run in a subprocess, and where the
+registry sends calls (CUDA workloads simulated).
+
+The numerical checks against the reference backend are in ``test_triton_interpreter.py``; they
+need ``TRITON_INTERPRET=1`` before the kernels are first imported, so :func:`test_interpreter_suite`
+runs that module in a fresh process with it set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip(
+    "triton",
+    reason="triton is not installed (pip install 'carousel-lstm[gpu]', or make install); the "
+    "triton backend's kernels cannot be compiled or interpreted without it",
+)
+
+from carousel import kernels
+from carousel.cells import VARIANTS, CellSpec, CellWeights, make_spec
+from carousel.kernels import triton as triton_backend
+from carousel.kernels.triton import coverage
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_interpreter_suite():
+    """Every cell, option, stacking, direction and lengths against the reference backend, float32
+    and float64, in Triton's interpreter (see test_triton_interpreter.py)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "CAROUSEL_BACKEND": "auto"}
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pytest", "tests/kernels/test_triton_interpreter.py"),
+            *("-p", "no:cacheprovider", "--durations=3"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    report = result.stdout[-6000:] + result.stderr[-3000:]
+    assert result.returncode == 0, f"interpreter suite failed:\n{report}"
+    summary = result.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "skipped" not in summary, report
+
+
+# ---- compiled for real GPUs ----------------------------------------------------------------------
+
+COMPILE_CASES = {
+    name: (name, {}, False)
+    for name in VARIANTS
+    if name != "np" and coverage.unsupported_spec(make_spec(name)) is None
+}
+COMPILE_CASES |= {
+    "1997-blocks2-truncate": ("1997", {"block_size": 2, "truncate_gradient": True}, False),
+    "vanilla-proj-hard_sigmoid": ("vanilla", {"gate_activation": "hard_sigmoid"}, True),
+    "peephole-truncate": ("peephole", {"truncate_gradient": True}, False),
+    "elman-relu": ("elman", {"nonlinearity": "relu"}, False),
+    "slstm-heads4-exp-tanh": (
+        "slstm",
+        {"num_heads": 4, "forget_activation": "exp", "output_activation": "tanh"},
+        False,
+    ),
+}
+
+
+def _compile(spec, project: bool, dtype: torch.dtype, has_lengths: bool, capability: int):
+    """Compile both kernels of ``spec`` for ``sm{capability}``; returns their cubin sizes."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    hidden, batch = 512, 64
+    plan = triton_backend.FAMILIES[spec.family].plan(
+        spec, hidden, 256 if project else hidden, batch, dtype, project, spec.family == "gru"
+    )
+    element = {torch.float32: "fp32", torch.float64: "fp64"}[dtype]
+    sizes = []
+    for kernel in (plan.forward, plan.backward):
+        constants = {**plan.constants, "HAS_LENGTHS": has_lengths}
+        names = kernel.arg_names
+        pointers = names[: names.index("step")]
+        signature = {
+            name: "constexpr"
+            if name in constants
+            else ("*i64" if name == "lengths" else f"*{element}")
+            if name in pointers
+            else "i32"
+            for name in names
+        }
+        constexprs = {(names.index(name),): value for name, value in constants.items()}
+        source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
+        compiled = triton.compile(
+            source, target=GPUTarget("cuda", capability, 32), options={"enable_fp_fusion": True}
+        )
+        sizes.append(len(compiled.asm["cubin"]))
+    return sizes
+
+
+@pytest.fixture(scope="module")
+def compiled_kernels():
+    if triton_backend.kernels_interpreted():
+        pytest.skip("the kernels were imported for Triton's interpreter in this process")
+    ptxas = Path(__import__("triton").__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    if not ptxas.exists():
+        pytest.skip(f"triton's ptxas is missing ({ptxas}); cannot compile for a GPU here")
+
+
+@pytest.mark.parametrize(
+    ("variant", "options", "project"), COMPILE_CASES.values(), ids=COMPILE_CASES.keys()
+)
+def test_kernels_compile_for_sm80(variant, options, project, compiled_kernels):
+    """What the interpreter runs must also compile for a real GPU: power-of-two tiles, no
+    interpreter-only constructs; Triton's compiler and ptxas emit a cubin for sm80."""
+    sizes = _compile(make_spec(variant, **options), project, torch.float32, True, 80)
+    assert all(size > 0 for size in sizes)
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm"])
+def test_kernels_compile_for_sm90_in_float64_without_lengths(variant, compiled_kernels):
+    spec = make_spec(variant, **({"block_size": 2} if variant == "1997" else {}))
+    assert all(size > 0 for size in _compile(spec, False, torch.float64, False, 90))
+
+
+# ---- registry ---------------------------------------------------------------------------------
+
+
+def _work(variant="vanilla", device="cpu", **changes):
+    fields = dict(
+        spec=make_spec(variant),
+        device=torch.device(device),
+        dtype=torch.float32,
+        steps=100,
+        batch=64,
+        input_size=256,
+        hidden_size=512,
+        proj_size=0,
+        num_layers=1,
+        num_directions=1,
+        has_lengths=False,
+    )
+    return kernels.Workload(**(fields | changes))
+
+
+@pytest.fixture
+def cuda_device(monkeypatch):
+    """Pretend torch sees an sm90 GPU (only the registry's decisions are tested with it)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+
+
+def test_auto_runs_every_cell_that_cudnn_lacks_on_triton_and_leaves_it_the_stock_cells(
+    cuda_device,
+):
+    for variant in VARIANTS:
+        stock = variant in ("vanilla", "np", "gru", "elman")
+        expected = "torch-native" if stock else "triton"
+        assert kernels.select("auto", _work(variant, "cuda")).name == expected, variant
+    assert kernels.select("triton", _work("vanilla", "cuda")).name == "triton"
+    bf16 = _work("peephole", "cuda", dtype=torch.bfloat16)
+    assert kernels.select("auto", bf16).name == "triton"
+
+
+def test_cuda_calls_in_a_graph_capture_or_transform_are_handed_over(cuda_device):
+    captured = _work("peephole", "cuda", context="torch.compile or torch.export captures the graph")
+    assert "torch.compile" in triton_backend.unsupported(captured)
+    assert kernels.select("triton", captured).name == "reference"
+
+
+def test_old_gpus_are_refused_with_the_reason(monkeypatch, cuda_device):
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    assert "compute capability 8.0" in triton_backend.unsupported(_work(device="cuda"))
+
+
+def test_cpu_tensors_only_under_the_interpreter_and_never_by_auto(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    reason = triton_backend.unsupported(_work("peephole"))
+    assert "TRITON_INTERPRET=1" in reason
+    with pytest.raises(ValueError, match="backend 'triton' cannot run this layer: the triton"):
+        kernels.select("triton", _work("peephole"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton_backend, "kernels_interpreted", lambda: None)
+    assert triton_backend.unsupported(_work("peephole")) is None
+    assert kernels.select("auto", _work("peephole")).name != "triton"
+    assert triton_backend.cost(_work("peephole")) == float("inf")
+    monkeypatch.setattr(triton_backend, "kernels_interpreted", lambda: False)
+    assert "set after the triton kernels were imported" in triton_backend.unsupported(_work())
+
+
+def test_unsupported_workloads_are_explained(monkeypatch, cuda_device):
+    backend = kernels.BACKENDS["triton"]
+    assert backend.unsupported(_work(device="cuda")) is None
+    assert "float32 or float64" in backend.unsupported(_work(device="cuda", dtype=torch.int32))
+    assert "CUDA tensors" in backend.unsupported(_work(device="meta"))
+    monkeypatch.setattr(triton_backend, "missing_dependency", lambda: "triton is not installed")
+    assert backend.unsupported(_work(device="cuda")) == "triton is not installed"
+    assert kernels.select("auto", _work("peephole", "cuda")).name == "reference"
+
+
+# ---- coverage: a whitelist of what the kernels implement ---------------------------------------
+
+
+@dataclass(frozen=True)
+class FutureSpec(CellSpec):
+    """A spec with a field the kernels do not know, as a later option would add one."""
+
+    layer_norm: bool = False
+
+
+@dataclass(frozen=True)
+class FutureWorkload(kernels.Workload):
+    """A workload with layer options the kernels do not know (one without a default)."""
+
+    recurrent_dropout: float = 0.0
+    reset_mask: torch.Tensor | None = None
+
+
+def _one_line_refusal(work) -> str:
+    with pytest.raises(ValueError, match="backend 'triton' cannot run this layer: the triton") as e:
+        kernels.select("triton", work)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+@pytest.fixture(params=["cuda", "cpu-interpreter"])
+def device(request, monkeypatch):
+    """A simulated sm90 GPU, or CPU tensors under Triton's interpreter (the decision only)."""
+    if request.param == "cuda":
+        request.getfixturevalue("cuda_device")
+        return "cuda"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(triton_backend, "kernels_interpreted", lambda: None)
+    return "cpu"
+
+
+@pytest.fixture
+def family_without_kernels():
+    """A cell family registered without triton kernels (as a new family is, at first)."""
+    from carousel.cells import FAMILIES, Family, register_family
+
+    register_family(Family("elman2", ("h",), FAMILIES["elman"].step))
+    yield CellSpec(family="elman2", variant="elman2", gates=("h",))
+    del FAMILIES["elman2"]
+
+
+def test_a_family_without_kernels_is_handed_over_or_refused_by_name(device, family_without_kernels):
+    work = _work(device=device, spec=family_without_kernels)
+    assert kernels.select("auto", work).name == "reference"
+    assert "do not implement the 'elman2' family" in _one_line_refusal(work)
+
+
+def test_every_slstm_option_runs_on_triton(device):
+    for options in ({}, {"num_heads": 4}, {"forget_activation": "exp"}):
+        work = _work(device=device, spec=make_spec("slstm", **options))
+        assert triton_backend.unsupported(work) is None
+        if device == "cuda":  # cuDNN has no sLSTM
+            assert kernels.select("auto", work).name == "triton"
+
+
+def test_an_unknown_cell_option_is_accepted_at_its_default_only(device):
+    base = make_spec("peephole")
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(CellSpec)}
+    assert triton_backend.unsupported(_work(device=device, spec=FutureSpec(**fields))) is None
+    work = _work(device=device, spec=FutureSpec(**fields, layer_norm=True))
+    assert kernels.select("auto", work).name != "triton"
+    if device == "cuda":  # torch-native and triton refuse it
+        assert kernels.select("auto", work).name == "reference"
+    assert "cell option layer_norm=True (of 'peephole')" in _one_line_refusal(work)
+
+
+def test_unknown_layer_options_are_accepted_off_only(device):
+    work = FutureWorkload(**dataclasses.asdict(_work(device=device)) | {"spec": make_spec("cifg")})
+    assert triton_backend.unsupported(work) is None
+    for change, named in (
+        ({"recurrent_dropout": 0.25}, "layer option recurrent_dropout=0.25"),
+        ({"reset_mask": torch.ones(3, 2)}, "reset_mask=<tensor of shape (3, 2)>"),
+    ):
+        changed = dataclasses.replace(work, **change)
+        assert kernels.select("auto", changed).name != "triton"
+        assert named in _one_line_refusal(changed)
+
+
+def test_values_outside_the_whitelist_are_refused(device, monkeypatch):
+    """A value the spec accepts but the kernels lack (here: an activation taken off the list, as a
+    newly registered activation would be missing from it) is refused, never computed as another."""
+    monkeypatch.setitem(coverage.SPEC_VALUES, "output_activation", ("tanh",))
+    work = _work(device=device, spec=make_spec("vanilla", output_activation="identity"))
+    assert "output_activation='identity' (of 'vanilla'); they implement 'tanh'" in (
+        _one_line_refusal(work)
+    )
+    assert triton_backend.unsupported(_work("vanilla", device)) is None
+
+
+def test_the_whitelist_names_real_fields_activations_and_kernel_modules():
+    """Every listed spec field and workload field exists, every listed activation is registered
+    and has a code in the kernels, every listed family has its kernel module. (Fields, options
+    and activations added later need no entry: unlisted, they are refused unless off.)"""
+    import importlib
+
+    from carousel.cells.activations import ACTIVATIONS
+
+    assert set(coverage.SPEC_VALUES) <= {f.name for f in dataclasses.fields(CellSpec)}
+    assert coverage.WORKLOAD_FIELDS <= {f.name for f in dataclasses.fields(kernels.Workload)}
+    assert set(coverage.ACTIVATIONS) <= set(ACTIVATIONS)
+    common = importlib.import_module("carousel.kernels.triton.common")
+    codes = {int(getattr(common, name.upper()).value) for name in coverage.ACTIVATIONS}
+    assert codes == {ACTIVATIONS[name].code for name in coverage.ACTIVATIONS}
+    for family in coverage.FAMILIES:
+        assert callable(triton_backend.FAMILIES[family].plan), family
+
+
+def test_run_direction_called_directly_refuses_what_it_cannot_compute():
+    base = make_spec("elman")
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(CellSpec)}
+    spec = FutureSpec(**fields, layer_norm=True)
+    weights = CellWeights(torch.zeros(4, 3), torch.zeros(4, 4), torch.zeros(4))
+    with pytest.raises(ValueError, match="cell option layer_norm=True"):
+        triton_backend.run_direction(spec, torch.zeros(2, 2, 3), (torch.zeros(2, 4),), weights)
