@@ -317,20 +317,25 @@ class Recurrent(nn.Module):
         layer_input = x.to(dtype).to(compute)
         state = tuple(s.to(dtype).to(compute) for s in state)
         finals: list[list[Tensor]] = [[] for _ in state]
+        directions = range(self.num_directions)
         for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                weights = cast_weights(self.cell_weights(layer, direction), dtype, compute)
-                output, final = backend.run_direction(
-                    self.spec,
-                    layer_input,
-                    tuple(s[index] for s in state),
-                    weights,
-                    lengths,
-                    direction == 1,
-                )
-                outputs.append(output)
+            indices = [layer * self.num_directions + direction for direction in directions]
+            states = [tuple(s[index] for s in state) for index in indices]
+            weights = [
+                cast_weights(self.cell_weights(layer, direction), dtype, compute)
+                for direction in directions
+            ]
+            if len(indices) > 1 and backend.run_directions is not None:
+                results = backend.run_directions(self.spec, layer_input, states, weights, lengths)
+            else:
+                results = [
+                    backend.run_direction(
+                        self.spec, layer_input, states[d], weights[d], lengths, d == 1
+                    )
+                    for d in directions
+                ]
+            outputs = [output for output, _ in results]
+            for _, final in results:
                 for collected, tensor in zip(finals, final, strict=True):
                     collected.append(tensor)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
