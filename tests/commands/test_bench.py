@@ -12,19 +12,22 @@ def test_bench_writes_its_table_between_markers(tmp_path, capsys):
     )
     status = main(
         ["bench", "--cells", "vanilla,cifg,elman", "--grid", "2x5x3x4", "--seconds", "0.01",
-         "--output", str(report)]
+         "--threads", "1,2", "--output", str(report)]
     )  # fmt: skip
     assert status == 0
     text = report.read_text()
     assert text.startswith("# Performance\n\nprose\n") and text.endswith(
         "<!-- bench:end -->\nend\n"
     )
-    assert "old" not in text and "fp32 GEMM peak" in text
+    assert "old" not in text and "fp32 GEMM peak" in text and "Load average" in text
+    assert "at 1 thread" in text and "at 2 threads" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "2x5x3x4" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| vanilla", "| cifg", "| elman"]
     vanilla, cifg, _ = (row.split(" | ") for row in rows)
-    assert vanilla[5].endswith("x") and cifg[4] == ""  # torch.nn has no CIFG cell
-    assert cifg[8].endswith("x")  # speed-up against the reference loop
+    assert vanilla[4].endswith("x") and vanilla[7].endswith("x")  # speed-ups at 1 and 2 threads
+    assert vanilla[8].endswith("x") and vanilla[9].endswith("x")  # scaling of numba and torch.nn
+    assert cifg[3] == "" and cifg[9] == ""  # torch.nn has no CIFG cell
+    assert cifg[10].endswith("x") and cifg[14].endswith("x")  # vs vanilla, vs the reference
     assert "numba" in capsys.readouterr().out
 
 
@@ -38,15 +41,21 @@ def test_bench_rejects_an_unknown_cell(capsys):
     assert "--cells must name variants from" in capsys.readouterr().err
 
 
+def test_bench_rejects_bad_thread_counts(capsys):
+    assert main(["bench", "--threads", "1,two"]) == 2
+    assert "--threads must be positive integers" in capsys.readouterr().err
+
+
 def test_bench_gives_cell_options_to_the_cells_that_take_them(capsys):
     status = main(
         ["bench", "--cells", "vanilla,slstm", "--grid", "2x5x3x4", "--seconds", "0.01",
-         "--cell-options", "num_heads=2,forget_activation=exp", "--no-reference"]
+         "--threads", "1,2", "--cell-options", "num_heads=2,forget_activation=exp",
+         "--no-reference"]
     )  # fmt: skip
     assert status == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if "2x5x3x4" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| vanilla", "| slstm"]
-    assert rows[1].split(" | ")[9].endswith("x")  # time / vanilla
+    assert rows[1].split(" | ")[10].endswith("x")  # time / vanilla
 
 
 def test_bench_rejects_malformed_cell_options(capsys):

@@ -279,6 +279,9 @@ def test_auto_runs_every_cell_that_torch_lacks_on_the_numba_kernels():
 def test_auto_leaves_the_stock_lstm_to_onednn_from_the_measured_width():
     assert kernels.select("auto", _work("vanilla")).name == "numba"  # B x H = 32
     assert kernels.select("auto", _work("vanilla", batch=16, hidden_size=64)).name == "torch-native"
+    assert kernels.select("auto", _work("vanilla", batch=64, hidden_size=256)).name == "numba"
+    big_inference = _work("vanilla", batch=64, hidden_size=256, needs_grad=False)
+    assert kernels.select("auto", big_inference).name == "torch-native"
     inference = _work("vanilla", batch=8, hidden_size=32, needs_grad=False)  # 256
     assert kernels.select("auto", inference).name == "torch-native"
     assert kernels.select("auto", _work("vanilla", batch=8, hidden_size=32)).name == "numba"

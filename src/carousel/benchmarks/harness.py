@@ -21,22 +21,36 @@ import torch
 
 @dataclass
 class Runner:
-    """One backend's layer and its two timed calls."""
+    """One backend's layer and its two timed calls, at ``num_threads`` threads (``None``: as set).
+
+    The thread count is set (:func:`carousel.set_num_threads`, for torch and the kernels alike)
+    before the clock starts, so runners at different counts can be interleaved.
+    """
 
     name: str
     layer: torch.nn.Module
     x: torch.Tensor
     upstream: torch.Tensor
+    num_threads: int | None = None
     forward_times: list[float] = field(default_factory=list)
     backward_times: list[float] = field(default_factory=list)
 
+    def use_threads(self) -> None:
+        """Switch to this runner's thread count (untimed)."""
+        from carousel import get_num_threads, set_num_threads
+
+        if self.num_threads is not None and get_num_threads() != self.num_threads:
+            set_num_threads(self.num_threads)
+
     def forward(self) -> float:
+        self.use_threads()
         start = time.perf_counter()
         with torch.no_grad():
             self.layer(self.x)
         return time.perf_counter() - start
 
     def forward_backward(self) -> float:
+        self.use_threads()
         self.layer.zero_grad(set_to_none=True)
         self.x.grad = None
         start = time.perf_counter()
@@ -60,26 +74,34 @@ def no_collector():
 def measure(runners: list[Runner], seconds: float) -> None:
     """Time the fast backends interleaved, then the reference loop on its own.
 
-    The reference loop churns through thousands of small tensors per call; timed right after it,
-    the next backend's call was measured up to five times slower than alone, so it is kept out of
-    the interleaving.
+    Each repetition runs every runner once, starting one runner later than the repetition before
+    (so no runner is always the first after a change of thread count). The reference loop churns
+    through thousands of small tensors per call; timed right after it, the next backend's call
+    was measured up to five times slower than alone, so it is kept out of the interleaving.
     """
-    fast = [r for r in runners if r.name != "reference"]
-    for group in (fast, [r for r in runners if r.name == "reference"]):
+    slow = [r for r in runners if r.name.split("@")[0] == "reference"]
+    fast = [r for r in runners if r not in slow]
+    for group in (fast, slow) if slow else (fast,):
         slowest = 0.0
         for runner in group:
             runner.forward(), runner.forward_backward()  # first calls load or compile the kernels
             slowest = max(slowest, runner.forward() + runner.forward_backward())
         repeats = int(min(25, max(3, seconds / max(slowest, 1e-6))))
         with no_collector():
-            for _ in range(repeats):
-                for runner in group:
+            for repeat in range(repeats):
+                first = repeat % len(group)
+                for runner in group[first:] + group[:first]:
                     runner.forward_times.append(runner.forward())
                     runner.backward_times.append(runner.forward_backward())
 
 
-def gemm_peak(dtype=torch.float32, size: int = 2048) -> float:
-    """This machine's GEMM throughput in GFLOP/s: median of ``torch.mm`` on ``size``^3."""
+def gemm_peak(dtype=torch.float32, size: int = 2048, num_threads: int | None = None) -> float:
+    """This machine's GEMM throughput in GFLOP/s: median of ``torch.mm`` on ``size``^3, at
+    ``num_threads`` threads (default: as set)."""
+    if num_threads is not None:
+        from carousel import set_num_threads
+
+        set_num_threads(num_threads)
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     out = torch.empty(size, size, dtype=dtype)
     times = []

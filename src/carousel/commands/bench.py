@@ -5,12 +5,16 @@ and writes the report.
 
 For every cell and shape ``(B, T, I, H)`` of the grid it builds the layer once per backend (same
 weights), then repeats, interleaved, a forward pass under ``torch.no_grad()`` and a forward plus
-backward pass (a fixed random upstream gradient for the output) on every backend in turn, and
-reports medians. Interleaving spreads whatever else the machine is doing over all backends alike;
-medians ignore the outliers. The reference loop is timed after the others, not interleaved (see
-:func:`_measure`). Achieved GFLOP/s count the GEMM work of forward and backward,
-:math:`2 T B G (3 I + 3 R)` for ``G`` packed rows and ``R`` recurrent inputs, and are compared with
-the fp32 GEMM throughput of this machine measured in the same run (``torch.mm``, 2048^3).
+backward pass (a fixed random upstream gradient for the output) on every backend and thread count
+in turn (``--threads``, default one thread and :func:`carousel.get_num_threads`; torch.nn and the
+kernels always at the same count), and reports medians. Interleaving spreads whatever else the
+machine is doing over all backends alike; medians ignore the outliers. The reference loop is
+timed after the others, not interleaved, at the first thread count. Achieved GFLOP/s count the
+GEMM work of forward and backward, :math:`2 T B G (3 I + 3 R)` for ``G`` packed rows and ``R``
+recurrent inputs, and are compared with the fp32 GEMM throughput of this machine measured in the
+same run at the same thread count (``torch.mm``, 2048^3). The load average of the machine before
+and after the run is part of the report: ratios from a busy machine say less than from an idle
+one.
 
 ``--compile`` adds first-call (compile) times per family and dtype with an empty Numba cache and
 start-up times with a warm one, each measured in a fresh process. ``--options`` times instead
@@ -23,13 +27,22 @@ report into ``FILE`` between the markers ``<!-- bench:start -->`` and ``<!-- ben
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 from carousel.benchmarks.harness import machine, write_block
-from carousel.benchmarks.layers import CELLS, GRID, TABLE_HEADER, benchmark, compile_times, line
+from carousel.benchmarks.layers import (
+    CELL_OPTIONS,
+    CELLS,
+    GRID,
+    benchmark,
+    compile_times,
+    line,
+    table_header,
+)
 
 
 def add_parser(subparsers) -> None:
@@ -64,6 +77,11 @@ def add_parser(subparsers) -> None:
         default="cpu",
         help="cpu: the numba kernels; cuda: the triton backend against cuDNN, the reference loop "
         "and FlashRNN (carousel.benchmarks.cuda; every variant it runs, its own grid by default)",
+    )
+    parser.add_argument(
+        "--threads",
+        help="comma-separated thread counts, compared first against last (default: 1 and "
+        "carousel.get_num_threads())",
     )
     parser.add_argument(
         "--seconds",
@@ -106,10 +124,31 @@ def _cells(text: str) -> list[str]:
     from carousel.cells import VARIANTS
 
     cells = [c.strip() for c in text.split(",") if c.strip()]
-    unknown = [c for c in cells if c not in VARIANTS]
+    known = [*VARIANTS, *CELL_OPTIONS]
+    unknown = [c for c in cells if c not in known]
     if not cells or unknown:
-        raise ValueError(f"--cells must name variants from {sorted(VARIANTS)}; got {text!r}")
+        raise ValueError(f"--cells must name variants from {sorted(known)}; got {text!r}")
     return cells
+
+
+def _thread_counts(text: str | None) -> tuple[int, ...]:
+    from carousel import get_num_threads
+
+    if text is None:
+        default = get_num_threads()
+        return (1, default) if default > 1 else (1,)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--threads must be positive integers such as 1,2; got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` shows them."""
+    try:
+        return ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _cell_options(text: str) -> dict[str, object]:
@@ -142,6 +181,7 @@ def run(args: argparse.Namespace) -> None:
 
         return run_command(args)
     cells, shapes = _cells(args.cells), _shapes(args.grid)
+    counts = _thread_counts(args.threads)
     cell_options = _cell_options(args.cell_options)
     dtype = getattr(torch, args.dtype)
     from carousel.kernels import threads
@@ -151,16 +191,23 @@ def run(args: argparse.Namespace) -> None:
     lines = [f"Machine: {machine()}.", ""]
     if command:
         lines += [f"Command: `{command}` ({args.dtype}).", ""]
+    before = _load()
     print("\n".join(lines))
-    print(TABLE_HEADER)
-    rows, peak = benchmark(
-        cells, shapes, dtype, args.seconds, not args.no_reference, cell_options=cell_options
+    print(table_header(counts))
+    rows, peaks = benchmark(
+        cells, shapes, dtype, args.seconds, not args.no_reference, counts, cell_options=cell_options
     )
+    peak_text = ", ".join(f"{peaks[n]:.0f} GFLOP/s at {n} thread{'s' * (n > 1)}" for n in counts)
     lines += [
-        f"fp32 GEMM peak measured in this run: {peak:.0f} GFLOP/s (torch.mm, 2048^3).",
+        f"Load average (1, 5, 15 min) before the run: {before}; after: {_load()} "
+        f"({os.cpu_count()} logical CPUs).",
         "",
-        TABLE_HEADER,
-        *(line(row, peak) for row in rows),
+        f"fp32 GEMM peak measured in this run (torch.mm, 2048^3): {peak_text}.",
+        "",
+        "Forward+backward medians; thread counts in parentheses.",
+        "",
+        table_header(counts),
+        *(line(row, peaks, counts) for row in rows),
         "",
     ]
     if args.compile:

@@ -57,6 +57,10 @@ class Backend:
         run_direction: ``(spec, x, state, weights, lengths, reverse) -> (output, state)``, see
             :func:`carousel.kernels.reference.run_direction`; or ``None``.
         run_stack: see :func:`carousel.kernels.torch_native.run_stack`; or ``None``.
+        run_directions: optional, with ``run_direction``: ``(spec, x, states, weights, lengths)
+            -> [(output, state)]``, both directions of a bidirectional layer in one call (one
+            ``state`` and ``weights`` per direction, forward first), so that a backend can run
+            them in parallel; see :func:`carousel.kernels.numba_cpu.autograd.run_directions`.
         unsupported: ``workload -> None`` when it can run it, else the reason it cannot.
         cost: ``workload -> float``, the expected time in arbitrary units (``"auto"`` takes the least).
         length_generic: whether a graph that ``torch.jit.trace`` records of it holds for other
@@ -72,6 +76,7 @@ class Backend:
     cost: Callable[[Workload], float]
     run_direction: Callable | None = None
     run_stack: Callable | None = None
+    run_directions: Callable | None = None
     length_generic: bool = False
     features: frozenset[str] = frozenset()
 

@@ -353,24 +353,36 @@ class Recurrent(nn.Module):
         state = tuple(s.to(dtype).to(compute) for s in state)
         finals: list[list[Tensor]] = [[] for _ in state]
         regularized = reset is not None or self.regularizers.active(self.training)
+        directions = range(self.num_directions)
         for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                index = layer * self.num_directions + direction
-                weights = cast_weights(self.cell_weights(layer, direction), dtype, compute)
-                masks = None
-                if regularized:
-                    weights, masks = self._draw(weights, layer_input, lengths, direction, reset)
-                output, final = backend.run_direction(
-                    self.spec,
-                    layer_input,
-                    tuple(s[index] for s in state),
-                    weights,
-                    lengths,
-                    direction == 1,
-                    **({} if masks is None else {"masks": masks}),
-                )
-                outputs.append(output)
+            indices = [layer * self.num_directions + direction for direction in directions]
+            states = [tuple(s[index] for s in state) for index in indices]
+            weights = [
+                cast_weights(self.cell_weights(layer, direction), dtype, compute)
+                for direction in directions
+            ]
+            masks = [None for _ in directions]
+            if regularized:  # each direction's weight drop and masks, in direction order
+                for d in directions:
+                    weights[d], masks[d] = self._draw(weights[d], layer_input, lengths, d, reset)
+            parallel = backend.run_directions is not None and all(m is None for m in masks)
+            if len(indices) > 1 and parallel:
+                results = backend.run_directions(self.spec, layer_input, states, weights, lengths)
+            else:
+                results = [
+                    backend.run_direction(
+                        self.spec,
+                        layer_input,
+                        states[d],
+                        weights[d],
+                        lengths,
+                        d == 1,
+                        **({} if masks[d] is None else {"masks": masks[d]}),
+                    )
+                    for d in directions
+                ]
+            outputs = [output for output, _ in results]
+            for _, final in results:
                 for collected, tensor in zip(finals, final, strict=True):
                     collected.append(tensor)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)

@@ -55,6 +55,13 @@ class FamilyKernels:
     mask_fields: tuple[str, ...] = ()
     mask_ndims: tuple[int, ...] = ()
 
+    @property
+    def mask_batch_axes(self) -> tuple[int, ...]:
+        """The batch axis of each mask in ``mask_fields``: 0 for the per-sequence ``(B, W)`` ones
+        (``recurrent``, ``candidate``), 1 for the time-indexed ``(T, B, ...)`` ones (zoneout's,
+        ``reset``); batch shards slice each mask there."""
+        return tuple(0 if name in ("recurrent", "candidate") else 1 for name in self.mask_fields)
+
     def _function(self, kind: str):
         module = importlib.import_module(f"carousel.kernels.numba_cpu.{self.name}")
         return getattr(module, f"{self.name}_{kind}")
@@ -173,13 +180,15 @@ def unsupported(work) -> str | None:
     return None
 
 
-TORCH_LSTM_WIDTH = {True: 1024, False: 256}
-"""Batch x hidden size from which ``auto`` runs the stock float32 LSTM on ``torch.nn.LSTM``'s fused
-operator (oneDNN) instead of the kernels, for training (``True``) and inference (``False``).
+TORCH_LSTM_WIDTH = {True: (1024, 64 * 256), False: (256, None)}
+"""Batch x hidden sizes ``[low, high)`` (``None``: no upper end) where ``auto`` runs the stock
+float32 LSTM on ``torch.nn.LSTM``'s fused operator (oneDNN) instead of the kernels, for training
+(``True``) and inference (``False``).
 
 From ``carousel bench`` (docs/performance.md): oneDNN's forward pass is faster from batch x hidden
-= 16 x 64 on; for training the kernels win at batch 1 and are within 10 % of oneDNN above
-(ahead at the largest shapes, behind at 16 x 64 and 32 x 128), so the switch sits there too."""
+= 16 x 64 on; for training the kernels win at batch 1, lose at 16 x 64 and 32 x 128 on one thread,
+and win from 64 x 256 on (1.02-1.22x in four runs, on one thread and on two, where the kernels
+shard the batch; on two threads oneDNN still won at 16 x 64 and 32 x 128)."""
 
 
 def cost(work) -> float:
@@ -190,10 +199,13 @@ def cost(work) -> float:
     Torch has no fused GRU or RNN on the CPU, and no fused cell at all for the other variants.
     """
     scale = work.steps * work.num_layers * work.num_directions
+    low, high = TORCH_LSTM_WIDTH[work.needs_grad]
+    width = work.batch * work.hidden_size
     if (
         work.spec.family == "lstm"
         and work.dtype == torch.float32
-        and work.batch * work.hidden_size >= TORCH_LSTM_WIDTH[work.needs_grad]
+        and width >= low
+        and (high is None or width < high)
     ):
         return 2.0 * scale
     return 0.5 * scale
@@ -206,6 +218,14 @@ def run_direction(spec, x, state, weights, lengths=None, reverse=False, masks=No
     return run(spec, x, state, weights, lengths, reverse, masks)
 
 
+def run_directions(spec, x, states, weights, lengths=None):
+    """Both directions of one layer in parallel; see
+    :func:`carousel.kernels.numba_cpu.autograd.run_directions`."""
+    from carousel.kernels.numba_cpu.autograd import run_directions as run
+
+    return run(spec, x, states, weights, lengths)
+
+
 register(
     Backend(
         name="numba",
@@ -214,5 +234,6 @@ register(
         cost=cost,
         run_direction=run_direction,
         features=frozenset({"layer_norm", *(f for k in FAMILIES.values() for f in k.mask_fields)}),
+        run_directions=run_directions,
     )
 )

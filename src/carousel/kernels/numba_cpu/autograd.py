@@ -1,13 +1,20 @@
-"""The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``.
+"""The compiled kernels as one ``torch.autograd.Function``, and the backend's ``run_direction``
+and ``run_directions``.
 
 Each family's kernels share one calling convention (see
 :class:`~carousel.kernels.numba_cpu.FamilyKernels`), so one Function, :class:`FusedDirection`,
-drives every family. Tensors and arrays are exchanged without copies: inputs
+drives every family, for one direction or for both directions of a layer at once. Tensors and arrays are exchanged without copies: inputs
 are viewed with ``Tensor.numpy()`` (after ``contiguous()``, a no-op for parameters), results are
 wrapped with ``torch.from_numpy``. What the forward kernel saves for the backward pass stays a
 NumPy array on ``ctx``; the inputs go through ``save_for_backward``, so an in-place change to them
 between forward and backward is detected as usual. Without autograd (``torch.no_grad()`` or no
 input requiring a gradient) the forward kernel runs with ``keep=False`` and saves nothing.
+
+Parallel work (:mod:`.shards`): a call whose batch is large enough runs its kernels on
+contiguous batch shards in parallel threads, one per thread of :func:`carousel.get_num_threads`,
+and joins the results; the two directions of a bidirectional layer (:func:`run_directions`) run
+in parallel too, each on half the threads. :class:`KernelCall` carries the shard ranges, fixed
+when it is made.
 
 Higher-order gradients: the hand-written backward kernel computes numbers, not a graph. When the
 backward pass itself is to be differentiated (``create_graph=True``, so grad mode is on inside
@@ -20,7 +27,6 @@ first-order gradients never take that path.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -32,7 +38,7 @@ from torch import Tensor
 from carousel.cells import CellSpec, CellWeights
 from carousel.cells.regularizers import Masks
 from carousel.kernels import reference, threads
-from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels
+from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels, shards
 
 threads.apply_policy()
 
@@ -44,7 +50,6 @@ _EMPTY = {
     for dtype in (np.float32, np.float64)
     for ndim in (1, 2, 3)
 }
-_WORKSPACES = threading.local()
 
 
 def _array(tensor: Tensor) -> np.ndarray:
@@ -62,20 +67,6 @@ def _arrays(kernels: FamilyKernels, inputs: tuple[Tensor | None, ...]) -> list[n
     ]
 
 
-def _workspace(size: int, dtype) -> np.ndarray:
-    """This thread's scratch array for the backward kernels, grown to ``size`` elements.
-
-    Backward calls on one thread run one after another, so one buffer per dtype serves them all
-    and spares the page faults of a fresh ``(T, B, G)`` buffer on every call.
-    """
-    key = np.dtype(dtype).name
-    buffer = getattr(_WORKSPACES, key, None)
-    if buffer is None or buffer.shape[0] < size:
-        buffer = np.empty(size, dtype)
-        setattr(_WORKSPACES, key, buffer)
-    return buffer
-
-
 @dataclass(frozen=True, eq=False)
 class KernelCall:
     """Everything about one direction's call that is not a tensor input."""
@@ -86,11 +77,14 @@ class KernelCall:
     lengths: np.ndarray  # (B,) int64
     lengths_tensor: Tensor | None  # the same, as the reference backend takes it
     reverse: bool
+    shards: shards.Shards  # batch ranges, see carousel.kernels.numba_cpu.shards
 
-    def forward(self, inputs: tuple[Tensor | None, ...], keep: bool) -> tuple[np.ndarray, ...]:
-        """Run the forward kernel on tensors; returns every array it returns."""
+    def job(self, inputs: tuple[Tensor | None, ...]) -> shards.Job:
+        """The kernels' work on these inputs ``(x, *states, *weights)``."""
         arrays = _arrays(self.kernels, inputs)
-        return self.kernels.forward(self.config, *arrays, self.lengths, self.reverse, keep)
+        return shards.Job(
+            self.kernels, self.config, arrays, self.lengths, self.reverse, self.shards
+        )
 
     def reference_run(self, inputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
         """The same direction through the reference backend: ``(output, *final_state)``."""
@@ -112,49 +106,57 @@ class KernelCall:
         return (output, *final)
 
 
-class FusedDirection(torch.autograd.Function):
-    """One direction of one layer through a family's forward and backward kernels.
+def _per_call(calls: tuple[KernelCall, ...], inputs) -> list[tuple]:
+    """``(x, *rest)`` as one ``(x, *states, *weights)`` tuple per call (``rest`` holds each call's
+    states and weights in turn)."""
+    width = (len(inputs) - 1) // len(calls)
+    return [(inputs[0], *inputs[1 + k * width : 1 + (k + 1) * width]) for k in range(len(calls))]
 
-    ``apply(call, *inputs)`` with ``inputs`` as described in :class:`FamilyKernels` returns
-    ``call.kernels.num_outputs`` tensors: ``output (T, B, H_out)`` and the final states.
+
+class FusedDirection(torch.autograd.Function):
+    """One direction, or several directions reading the same input, of one layer through a
+    family's forward and backward kernels; all shards of all directions run in parallel.
+
+    ``apply(calls, x, *rest)`` with ``rest`` each call's states and weights in turn (see
+    :class:`FamilyKernels`) returns, per call, ``call.kernels.num_outputs`` tensors: ``output
+    (T, B, H_out)`` and the final states. The gradient of ``x`` is the sum over the calls.
     """
 
     @staticmethod
-    def forward(ctx, call: KernelCall, *inputs):
-        results = call.forward(inputs, keep=True)
-        ctx.call = call
-        ctx.kernel_saved = tuple(results[k] for k in call.kernels.saved)
-        ctx.save_for_backward(*inputs)
-        return tuple(torch.from_numpy(a) for a in results[: call.kernels.num_outputs])
+    def forward(ctx, calls: tuple[KernelCall, ...], *inputs):
+        jobs = [call.job(part) for call, part in zip(calls, _per_call(calls, inputs), strict=True)]
+        results = shards.forward(jobs, keep=True)
+        ctx.calls, ctx.jobs = calls, jobs
+        ctx.kernel_saved = [saved for _, saved in results]
+        ctx.save_for_backward(*inputs)  # for autograd's check of in-place changes
+        return tuple(torch.from_numpy(a) for outputs, _ in results for a in outputs)
 
     @staticmethod
     def backward(ctx, *grad_outputs):
-        call, inputs, needed = ctx.call, ctx.saved_tensors, ctx.needs_input_grad[1:]
+        calls, inputs, needed = ctx.calls, ctx.saved_tensors, ctx.needs_input_grad[1:]
         if torch.is_grad_enabled() or not all(_plain(g) for g in grad_outputs):
-            return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
-        kernels = call.kernels
-        x = _array(inputs[0])
-        arrays = _arrays(kernels, inputs)
-        size = (
-            kernels.workspace_factor
-            * x.shape[0]
-            * x.shape[1]
-            * arrays[1 + kernels.state_slots].shape[0]
-        )
-        grads = kernels.backward(
-            call.config,
-            *(arrays[k] for k in kernels.backward_inputs),
-            call.lengths,
-            call.reverse,
-            *ctx.kernel_saved,
-            *(_array(g) for g in grad_outputs),
-            needed[0],
-            _workspace(size, x.dtype),
-        )
-        grads = (*grads, *(None for _ in kernels.mask_fields))  # masks have no gradient
+            return (None, *_differentiable_backward(calls, inputs, grad_outputs, needed))
+        count = calls[0].kernels.num_outputs
+        upstream = [
+            [_array(g) for g in grad_outputs[k * count : (k + 1) * count]]
+            for k in range(len(calls))
+        ]
+        grads = shards.backward(ctx.jobs, ctx.kernel_saved, upstream, needed[0])
+        d_x = None
+        if needed[0]:  # summed in NumPy: a torch add of this size would start torch's pool
+            total = grads[0][0]
+            for more in grads[1:]:
+                total += more[0]
+            d_x = torch.from_numpy(total)
+        masks = (None,) * len(calls[0].kernels.mask_fields)  # masks have no gradient
+        rest = [g for call_grads in grads for g in (*call_grads[1:], *masks)]
         return (
             None,
-            *(torch.from_numpy(g) if need else None for g, need in zip(grads, needed, strict=True)),
+            d_x,
+            *(
+                torch.from_numpy(g) if need and g is not None else None
+                for g, need in zip(rest, needed[1:], strict=True)
+            ),
         )
 
 
@@ -169,16 +171,25 @@ def _plain(tensor: Tensor) -> bool:
     )
 
 
-def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor | None]:
+def _differentiable_backward(calls, inputs, grad_outputs, needed) -> list[Tensor | None]:
     """Gradients of the inputs as a differentiable graph, through the reference backend."""
     with torch.enable_grad():
-        outputs = call.reference_run(inputs)
+        outputs = [
+            t
+            for call, part in zip(calls, _per_call(calls, inputs), strict=True)
+            for t in call.reference_run(part)
+        ]
+    count = calls[0].kernels.num_outputs
+    returned = len(outputs) // len(calls)  # the reference has no gate-feedback slot to fill
+    upstream = [
+        g for k in range(len(calls)) for g in grad_outputs[k * count : k * count + returned]
+    ]
     wanted = [t for t, need in zip(inputs, needed, strict=True) if need]
     grads = iter(
         torch.autograd.grad(
             outputs,
             wanted,
-            grad_outputs[: len(outputs)],
+            upstream,
             create_graph=True,
             allow_unused=True,
             materialize_grads=True,
@@ -187,15 +198,82 @@ def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor 
     return [next(grads) if need else None for need in needed]
 
 
+@lru_cache(maxsize=64)
+def _no_state_tensor(dtype: torch.dtype, batch: int) -> Tensor:
+    return torch.zeros(batch, 0, dtype=dtype)
+
+
+def _no_state(x: Tensor, batch: int) -> Tensor:
+    """A ``(B, 0)`` tensor for a state slot the cell does not use (gate feedback of an LSTM
+    without it); shared by the calls of a dtype and batch size (it holds no values)."""
+    return _no_state_tensor(x.dtype, batch)
+
+
 @lru_cache(maxsize=256)
 def _config(spec: CellSpec, hidden_size: int) -> np.ndarray:
     return FAMILIES[spec.family].config(spec, hidden_size)
 
 
+@lru_cache(maxsize=64)
+def _full_lengths(steps: int, batch: int) -> np.ndarray:
+    return np.full(batch, steps, dtype=np.int64)  # shared by the calls of this shape, never written
+
+
 def _lengths(lengths: Tensor | None, steps: int, batch: int) -> np.ndarray:
     if lengths is None:
-        return np.full(batch, steps, dtype=np.int64)
+        return _full_lengths(steps, batch)
     return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
+
+
+def _call(
+    spec, x, state, weights, lengths, reverse, num_threads, masks=None
+) -> tuple[KernelCall, tuple]:
+    """The call of one direction with ``num_threads`` threads, and its inputs as tensors (the
+    masks of :class:`~carousel.cells.regularizers.Masks` last, in ``x``'s dtype, contiguous)."""
+    kernels = FAMILIES[spec.family]
+    steps, batch = x.shape[0], x.shape[1]
+    hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
+    states = tuple(state) + (_no_state(x, batch),) * (kernels.state_slots - len(state))
+    mask_inputs = tuple(
+        None if masks is None or getattr(masks, name) is None
+        else getattr(masks, name).to(x.dtype).contiguous()
+        for name in kernels.mask_fields
+    )  # fmt: skip
+    inputs = (
+        x,
+        *states,
+        *(getattr(weights, name) for name in kernels.weight_fields),
+        *mask_inputs,
+    )
+    rows, recurrent = weights.weight_ih.shape[0], weights.weight_hh.shape[1]
+    work = steps * batch * rows * (x.shape[2] + recurrent)
+    call = KernelCall(
+        spec,
+        kernels,
+        _config(spec, hidden),
+        _lengths(lengths, steps, batch),
+        lengths,
+        bool(reverse),
+        shards.shard_ranges(batch, work, num_threads),
+    )
+    return call, inputs
+
+
+def _run(calls: tuple[KernelCall, ...], inputs: list[tuple], states: list[tuple]) -> list:
+    """Run ``calls`` on their inputs; ``(output, final_state)`` per call."""
+    flat = (inputs[0][0], *(t for part in inputs for t in part[1:]))
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in flat):
+        results = FusedDirection.apply(calls, *flat)
+    else:
+        jobs = [call.job(part) for call, part in zip(calls, inputs, strict=True)]
+        results = [
+            torch.from_numpy(a) for outputs, _ in shards.forward(jobs, False) for a in outputs
+        ]
+    count = calls[0].kernels.num_outputs
+    return [
+        (results[k * count], tuple(results[k * count + 1 : k * count + 1 + len(state)]))
+        for k, state in enumerate(states)
+    ]
 
 
 def run_direction(
@@ -214,37 +292,27 @@ def run_direction(
     biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``, ``masks`` the regularisers'
     masks and the resets or ``None``. Returns ``(output (T, B, H_out), final_state)``.
     """
-    kernels = FAMILIES[spec.family]
-    steps, batch = x.shape[0], x.shape[1]
-    hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
-    states = tuple(state) + tuple(
-        x.new_zeros(batch, 0) for _ in range(kernels.state_slots - len(state))
+    call, inputs = _call(
+        spec, x, state, weights, lengths, reverse, threads.get_num_threads(), masks
     )
-    mask_inputs = (  # masks in x's dtype, contiguous (zoneout's expectation expanded)
-        (None,) * len(kernels.mask_fields)
-        if masks is None
-        else tuple(
-            None if getattr(masks, name) is None else getattr(masks, name).to(x.dtype).contiguous()
-            for name in kernels.mask_fields
-        )
-    )
-    inputs = (
-        x,
-        *states,
-        *(getattr(weights, name) for name in kernels.weight_fields),
-        *mask_inputs,
-    )
-    call = KernelCall(
-        spec,
-        kernels,
-        _config(spec, hidden),
-        _lengths(lengths, steps, batch),
-        lengths,
-        bool(reverse),
-    )
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
-        results = FusedDirection.apply(call, *inputs)
-    else:
-        arrays = call.forward(inputs, keep=False)
-        results = [torch.from_numpy(a) for a in arrays[: kernels.num_outputs]]
-    return results[0], tuple(results[1 : 1 + len(state)])
+    return _run((call,), [inputs], [state])[0]
+
+
+def run_directions(
+    spec: CellSpec,
+    x: Tensor,
+    states: list[tuple[Tensor, ...]],
+    weights: list[CellWeights],
+    lengths: Tensor | None = None,
+) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
+    """Both directions of one bidirectional layer, in parallel (each on half the threads).
+
+    ``states`` and ``weights`` hold one entry per direction (forward, then reverse), each as
+    :func:`run_direction` takes it; returns ``(output, final_state)`` per direction.
+    """
+    share = max(1, threads.get_num_threads() // len(states))
+    made = [
+        _call(spec, x, state, w, lengths, direction == 1, share)
+        for direction, (state, w) in enumerate(zip(states, weights, strict=True))
+    ]
+    return _run(tuple(call for call, _ in made), [inputs for _, inputs in made], states)

@@ -8,6 +8,7 @@ does products too small for a BLAS call as plain loops.
 from __future__ import annotations
 
 import ctypes
+from contextlib import contextmanager
 from pathlib import Path
 
 import llvmlite.binding as llvm
@@ -64,6 +65,22 @@ _SGEMM, _DGEMM, _LOCAL_THREADS, BLAS = _blas_functions()
 llvm.add_symbol("carousel_sgemm", _SGEMM)
 llvm.add_symbol("carousel_dgemm", _DGEMM)
 llvm.add_symbol("carousel_blas_local_threads", _LOCAL_THREADS)
+
+# PYFUNCTYPE: the call keeps the GIL (a CFUNCTYPE call would release it and then wait, on a busy
+# machine for milliseconds, to get it back while shard threads run)
+_local_threads = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_int)(_LOCAL_THREADS)
+
+
+@contextmanager
+def single_threaded():
+    """Inside, the GEMMs that the calling thread's kernels make run on that thread alone (MKL's
+    per-thread setting, restored on exit; nothing to set for SciPy's BLAS, which has none)."""
+    previous = _local_threads(1)
+    try:
+        yield
+    finally:
+        _local_threads(previous)
+
 
 PARALLEL_WORK = 1 << 20
 """GEMMs with fewer multiply-adds run on the calling thread: splitting them costs more than it

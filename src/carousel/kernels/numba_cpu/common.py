@@ -57,12 +57,16 @@ _CACHE_DIRECTORY = _cache_directory()
 
 
 def kernel(function):
-    """Compile ``function`` as a kernel: ``@njit(cache=True)`` into :func:`_cache_directory`, with
-    NumPy's float division (no zero check, which would keep LLVM from vectorising the loops)."""
+    """Compile ``function`` as a kernel: ``@njit(cache=True, nogil=True)`` into
+    :func:`_cache_directory`, with NumPy's float division (no zero check, which would keep LLVM
+    from vectorising the loops).
+
+    ``nogil``: called from Python, a kernel releases the GIL for its whole run, so the batch
+    shards of one call (:mod:`.shards`) run their kernels in parallel Python threads."""
     user_directory = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = _CACHE_DIRECTORY  # read when the dispatcher sets up its cache
     try:
-        return njit(cache=True, error_model="numpy")(function)
+        return njit(cache=True, nogil=True, error_model="numpy")(function)
     finally:
         numba.config.CACHE_DIR = user_directory
 
