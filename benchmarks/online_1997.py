@@ -34,7 +34,7 @@ def sgd_on_sequences(config, xs, weight_ih, bias, weight_hh, sequences, learning
     """Train on ``sequences`` sequences taken in turn from ``xs`` ``(N, T, I)``: the loss is the
     last output of the first cell (as in the adding problem's single output)."""
     hidden = weight_hh.shape[1] // 2  # source: h and the fed-back gates (2 x H / 2)
-    empty = np.zeros((0, 0))
+    empty, empty3 = np.zeros((0, 0)), np.zeros((0, 0, 0))  # no projection, options, masks
     lengths = np.full(1, xs.shape[1], dtype=np.int64)
     zeros = np.zeros((1, hidden))
     d_output = np.zeros((xs.shape[1], 1, hidden))
@@ -43,13 +43,14 @@ def sgd_on_sequences(config, xs, weight_ih, bias, weight_hh, sequences, learning
     workspace = np.empty(xs.shape[1] * weight_ih.shape[0])  # reused by every backward call
     for n in range(sequences):
         x = xs[n % xs.shape[0]].reshape((xs.shape[1], 1, xs.shape[2]))
-        _, _, _, _, gates, cell_prev, source, y = lstm_forward(
+        _, _, _, _, gates, cell_prev, source, y, norm, inverse = lstm_forward(
             config, x, zeros, zeros, zeros, weight_ih, bias, weight_hh, empty, empty,
-            lengths, reverse, keep,
+            empty, empty, empty, empty, empty, empty3, empty3, empty, lengths, reverse, keep,
         )  # fmt: skip
         grads = lstm_backward(
-            config, x, weight_ih, weight_hh, empty, empty, lengths, reverse,
-            gates, cell_prev, source, y, d_output, zeros, zeros, zeros, reverse, workspace,
+            config, x, weight_ih, weight_hh, empty, empty, empty, empty, empty, empty, empty,
+            empty3, empty3, empty, lengths, reverse, gates, cell_prev, source, y, norm, inverse,
+            d_output, zeros, zeros, zeros, reverse, workspace,
         )  # fmt: skip
         weight_ih -= learning_rate * grads[4]
         bias -= learning_rate * grads[5]

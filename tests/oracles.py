@@ -20,12 +20,28 @@ SQUASH = {
 }
 
 
-def lstm_forward(spec, params: dict[str, np.ndarray], x: np.ndarray, hidden: int):
+def layer_norm(a: np.ndarray, gain: np.ndarray, shift: np.ndarray, eps: float = 1e-5):
+    """Ba, Kiros & Hinton (2016), eqs. (3)-(4): the mean and standard deviation over the summed
+    inputs of one layer, then a gain and a bias."""
+    mean = a.sum() / a.size
+    deviation = np.sqrt(((a - mean) ** 2).sum() / a.size + eps)
+    return gain * (a - mean) / deviation + shift
+
+
+def lstm_forward(spec, params: dict[str, np.ndarray], x: np.ndarray, hidden: int, masks=None):
     """One direction of one LSTM layer, one sequence ``x`` of shape ``(T, I)``, zero initial state.
 
     Follows Greff et al. (2017), eqs. of the vanilla (peephole) LSTM, with each variant's change,
-    and Hochreiter & Schmidhuber (1997) for memory blocks and gate feedback. Returns ``(T, H)``.
+    and Hochreiter & Schmidhuber (1997) for memory blocks and gate feedback. With
+    ``spec.layer_norm``, Ba et al. (2016)'s layer-normalised LSTM: both summed inputs
+    normalised over all gates, and the cell state before the output squashing. ``masks`` (a dict,
+    optional): ``recurrent`` ``(H,)`` multiplies h_{t-1} where the recurrent weights read it (Gal &
+    Ghahramani 2016), ``candidate`` ``(H,)`` the cell input (Semeniuta et al. 2016),
+    ``zoneout_cell`` and ``zoneout_hidden`` ``(T, H)`` are the zoneout weights d of the previous
+    c and h (Krueger et al. 2017: c_t = d c_{t-1} + (1 - d) c~_t, the same for h, where
+    h~_t = o tanh(c~_t) comes from the un-zoned cell). Returns ``(T, H)``.
     """
+    masks = masks or {}
     sigma = SQUASH[spec.gate_activation]
     g, h = SQUASH[spec.candidate_activation], SQUASH[spec.output_activation]
     blocks = hidden // spec.block_size
@@ -35,7 +51,6 @@ def lstm_forward(spec, params: dict[str, np.ndarray], x: np.ndarray, hidden: int
         rows[name] = slice(start, start + sizes[name])
         start += sizes[name]
     w, r = params["weight_ih"], params["weight_hh"]
-    has_bias = "bias" in params or "bias_ih" in params
     bias = (
         params["bias"] if "bias" in params else params.get("bias_ih", 0) + params.get("bias_hh", 0)
     )
@@ -45,24 +60,30 @@ def lstm_forward(spec, params: dict[str, np.ndarray], x: np.ndarray, hidden: int
             zip([n for n in spec.gates if n in "ifo"], params["weight_peephole"], strict=True)
         )
     cell_of_block = np.arange(hidden) // spec.block_size
+    keep_h = masks.get("recurrent", np.ones(hidden))
+    keep_g = masks.get("candidate", np.ones(hidden))
 
     y_prev = np.zeros(hidden)
     c_prev = np.zeros(hidden)
     gates_prev = {name: np.zeros(blocks) for name in "ifo"}
     outputs = []
-    for x_t in x:
+    for t, x_t in enumerate(x):
         feedback = (
             [gates_prev[n] for n in spec.gates if n != "g"] if spec.gate_feedback != "none" else []
         )
-        source = np.concatenate([y_prev, *feedback])
-        net = {}
+        source = np.concatenate([keep_h * y_prev, *feedback])
+        from_input = w @ x_t
+        from_state = np.zeros(start)
         for name in spec.gates:
             weights, reads = r[rows[name]], source
             if name == "g" and spec.gate_feedback == "gates":  # FGR: cell inputs do not read gates
-                weights, reads = weights[:, :hidden], y_prev
-            net[name] = (
-                w[rows[name]] @ x_t + weights @ reads + (bias[rows[name]] if has_bias else 0)
-            )
+                weights, reads = weights[:, :hidden], source[:hidden]
+            from_state[rows[name]] = weights @ reads
+        if spec.layer_norm:
+            from_input = layer_norm(from_input, params["ln_ih_weight"], params["ln_ih_bias"])
+            from_state = layer_norm(from_state, params["ln_hh_weight"], params["ln_hh_bias"])
+        summed = from_input + from_state + bias
+        net = {name: summed[rows[name]] for name in spec.gates}
 
         def peephole(name, cell):
             return peep[name] * cell if name in peep else 0.0
@@ -74,11 +95,51 @@ def lstm_forward(spec, params: dict[str, np.ndarray], x: np.ndarray, hidden: int
             f = 1.0 - i
         else:
             f = np.ones(blocks)
-        c = f[cell_of_block] * c_prev + i[cell_of_block] * g(net["g"])
+        c = f[cell_of_block] * c_prev + i[cell_of_block] * keep_g * g(net["g"])
         o = sigma(net["o"] + peephole("o", c)) if "o" in spec.gates else np.ones(blocks)
-        y = o[cell_of_block] * h(c)
+        shown = (
+            layer_norm(c, params["ln_cell_weight"], params["ln_cell_bias"])
+            if spec.layer_norm
+            else c
+        )
+        y = o[cell_of_block] * h(shown)
+        if "zoneout_cell" in masks:
+            c = masks["zoneout_cell"][t] * c_prev + (1 - masks["zoneout_cell"][t]) * c
+        if "zoneout_hidden" in masks:
+            y = masks["zoneout_hidden"][t] * y_prev + (1 - masks["zoneout_hidden"][t]) * y
         outputs.append(y)
         y_prev, c_prev, gates_prev = y, c, {"i": i, "f": f, "o": o}
+    return np.stack(outputs)
+
+
+def gru_forward(
+    params: dict[str, np.ndarray], x: np.ndarray, hidden: int, layer_norm_=False, masks=None
+):
+    """One GRU layer (Cho et al. 2014, with torch's b_hn inside the reset gate), one sequence
+    ``(T, I)``, zero initial state. ``layer_norm_``: Ba et al. (2016)'s normalisation of the two
+    summed inputs before their biases. ``masks`` as in :func:`lstm_forward` (``candidate``
+    multiplies n_t where it enters h_t; ``zoneout_hidden``). Returns ``(T, H)``."""
+    masks = masks or {}
+    keep_h = masks.get("recurrent", np.ones(hidden))
+    keep_n = masks.get("candidate", np.ones(hidden))
+    h_prev = np.zeros(hidden)
+    outputs = []
+    for t, x_t in enumerate(x):
+        from_input = params["weight_ih"] @ x_t
+        from_state = params["weight_hh"] @ (keep_h * h_prev)
+        if layer_norm_:
+            from_input = layer_norm(from_input, params["ln_ih_weight"], params["ln_ih_bias"])
+            from_state = layer_norm(from_state, params["ln_hh_weight"], params["ln_hh_bias"])
+        a = from_input + params["bias_ih"]
+        b = from_state + params["bias_hh"]
+        reset = SQUASH["sigmoid"](a[:hidden] + b[:hidden])
+        update = SQUASH["sigmoid"](a[hidden : 2 * hidden] + b[hidden : 2 * hidden])
+        new = np.tanh(a[2 * hidden :] + reset * b[2 * hidden :])
+        h = (1 - update) * keep_n * new + update * h_prev
+        if "zoneout_hidden" in masks:
+            h = masks["zoneout_hidden"][t] * h_prev + (1 - masks["zoneout_hidden"][t]) * h
+        outputs.append(h)
+        h_prev = h
     return np.stack(outputs)
 
 

@@ -116,3 +116,23 @@ def test_any_text_file_with_data(tmp_path, capsys):
     missing = ["app", "charlm", "--quick", "--data", str(tmp_path / "nope.txt"), "--out"]
     assert main([*missing, str(tmp_path / "y"), "--quiet"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_regularisers_from_the_command_line(tmp_path):
+    text = tmp_path / "poem.txt"
+    text.write_text("The for statement is used to iterate over a sequence.\n" * 400)
+    out = tmp_path / "awd"
+    flags = ["--weight-drop", "0.25", "--recurrent-dropout", "0.1", "--zoneout", "0.1,0.05"]
+    command = ["app", "charlm", "--quick", "--data", str(text), "--out", str(out), "--quiet"]
+    assert main([*command, *flags]) == 0
+    model = json.loads((out / "results.json").read_text())["config"]["model"]
+    assert (model["weight_drop"], model["recurrent_dropout"], model["zoneout"]) == (
+        0.25, 0.1, "0.1,0.05",
+    )  # fmt: skip
+    from carousel.train.checkpoint import load_trained_model
+
+    _, trained, _ = load_trained_model(out / "run", "best")
+    layers = [m for m in trained.modules() if hasattr(m, "regularizers")]
+    assert layers and layers[0].regularizers.describe() == (
+        "recurrent_dropout=0.1, zoneout=(0.1, 0.05), weight_drop=0.25"
+    )

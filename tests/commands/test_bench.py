@@ -61,3 +61,10 @@ def test_bench_gives_cell_options_to_the_cells_that_take_them(capsys):
 def test_bench_rejects_malformed_cell_options(capsys):
     assert main(["bench", "--cells", "slstm", "--cell-options", "num_heads"]) == 2
     assert "--cell-options entries must look like num_heads=4" in capsys.readouterr().err
+
+
+def test_bench_options_refuses_the_cuda_device(capsys):
+    assert main(["bench", "--options", "--device", "cuda"]) == 2
+    assert "--options times the numba kernels on the CPU; got --device cuda" in (
+        capsys.readouterr().err
+    )

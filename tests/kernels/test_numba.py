@@ -212,7 +212,7 @@ def test_plain_kernels_run_inside_a_compiled_training_loop():
 
     @njit(cache=False)
     def train(config, xs, targets, weight_ih, bias, weight_hh, steps, learning_rate):
-        empty = np.zeros((0, 0))
+        empty, empty3 = np.zeros((0, 0)), np.zeros((0, 0, 0))  # no projection, options, masks
         hidden = weight_hh.shape[1] // 2
         lengths = np.full(1, xs.shape[1], dtype=np.int64)
         reverse, keep = steps < 0, steps > 0  # runtime flags: constants would compile anew
@@ -223,16 +223,16 @@ def test_plain_kernels_run_inside_a_compiled_training_loop():
             x = xs[n % xs.shape[0]].reshape((xs.shape[1], 1, xs.shape[2]))
             out = lstm_forward(
                 config, x, zeros, zeros, zeros, weight_ih, bias, weight_hh, empty, empty,
-                lengths, reverse, keep,
+                empty, empty, empty, empty, empty, empty3, empty3, empty, lengths, reverse, keep,
             )  # fmt: skip
             error = out[0][-1, 0, 0] - targets[n % xs.shape[0]]
             losses[n] = 0.5 * error * error
             d_output = np.zeros_like(out[0])
             d_output[-1, 0, 0] = error
             grads = lstm_backward(
-                config, x, weight_ih, weight_hh, empty, empty, lengths, reverse,
-                out[4], out[5], out[6], out[7], d_output, zeros, zeros, zeros, reverse,
-                workspace,
+                config, x, weight_ih, weight_hh, empty, empty, empty, empty, empty, empty, empty,
+                empty3, empty3, empty, lengths, reverse, *out[4:10], d_output, zeros, zeros,
+                zeros, reverse, workspace,
             )  # fmt: skip
             weight_ih -= learning_rate * grads[4]
             bias -= learning_rate * grads[5]

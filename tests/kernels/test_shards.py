@@ -152,3 +152,37 @@ def test_run_parallel_runs_tasks_at_once_in_order_and_raises_their_error(shard_c
     with pytest.raises(ValueError, match="shard failed"):
         threads.run_parallel([slow, fails, slow])
     assert finished == [True, True]  # every task ended before the error was raised
+
+
+RESET = torch.zeros(STEPS, BATCH, dtype=torch.bool)
+RESET[2, ::2] = RESET[3, 1] = RESET[1, 7] = True
+
+
+@pytest.mark.parametrize("num_shards", [2, 8])
+@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "slstm"])
+def test_regularisers_and_resets_in_shards_match_reference(variant, num_shards, shard_counts):
+    """Every mask is split on its own batch axis: the per-sequence ones ``(B, W)``, zoneout's and
+    the resets ``(T, B, ...)``; same masks for both backends from one seed."""
+    carousel.set_num_threads(num_shards)
+    options = {"weight_drop": 0.3}
+    if variant != "slstm":
+        options |= {"recurrent_dropout": 0.3, "candidate_dropout": 0.3, "zoneout": 0.2}
+        options |= {"layer_norm": True}
+    reference, fused = _layers(variant, torch.float64, bidirectional=True, **options)
+    x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64, requires_grad=True)
+    sizes = reference.spec.state_sizes(HIDDEN)
+    state = [torch.rand(2, BATCH, s, dtype=torch.float64, requires_grad=True) for s in sizes]
+    results, upstream = [], None
+    for layer in (reference, fused):
+        for t in (x, *state):
+            t.grad = None
+        torch.manual_seed(5)
+        hx = state if len(state) > 1 else state[0]
+        outputs = flatten(layer(x, hx, lengths=LENGTHS, reset=RESET))
+        upstream = upstream or [torch.randn_like(o) for o in outputs]
+        sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
+        grads = [p.grad.clone() for p in layer.parameters()] + [t.grad for t in (x, *state)]
+        results.append(([o.detach() for o in outputs], grads))
+    assert_same(results[1][0], results[0][0], torch.float64, f"{variant} outputs")
+    assert_same(results[1][1], results[0][1], torch.float64, f"{variant} gradients")
+    assert set(shard_counts) == {num_shards}

@@ -214,7 +214,7 @@ def test_unsupported_workloads_are_explained(monkeypatch, cuda_device):
 class FutureSpec(CellSpec):
     """A spec with a field the kernels do not know, as a later option would add one."""
 
-    layer_norm: bool = False
+    future_option: bool = False
 
 
 @dataclass(frozen=True)
@@ -271,11 +271,11 @@ def test_an_unknown_cell_option_is_accepted_at_its_default_only(device):
     base = make_spec("peephole")
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(CellSpec)}
     assert triton_backend.unsupported(_work(device=device, spec=FutureSpec(**fields))) is None
-    work = _work(device=device, spec=FutureSpec(**fields, layer_norm=True))
+    work = _work(device=device, spec=FutureSpec(**fields, future_option=True))
     assert kernels.select("auto", work).name != "triton"
     if device == "cuda":  # torch-native and triton refuse it
         assert kernels.select("auto", work).name == "reference"
-    assert "cell option layer_norm=True (of 'peephole')" in _one_line_refusal(work)
+    assert "cell option future_option=True (of 'peephole')" in _one_line_refusal(work)
 
 
 def test_unknown_layer_options_are_accepted_off_only(device):
@@ -288,6 +288,25 @@ def test_unknown_layer_options_are_accepted_off_only(device):
         changed = dataclasses.replace(work, **change)
         assert kernels.select("auto", changed).name != "triton"
         assert named in _one_line_refusal(changed)
+
+
+def test_the_regularisers_masks_and_layer_norm_are_refused_by_name(device):
+    """The layer options of carousel.cells.regularizers (weight drop aside: the layer applies it
+    to the weights) and layer normalisation are not in the kernels: refused, handed over."""
+    for changes, named in (
+        ({"masks": frozenset({"reset"})}, "does not implement reset"),
+        (
+            {"masks": frozenset({"recurrent", "zoneout_hidden"})},
+            "implement recurrent, zoneout_hidden",
+        ),
+        ({"spec": make_spec("vanilla").replace(layer_norm=True)}, "does not implement layer_norm"),
+        ({"spec": make_spec("gru").replace(layer_norm=True)}, "does not implement layer_norm"),
+    ):
+        work = _work(device=device, **changes)
+        assert kernels.select("auto", work).name != "triton"
+        with pytest.raises(ValueError, match="backend 'triton' cannot run this layer") as error:
+            kernels.select("triton", work)
+        assert named in str(error.value) and "\n" not in str(error.value)
 
 
 def test_values_outside_the_whitelist_are_refused(device, monkeypatch):
@@ -322,7 +341,7 @@ def test_the_whitelist_names_real_fields_activations_and_kernel_modules():
 def test_run_direction_called_directly_refuses_what_it_cannot_compute():
     base = make_spec("elman")
     fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(CellSpec)}
-    spec = FutureSpec(**fields, layer_norm=True)
+    spec = FutureSpec(**fields, future_option=True)
     weights = CellWeights(torch.zeros(4, 3), torch.zeros(4, 4), torch.zeros(4))
-    with pytest.raises(ValueError, match="cell option layer_norm=True"):
+    with pytest.raises(ValueError, match="cell option future_option=True"):
         triton_backend.run_direction(spec, torch.zeros(2, 2, 3), (torch.zeros(2, 4),), weights)

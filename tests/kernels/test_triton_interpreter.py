@@ -204,17 +204,17 @@ def test_layers_the_kernels_do_not_implement_are_refused_by_name_or_handed_over(
 
     @dataclass(frozen=True)
     class FutureSpec(CellSpec):
-        layer_norm: bool = False
+        future_option: bool = False
 
     base = make_spec("peephole")
     future = FutureSpec(
-        **{f.name: getattr(base, f.name) for f in fields(CellSpec)}, layer_norm=True
+        **{f.name: getattr(base, f.name) for f in fields(CellSpec)}, future_option=True
     )
     register_family(Family("elman2", ("h",), FAMILIES["elman"].step))
     try:
         toy = CellSpec(family="elman2", variant="elman2", gates=("h",))
         x = torch.randn(3, 2, SMALL.input)
-        for variant, named in ((toy, "the 'elman2' family"), (future, "layer_norm=True")):
+        for variant, named in ((toy, "the 'elman2' family"), (future, "future_option=True")):
             layer = carousel.nn.Recurrent(
                 SMALL.input, SMALL.hidden, variant=variant, backend="triton"
             )

@@ -151,6 +151,7 @@ def run_application(
     seed: int | None = None,
     steps: int | None = None,
     task_options: dict | None = None,
+    model_options: dict | None = None,
     quiet: bool = False,
 ) -> Report:
     """Train ``application``'s LSTM into ``out_dir/run``, score it and the baselines on the test
@@ -165,6 +166,8 @@ def run_application(
         steps: overrides the configuration's number of optimiser steps.
         task_options: override options of the application's task (e.g. ``{"text": path}``
             for ``charlm``).
+        model_options: set fields of the model configuration (:class:`~carousel.train.ModelConfig`,
+            e.g. ``{"weight_drop": 0.25}``); ``ValueError`` for a field it does not have.
         quiet: no progress bar, nothing printed.
 
     Raises:
@@ -179,6 +182,10 @@ def run_application(
     if steps is not None:
         config.train.steps = steps
         config.optim.warmup_steps = min(config.optim.warmup_steps, steps - 1)
+    for name, value in (model_options or {}).items():
+        if not hasattr(config.model, name):
+            raise ValueError(f"model_options: the model configuration has no field {name!r}")
+        setattr(config.model, name, value)
     if task_options:
         config = Config(
             task=config.task,

@@ -16,13 +16,17 @@ from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS
 from carousel.cells.registry import Family, register_family, register_variant
-from carousel.cells.spec import CellSpec, CellWeights
+from carousel.cells.spec import CellSpec, CellWeights, layer_norm
 
 CHO_2014 = "Cho et al. (2014), Learning Phrase Representations using RNN Encoder-Decoder"
 
 
-@register_variant("gru", "gru", {"gate_activation": "sigmoid", "candidate_activation": "tanh"})
-def gru(*, gate_activation, candidate_activation):
+@register_variant(
+    "gru",
+    "gru",
+    {"gate_activation": "sigmoid", "candidate_activation": "tanh", "layer_norm": False},
+)
+def gru(*, gate_activation, candidate_activation, layer_norm):
     r"""The GRU of Cho et al. (2014) with ``torch.nn.GRU``'s placement of :math:`b_{hn}` inside :math:`r_t \odot (\cdot)`.
 
     .. math::
@@ -30,6 +34,9 @@ def gru(*, gate_activation, candidate_activation):
         z_t = \sigma(W_z x_t + R_z h_{t-1} + b_z),\\
         n_t = \tanh(W_n x_t + b_{in} + r_t \odot (R_n h_{t-1} + b_{hn})),\;
         h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+
+    With ``layer_norm=True`` both projections are normalised before their biases
+    (:math:`\mathrm{LN}(W x_t) + b_{ih}`, :math:`\mathrm{LN}(R h_{t-1}) + b_{hh}`).
     """
     return CellSpec(
         family="gru",
@@ -37,17 +44,26 @@ def gru(*, gate_activation, candidate_activation):
         gates=("r", "z", "n"),
         gate_activation=gate_activation,
         candidate_activation=candidate_activation,
+        layer_norm=layer_norm,
         reference=CHO_2014,
     )
 
 
 def gru_step(
-    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights, masks=None
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One GRU step. ``gates_x``: ``(B, 3H)`` = :math:`W x_t + b_{ih}`; ``state``: ``(h,)`` of ``(B, H)``."""
+    """One GRU step. ``gates_x``: ``(B, 3H)`` = :math:`W x_t + b_{ih}` (see
+    :meth:`CellSpec.project_input`); ``state``: ``(h,)`` of ``(B, H)``; ``masks``: ``None`` or
+    :class:`~carousel.cells.regularizers.Masks` (``recurrent`` multiplies :math:`h_{t-1}` where
+    :math:`R` reads it, ``candidate`` multiplies :math:`n_t` where it enters :math:`h_t`)."""
     (h,) = state
     hidden = h.shape[-1]
-    recurrent = h @ weights.weight_hh.T  # (B, 3H)
+    recurrent_mask = None if masks is None else masks.recurrent
+    candidate_mask = None if masks is None else masks.candidate
+    source = h if recurrent_mask is None else h * recurrent_mask
+    recurrent = source @ weights.weight_hh.T  # (B, 3H)
+    if spec.layer_norm:
+        recurrent = layer_norm(recurrent, weights.layer_norm_hh)
     if weights.bias_hh is not None:
         recurrent = recurrent + weights.bias_hh
     gate_act = ACTIVATIONS[spec.gate_activation].forward
@@ -56,6 +72,8 @@ def gru_step(
     new = ACTIVATIONS[spec.candidate_activation].forward(
         gates_x[:, 2 * hidden :] + reset * recurrent[:, 2 * hidden :]
     )
+    if candidate_mask is not None:
+        new = new * candidate_mask
     h_new = (1 - update) * new + update * h
     return h_new, (h_new,)
 

@@ -21,6 +21,9 @@ of one layer) and fills them in place. Layers take one initialiser or a sequence
 
 Where a cell has two biases (``bias_ih`` and ``bias_hh``, as torch), the bias initialisers set
 ``bias_ih`` of the block and zero ``bias_hh`` of the block, so their sum is the value asked for.
+
+The gains and shifts of a ``layer_norm`` cell (``ln_*_weight``, ``ln_*_bias``) start at 1 and 0,
+as ``torch.nn.LayerNorm``'s; ``torch_default`` sets them so and ``uniform`` leaves them alone.
 """
 
 from __future__ import annotations
@@ -98,16 +101,26 @@ def _real(function: str, name: str, value, *, above: float | None = None) -> flo
     return value
 
 
+def _is_norm(name: str) -> bool:
+    """Whether parameter ``name`` is a layer normalisation's gain or shift."""
+    return name.startswith("ln_")
+
+
 def torch_default(group: ParameterGroup) -> None:
-    r"""Every parameter :math:`U(-1/\sqrt{H}, 1/\sqrt{H})`, exactly as ``torch.nn.LSTM/GRU/RNN``."""
+    r"""Every parameter :math:`U(-1/\sqrt{H}, 1/\sqrt{H})`, exactly as ``torch.nn.LSTM/GRU/RNN``;
+    layer normalisation gains 1 and shifts 0 (no random numbers drawn for them)."""
     bound = 1.0 / math.sqrt(group.hidden_size) if group.hidden_size > 0 else 0.0
     with torch.no_grad():
-        for param in group.params.values():
-            param.uniform_(-bound, bound)
+        for name, param in group.params.items():
+            if _is_norm(name):
+                param.fill_(1.0 if name.endswith("_weight") else 0.0)
+            else:
+                param.uniform_(-bound, bound)
 
 
 def uniform(bound: float) -> Initializer:
-    """Every parameter uniform in ``[-bound, bound]`` (the 1997 paper uses 0.2 and 0.1).
+    """Every weight and bias uniform in ``[-bound, bound]`` (the 1997 paper uses 0.2 and 0.1);
+    layer normalisation gains and shifts keep their values.
 
     Raises:
         TypeError, ValueError: ``bound`` is not a finite number > 0.
@@ -116,8 +129,9 @@ def uniform(bound: float) -> Initializer:
 
     def init(group: ParameterGroup) -> None:
         with torch.no_grad():
-            for param in group.params.values():
-                param.uniform_(-bound, bound)
+            for name, param in group.params.items():
+                if not _is_norm(name):
+                    param.uniform_(-bound, bound)
 
     init.__name__ = f"uniform({bound})"
     return init

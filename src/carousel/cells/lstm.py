@@ -36,7 +36,7 @@ from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS
 from carousel.cells.registry import Family, register_family, register_variant
-from carousel.cells.spec import CellSpec, CellWeights
+from carousel.cells.spec import CellSpec, CellWeights, layer_norm
 
 GERS_2000 = "Gers, Schmidhuber & Cummins (2000), Learning to Forget: Continual Prediction with LSTM"
 PEEPHOLE_2000 = "Gers & Schmidhuber (2000), Recurrent Nets that Time and Count"
@@ -52,6 +52,7 @@ LSTM_OPTIONS: dict[str, object] = {
     "block_size": 1,
     "truncate_gradient": False,
     "cell_bias": True,
+    "layer_norm": False,
 }
 """The options every LSTM variant takes (see :class:`CellSpec`), with the forget-gate LSTM's defaults."""
 
@@ -258,35 +259,54 @@ class LSTMStepValues(NamedTuple):
 
 
 def lstm_step(
-    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights, masks=None
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """One step of any LSTM variant, in differentiable PyTorch ops.
+    r"""One step of any LSTM variant, in differentiable PyTorch ops.
 
     Args:
         spec: the cell.
-        gates_x: ``(B, G)`` input projection :math:`W x_t + b` for this step.
+        gates_x: ``(B, G)`` input projection :math:`W x_t + b` for this step
+            (:meth:`CellSpec.project_input`: normalised before the bias with ``layer_norm``).
         state: ``(h, c)`` or ``(h, c, gates)`` with shapes ``(B, H_out)``, ``(B, H)``,
             ``(B, spec.feedback_size(H))``.
         weights: the layer's :class:`CellWeights` (masks applied).
+        masks: ``None``, or :class:`~carousel.cells.regularizers.Masks` whose ``recurrent``
+            ``(B, H_out)`` multiplies :math:`h_{t-1}` where ``weight_hh`` reads it and whose
+            ``candidate`` ``(B, H)`` multiplies :math:`z_t` where it enters :math:`c_t`.
 
     Returns:
         ``(h_t, new_state)``: the output ``(B, H_out)`` and the state tuple of the next step.
     """
-    values = lstm_step_values(spec, gates_x, state, weights)
+    values = lstm_step_values(spec, gates_x, state, weights, masks)
     return values.output, values.state
 
 
 def lstm_step_values(
-    spec: CellSpec, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+    spec: CellSpec,
+    gates_x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: CellWeights,
+    masks=None,
 ) -> LSTMStepValues:
-    """:func:`lstm_step`, returning the gates and the cell input as well (same arguments)."""
+    r""":func:`lstm_step`, returning the gates and the cell input as well (same arguments).
+
+    With ``layer_norm`` the recurrent projection is normalised,
+    :math:`\mathrm{LN}(W_{hh} s_{t-1})`, and the output reads :math:`h(\mathrm{LN}(c_t))`.
+    """
     h, c = state[0], state[1]
     hidden_size = c.shape[-1]
+    recurrent_mask = None if masks is None else masks.recurrent
+    candidate_mask = None if masks is None else masks.candidate
+    if recurrent_mask is not None:
+        h = h * recurrent_mask
     source = torch.cat((h, state[2]), dim=-1) if spec.feedback_gates else h
     peep_cell = c
     if spec.truncate_gradient:
         source, peep_cell = source.detach(), c.detach()
-    net = gates_x + source @ weights.weight_hh.T  # (B, G)
+    recurrent = source @ weights.weight_hh.T  # (B, G)
+    if spec.layer_norm:
+        recurrent = layer_norm(recurrent, weights.layer_norm_hh)
+    net = gates_x + recurrent
 
     rows = spec.gate_slices(hidden_size)
     gate_act = ACTIVATIONS[spec.gate_activation].forward
@@ -317,14 +337,16 @@ def lstm_step_values(
     else:
         forget_gate = None
     candidate = ACTIVATIONS[spec.candidate_activation].forward(net[:, rows["g"]])
+    written = candidate if candidate_mask is None else candidate * candidate_mask
 
     cell = c if forget_gate is None else per_cell(forget_gate) * c
-    cell = cell + (candidate if input_gate is None else per_cell(input_gate) * candidate)
+    cell = cell + (written if input_gate is None else per_cell(input_gate) * written)
 
     output_gate = None
     if spec.has_output_gate:
         output_gate = gate("o", cell.detach() if spec.truncate_gradient else cell)
-    output = ACTIVATIONS[spec.output_activation].forward(cell)
+    shown = layer_norm(cell, weights.layer_norm_cell) if spec.layer_norm else cell
+    output = ACTIVATIONS[spec.output_activation].forward(shown)
     if output_gate is not None:
         output = per_cell(output_gate) * output
     if weights.weight_hr is not None:

@@ -73,7 +73,8 @@ class Variant:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ValueError(
-                f"variant {self.name!r} takes the options {list(self.options)}; got {unknown}"
+                f"{', '.join(unknown)} is not defined for the {self.name!r} variant: variant "
+                f"{self.name!r} takes the options {list(self.options)}; got {unknown}"
             )
         return self.build(**{**self.options, **options})
 

@@ -1,4 +1,4 @@
-"""The declarative description of a recurrent cell.
+r"""The declarative description of a recurrent cell.
 
 A :class:`CellSpec` says *what* a cell computes; every backend (the reference loop, the fused
 kernels) and every layer derives from it the computation, the parameter shapes and names, the
@@ -19,21 +19,40 @@ by ``block_size`` cells, as in the 1997 paper); the cell-input block ``g`` has `
 The *recurrent source* of a step is what ``weight_hh`` multiplies: the previous output
 :math:`h_{t-1}` (``proj_size`` wide when projecting, else ``hidden_size``), followed, for cells
 with gate feedback (``fgr``, ``1997``), by the previous step's gate activations in gate order.
+
+Layer normalisation (Ba, Kiros & Hinton 2016), ``layer_norm=True``, normalises the input
+projection and the recurrent projection, each over all its ``G`` packed rows at once, and (LSTM)
+the cell state before the output activation, each with its own gain and shift:
+
+.. math::
+    \mathrm{LN}(a; \gamma, \beta) = \gamma \odot \frac{a - \mu(a)}{\sqrt{\sigma^2(a) + \epsilon}}
+        + \beta, \qquad \epsilon = 10^{-5}
+
+    net_t = \mathrm{LN}(W_{ih} x_t; \gamma_{ih}, \beta_{ih}) + b
+        + \mathrm{LN}(W_{hh} s_{t-1}; \gamma_{hh}, \beta_{hh}), \qquad
+    y_t = o_t \odot h(\mathrm{LN}(c_t; \gamma_c, \beta_c))
+
+(GRU: ``b_hh`` is added after the recurrent normalisation, inside the reset gate, as ever). The
+cell state carried to the next step is :math:`c_t` itself, not normalised.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from carousel.cells.activations import ACTIVATIONS, GATE_ACTIVATIONS
 from carousel.cells.registry import FAMILIES
+from carousel.cells.weights import LAYER_NORM_EPSILON, CellWeights, layer_norm
+
+__all__ = ["LAYER_NORM_EPSILON", "CellSpec", "CellWeights", "layer_norm"]
 
 FORGET_ACTIVATIONS = ("sigmoid", "exp")
 GATE_FEEDBACK = ("none", "gates", "all")
+LAYER_NORM_FAMILIES = ("lstm", "gru")
+"""Families whose cells take ``layer_norm=True``."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +78,8 @@ class CellSpec:
             propagated back in time, only the cell state carries error back (the 1997 paper).
         num_biases: 2 as in ``torch.nn`` (``bias_ih`` and ``bias_hh``), or 1 (``bias``).
         cell_bias: if ``False`` the cell-input block ``g`` has no bias (only gates are biased).
+        layer_norm: LSTM and GRU; layer normalisation of the input and recurrent projections
+            and (LSTM) of the cell state before the output activation (see the module docstring).
         num_heads: sLSTM only; the recurrent weights are block-diagonal with this many heads.
         forget_activation: sLSTM only; ``"sigmoid"`` or ``"exp"`` (the exponential forget gate).
         reference: the paper that defines the variant.
@@ -77,6 +98,7 @@ class CellSpec:
     truncate_gradient: bool = False
     num_biases: int = 2
     cell_bias: bool = True
+    layer_norm: bool = False
     num_heads: int = 1
     forget_activation: str = "sigmoid"
     reference: str = field(default="", compare=False)
@@ -115,6 +137,13 @@ class CellSpec:
             raise ValueError(f"block_size must be a positive int; got {self.block_size!r}")
         if self.num_biases not in (1, 2):
             raise ValueError(f"num_biases must be 1 or 2; got {self.num_biases!r}")
+        if not isinstance(self.layer_norm, bool):
+            raise TypeError(f"layer_norm must be a bool; got {self.layer_norm!r}")
+        if self.layer_norm and self.family not in LAYER_NORM_FAMILIES:
+            raise ValueError(
+                f"layer_norm is not defined for the {self.variant!r} variant: it applies to the "
+                f"{' and '.join(LAYER_NORM_FAMILIES)} families only, not to {self.family!r}"
+            )
         if (
             not isinstance(self.num_heads, int)
             or isinstance(self.num_heads, bool)
@@ -274,8 +303,11 @@ class CellSpec:
         """Shapes of one direction's parameters, by short name, in registration order.
 
         The order is ``torch.nn``'s (``weight_ih, weight_hh, bias_ih, bias_hh, weight_hr``) followed
-        by the extras of the variant (``weight_peephole``); a one-bias cell has ``bias`` instead of
-        ``bias_ih, bias_hh``. Layers append ``_l{k}`` (and ``_reverse``) to each name.
+        by the extras of the variant (``weight_peephole``) and, with ``layer_norm``, the gains and
+        shifts of the normalisations (``ln_ih_weight, ln_ih_bias, ln_hh_weight, ln_hh_bias``
+        of ``(G,)``, and for an LSTM ``ln_cell_weight, ln_cell_bias`` of ``(H,)``); a one-bias
+        cell has ``bias`` instead of ``bias_ih, bias_hh``. Layers append ``_l{k}`` (and
+        ``_reverse``) to each name.
         """
         rows = self.num_gate_rows(hidden_size)
         shapes: dict[str, tuple[int, ...]] = {
@@ -290,7 +322,21 @@ class CellSpec:
             shapes["weight_hr"] = (proj_size, hidden_size)
         if self.peepholes:
             shapes["weight_peephole"] = (len(self.peephole_gates), hidden_size)
+        for name, width in self.layer_norm_widths(hidden_size).items():
+            shapes[f"ln_{name}_weight"] = (width,)
+            shapes[f"ln_{name}_bias"] = (width,)
         return shapes
+
+    def layer_norm_widths(self, hidden_size: int) -> dict[str, int]:
+        """The normalisations of a ``layer_norm`` cell and their widths: ``ih`` and ``hh`` over
+        the ``G`` packed rows, ``cell`` (LSTM) over the ``H`` cells; empty without."""
+        if not self.layer_norm:
+            return {}
+        rows = self.num_gate_rows(hidden_size)
+        widths = {"ih": rows, "hh": rows}
+        if self.family == "lstm":
+            widths["cell"] = hidden_size
+        return widths
 
     def recurrent_mask(self, hidden_size: int, proj_size: int = 0) -> torch.Tensor | None:
         """Fixed 0/1 mask on ``weight_hh``, or ``None`` when every weight is trainable.
@@ -322,11 +368,25 @@ class CellSpec:
         return mask
 
     def step(
-        self, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights
+        self, gates_x: Tensor, state: tuple[Tensor, ...], weights: CellWeights, masks=None
     ) -> tuple[Tensor, tuple[Tensor, ...]]:
         """One step of this cell in PyTorch ops (its family's
-        :attr:`~carousel.cells.registry.Family.step`)."""
-        return FAMILIES[self.family].step(self, gates_x, state, weights)
+        :attr:`~carousel.cells.registry.Family.step`); ``masks``
+        (:class:`~carousel.cells.regularizers.Masks`, its ``recurrent`` and ``candidate``
+        fields) only where a regulariser is active."""
+        if masks is None:
+            return FAMILIES[self.family].step(self, gates_x, state, weights)
+        return FAMILIES[self.family].step(self, gates_x, state, weights, masks)
+
+    def project_input(self, x: Tensor, weights: CellWeights) -> Tensor:
+        r"""The input projection a step adds to its net inputs, ``(..., I) -> (..., G)``:
+        :math:`W_{ih} x + b`, or :math:`\mathrm{LN}(W_{ih} x) + b` with ``layer_norm``."""
+        gates_x = x @ weights.weight_ih.T
+        if self.layer_norm:
+            gates_x = layer_norm(gates_x, weights.layer_norm_ih)
+        if weights.bias is not None:
+            gates_x = gates_x + weights.bias
+        return gates_x
 
     def replace(self, **changes) -> CellSpec:
         """A copy with some fields changed (validated again)."""
@@ -343,57 +403,3 @@ class CellSpec:
             if value != default:
                 parts.append(f"{name}={value!r}")
         return ", ".join(parts)
-
-
-class CellWeights(NamedTuple):
-    """The tensors one direction of one layer computes with, as backends receive them.
-
-    Masks (:meth:`CellSpec.recurrent_mask`, :meth:`CellSpec.bias_mask`) are already applied and
-    LSTM/Elman biases already summed, so a backend never deals with either. Shapes, with
-    ``G = spec.num_gate_rows(H)`` and ``R = spec.recurrent_size(H, proj_size)``:
-
-    - ``weight_ih``: ``(G, I)``
-    - ``weight_hh``: ``(G, R)``
-    - ``bias``: ``(G,)`` or ``None``; added to the input projection. LSTM/Elman: the sum of both
-      biases; GRU: ``bias_ih`` only.
-    - ``bias_hh``: ``(G,)`` or ``None``; GRU only, added to the recurrent projection (its ``n``
-      block sits inside the reset gate).
-    - ``weight_peephole``: ``(len(spec.peephole_gates), H)`` or ``None``.
-    - ``weight_hr``: ``(proj_size, H)`` or ``None``.
-    """
-
-    weight_ih: Tensor
-    weight_hh: Tensor
-    bias: Tensor | None = None
-    bias_hh: Tensor | None = None
-    weight_peephole: Tensor | None = None
-    weight_hr: Tensor | None = None
-
-    @classmethod
-    def from_parameters(
-        cls,
-        spec: CellSpec,
-        params: dict[str, Tensor],
-        recurrent_mask: Tensor | None = None,
-        bias_mask: Tensor | None = None,
-    ) -> CellWeights:
-        """Assemble the backend view from parameters named as in :meth:`CellSpec.parameter_shapes`."""
-        weight_hh = params["weight_hh"]
-        if recurrent_mask is not None:
-            weight_hh = weight_hh * recurrent_mask
-        bias, bias_hh = params.get("bias"), None
-        if "bias_ih" in params:
-            if spec.family == "gru":
-                bias, bias_hh = params["bias_ih"], params["bias_hh"]
-            else:
-                bias = params["bias_ih"] + params["bias_hh"]
-        if bias is not None and bias_mask is not None:
-            bias = bias * bias_mask
-        return cls(
-            weight_ih=params["weight_ih"],
-            weight_hh=weight_hh,
-            bias=bias,
-            bias_hh=bias_hh,
-            weight_peephole=params.get("weight_peephole"),
-            weight_hr=params.get("weight_hr"),
-        )

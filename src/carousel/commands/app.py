@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from carousel.cells.options import CELL_OPTIONS, REGULARIZER_OPTIONS
 from carousel.commands import positive_int
 
 
@@ -34,6 +35,17 @@ def add_parser(subparsers) -> None:
         help="charlm: a UTF-8 text file to model instead of Python's documentation",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    regularizers = parser.add_argument_group(
+        "regularisers of the recurrent layers (docs/regularizers.md; default: none)"
+    )
+    regularizers.add_argument(
+        "--layer-norm", action="store_true", default=None, help=CELL_OPTIONS["layer_norm"].help
+    )
+    for name, cell_option in REGULARIZER_OPTIONS.items():
+        kind = cell_option.type[0] if isinstance(cell_option.type, tuple) else cell_option.type
+        regularizers.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=None, help=cell_option.help
+        )
     parser.set_defaults(func=run)
 
 
@@ -46,11 +58,16 @@ def run(args: argparse.Namespace) -> None:
     if args.data is not None and args.name != "charlm":
         raise UsageError(f"--data applies to the charlm application only; got {args.name}")
     task_options = {"text": str(args.data)} if args.data is not None else None
+    model_options = {
+        name: getattr(args, name)
+        for name in ("layer_norm", *REGULARIZER_OPTIONS)
+        if getattr(args, name) is not None
+    }
     names = APPLICATIONS if args.name == "all" else (args.name,)
     base = args.out or Path("runs/app")
     for name in names:
         out = base / name if args.name == "all" or args.out is None else base
         run_application(
             get(name), out, quick=args.quick, seed=args.seed, steps=args.steps,
-            task_options=task_options, quiet=args.quiet,
+            task_options=task_options, model_options=model_options, quiet=args.quiet,
         )  # fmt: skip

@@ -17,7 +17,9 @@ and after the run is part of the report: ratios from a busy machine say less tha
 one.
 
 ``--compile`` adds first-call (compile) times per family and dtype with an empty Numba cache and
-start-up times with a warm one, each measured in a fresh process. ``--output FILE`` writes the
+start-up times with a warm one, each measured in a fresh process. ``--options`` times instead
+the layer options (layer norm, the regularisers, resets) against the plain layer on the numba
+backend, and the layer-norm cell against the reference loop (:mod:`carousel.benchmarks.options`). ``--output FILE`` writes the
 report into ``FILE`` between the markers ``<!-- bench:start -->`` and ``<!-- bench:end -->``
 (``--block`` names another pair; appended if missing), so the prose around it stays.
 """
@@ -93,9 +95,17 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--compile", action="store_true", help="also measure compile and cached start-up times"
     )
+    parser.add_argument(
+        "--options",
+        action="store_true",
+        help="time layer_norm, the regularisers and resets against the plain layer (LSTM, GRU "
+        "and sLSTM cells of --cells, default vanilla, gru and slstm) instead",
+    )
     parser.add_argument("--output", type=Path, help="write the report into this markdown file")
     parser.add_argument(
-        "--block", default="bench", help="name of the marked block it replaces (default: bench)"
+        "--block",
+        default=None,
+        help="name of the marked block it replaces (default: bench, with --options bench-options)",
     )
     parser.set_defaults(func=run)
 
@@ -161,6 +171,11 @@ def _cell_options(text: str) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> None:
     """Run the benchmark and print (and optionally write) the report."""
+    if args.options:
+        if args.device == "cuda":
+            raise ValueError("--options times the numba kernels on the CPU; got --device cuda")
+        _run_options(args)
+        return
     if args.device == "cuda":
         from carousel.benchmarks.cuda import run_command
 
@@ -204,5 +219,31 @@ def run(args: argparse.Namespace) -> None:
             lines += [f"| {label} cache | {cells_} |"]
         lines += [""]
     if args.output is not None:
-        write_block(args.output, args.block, "\n".join(lines))
+        write_block(args.output, args.block or "bench", "\n".join(lines))
+        print(f"wrote {args.output}")
+
+
+def _run_options(args: argparse.Namespace) -> None:
+    """``--options``: the cost of each layer option on the numba backend."""
+    from carousel.benchmarks import options
+    from carousel.cells import make_spec
+    from carousel.kernels import threads
+
+    given = args.cells != ",".join(CELLS)
+    cells = _cells(args.cells) if given else list(options.CELLS)
+    refused = [c for c in cells if make_spec(c).family not in ("lstm", "gru", "slstm")]
+    if refused:
+        raise ValueError(f"--options times LSTM, GRU and sLSTM cells; got {refused}")
+    threads.apply_policy()
+    lines = [f"Machine: {machine()}.", ""]
+    if sys.argv[1:2] == ["bench"]:
+        lines += [f"Command: `carousel bench {' '.join(sys.argv[2:])}` ({args.dtype}).", ""]
+    print("\n".join(lines))
+    print(options.TABLE_HEADER)
+    rows = options.benchmark(
+        cells, _shapes(args.grid), getattr(torch, args.dtype), args.seconds, not args.no_reference
+    )
+    lines += [options.TABLE_HEADER, *(options.line(row) for row in rows), ""]
+    if args.output is not None:
+        write_block(args.output, args.block or "bench-options", "\n".join(lines))
         print(f"wrote {args.output}")

@@ -8,7 +8,8 @@ cells' own step functions from :mod:`carousel.cells`, the same math the referenc
 over, and returns the output together with those per-step tensors, still in the autograd graph.
 
 It analyses full-length batches (no ``lengths``) from a zero initial state, and applies no dropout
-between layers, as a layer in ``eval()`` mode computes.
+between layers, as a layer in ``eval()`` mode computes: no recurrent or candidate dropout, no
+weight drop, and zoneout as its expectation (:mod:`carousel.cells.regularizers`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 from carousel.cells import LSTMStepValues, lstm_step_values
+from carousel.cells.regularizers import zoneout
 from carousel.nn import Recurrent, checks
 
 
@@ -105,18 +107,24 @@ def unroll(layer: Recurrent, input: Tensor) -> Unrolled:
         for direction in range(layer.num_directions):
             weights = layer.cell_weights(layer_index, direction)
             sequence = layer_input.flip(0) if direction else layer_input
-            gates_x = sequence @ weights.weight_ih.T  # (L, N, G)
-            if weights.bias is not None:
-                gates_x = gates_x + weights.bias
+            gates_x = spec.project_input(sequence, weights)  # (L, N, G)
+            keep_cell, keep_hidden = layer.regularizers.zoneout_masks(
+                (batch,), layer.hidden_size, spec.output_size(layer.hidden_size, layer.proj_size),
+                x, training=False,
+            )  # fmt: skip
             state = tuple(x.new_zeros(batch, size, requires_grad=track) for size in sizes)
             group_states, group_values, group_outputs = [state], [], []
             for gates_x_t in gates_x:
+                previous = state
                 if values is not None:
                     step = lstm_step_values(spec, gates_x_t, state, weights)
                     output, state = step.output, step.state
                     group_values.append(step)
                 else:
                     output, state = spec.step(gates_x_t, state, weights)
+                if keep_cell is not None or keep_hidden is not None:
+                    state = zoneout(spec, previous, state, keep_cell, keep_hidden)
+                    output = state[0]
                 group_states.append(state)
                 group_outputs.append(output)
             output = torch.stack(group_outputs)  # (L, N, H_out)

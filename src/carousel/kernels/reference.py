@@ -7,7 +7,10 @@ tested against it (outputs, final states and every gradient). It is written for 
 2. per step, the family's step function from :mod:`carousel.cells` (one recurrent GEMM and the
    pointwise math);
 3. variable lengths by holding the state of finished sequences (``torch.where``) and zeroing their
-   outputs; the reverse direction by reversing every sequence within its own length.
+   outputs; the reverse direction by reversing every sequence within its own length;
+4. the masks of the regularisers and resets (:mod:`carousel.cells.regularizers`): a reset puts
+   the (detached) initial state back before its step, the step applies the recurrent and
+   candidate masks, zoneout mixes the previous state into the new one after it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import torch
 from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
+from carousel.cells.regularizers import MASK_FEATURES, Masks, reset_state, zoneout
 from carousel.kernels.registry import Backend, Workload, register
 
 
@@ -47,6 +51,7 @@ def run_direction(
     weights: CellWeights,
     lengths: Tensor | None = None,
     reverse: bool = False,
+    masks: Masks | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Run one direction of one layer over a padded sequence.
 
@@ -57,25 +62,44 @@ def run_direction(
         weights: the layer's :class:`~carousel.cells.CellWeights`.
         lengths: ``(B,)`` int64 on the CPU, each in ``[1, T]``, or ``None`` (all ``T``).
         reverse: run from each sequence's last valid step back to its first.
+        masks: the regularisers' masks and the resets of this direction, or ``None``.
 
     Returns:
         ``(output, final_state)``: ``(T, B, H_out)`` with zeros past each length, and the state
         after each sequence's last valid step.
     """
     steps = x.shape[0]
+    masks = masks or Masks()
+    reset, keep_cell, keep_hidden = masks.reset, masks.zoneout_cell, masks.zoneout_hidden
     if reverse:
         x = reverse_padded(x, lengths)
-    gates_x = x @ weights.weight_ih.T  # (T, B, G)
-    if weights.bias is not None:
-        gates_x = gates_x + weights.bias
+        reset = None if reset is None else reverse_padded(reset.unsqueeze(-1), lengths)[..., 0]
+        keep_cell = None if keep_cell is None else reverse_padded(keep_cell, lengths)
+        keep_hidden = None if keep_hidden is None else reverse_padded(keep_hidden, lengths)
+    step_masks = masks if masks.recurrent is not None or masks.candidate is not None else None
+    initial = state
+    gates_x = spec.project_input(x, weights)  # (T, B, G)
     active = None
     if lengths is not None:
         active = torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)  # (T, B)
         active = active.to(x.device).unsqueeze(-1)  # (T, B, 1)
 
+    if reset is not None and active is not None:  # padding holds the state, resets included
+        reset = reset & active[..., 0]
     outputs = []
     for t in range(steps):
-        output, new_state = spec.step(gates_x[t], state, weights)
+        if reset is not None:
+            state = reset_state(state, initial, reset[t])
+        output, new_state = spec.step(gates_x[t], state, weights, step_masks)
+        if keep_cell is not None or keep_hidden is not None:
+            new_state = zoneout(
+                spec,
+                state,
+                new_state,
+                None if keep_cell is None else keep_cell[t],
+                None if keep_hidden is None else keep_hidden[t],
+            )
+            output = new_state[0]
         if active is not None:
             new_state = tuple(
                 torch.where(active[t], new, old) for new, old in zip(new_state, state, strict=True)
@@ -105,5 +129,6 @@ register(
         unsupported=lambda work: None,
         cost=cost,
         run_direction=run_direction,
+        features=MASK_FEATURES | {"layer_norm"},
     )
 )

@@ -22,7 +22,8 @@ class Workload:
 
     ``needs_grad`` says whether autograd will backpropagate through the call (training) or not
     (inference under ``torch.no_grad()``); backends rank differently for the two. ``context`` is
-    :func:`graph_context` of the call: ``None`` in plain eager execution.
+    :func:`graph_context` of the call: ``None`` in plain eager execution. ``masks`` names the
+    :class:`~carousel.cells.regularizers.Masks` fields the call passes (regularisers, resets).
     """
 
     spec: CellSpec
@@ -38,6 +39,12 @@ class Workload:
     has_lengths: bool
     needs_grad: bool = True
     context: str | None = None
+    masks: frozenset[str] = frozenset()
+
+    @property
+    def features(self) -> frozenset[str]:
+        """What the call needs beyond a plain cell: its masks, and ``"layer_norm"``."""
+        return self.masks | ({"layer_norm"} if self.spec.layer_norm else set())
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class Backend:
         cost: ``workload -> float``, the expected time in arbitrary units (``"auto"`` takes the least).
         length_generic: whether a graph that ``torch.jit.trace`` records of it holds for other
             sequence lengths (a fused operator) or only for the traced one (a Python loop).
+        features: the :attr:`Workload.features` it implements (layer normalisation, the
+            :class:`~carousel.cells.regularizers.Masks` fields its ``run_direction`` applies,
+            passed as ``masks=``); a call needing another is not given to it.
     """
 
     name: str
@@ -68,6 +78,14 @@ class Backend:
     run_stack: Callable | None = None
     run_directions: Callable | None = None
     length_generic: bool = False
+    features: frozenset[str] = frozenset()
+
+    def refuses(self, work: Workload) -> str | None:
+        """``None`` if it can run ``work``: it implements the features and ``unsupported`` agrees."""
+        missing = work.features - self.features
+        if missing:
+            return f"the {self.name} backend does not implement {', '.join(sorted(missing))}"
+        return self.unsupported(work)
 
 
 BACKENDS: dict[str, Backend] = {}
@@ -123,13 +141,13 @@ def select(name: str, work: Workload) -> Backend:
     check_backend_name(name)
     if name != "auto":
         backend = BACKENDS[name]
-        reason = backend.unsupported(work)
+        reason = backend.refuses(work)
         if reason is None:
             return backend
-        if work.context is None or backend.unsupported(replace(work, context=None)) is not None:
+        if work.context is None or backend.refuses(replace(work, context=None)) is not None:
             raise ValueError(f"backend {name!r} cannot run this layer: {reason}")
     best, best_cost = None, float("inf")
     for backend in BACKENDS.values():  # a plain loop: torch.compile traces it without a break
-        if backend.unsupported(work) is None and backend.cost(work) < best_cost:
+        if backend.refuses(work) is None and backend.cost(work) < best_cost:
             best, best_cost = backend, backend.cost(work)
     return best

@@ -19,7 +19,7 @@ import ast
 from torch import nn
 
 from carousel.cells import init as initializers
-from carousel.cells.options import CELL_OPTIONS
+from carousel.cells.options import CELL_OPTIONS, REGULARIZER_OPTIONS, parse_zoneout
 from carousel.models.heads import Classifier, Encoder, LanguageModel, Regressor, Tagger
 from carousel.models.seq2seq import Seq2Seq
 from carousel.nn import Recurrent
@@ -66,8 +66,12 @@ def build(io, config) -> nn.Module:
             an embedding, a bidirectional language model).
     """
     cell_options = {
-        name: getattr(config, name) for name in CELL_OPTIONS if getattr(config, name) is not None
+        name: getattr(config, name)
+        for name in (*CELL_OPTIONS, *REGULARIZER_OPTIONS)
+        if getattr(config, name) is not None
     }
+    if isinstance(cell_options.get("zoneout"), str):
+        cell_options["zoneout"] = parse_zoneout(cell_options["zoneout"])
     width = config.proj_size or config.hidden_size
     embedding_size = config.embedding_size or (width if config.tie_weights else config.hidden_size)
     if io.head in ("language_model", "seq2seq") and not io.tokens:

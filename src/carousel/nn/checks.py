@@ -200,6 +200,38 @@ def check_lengths(lengths, batch: int, steps: int, *, values: bool = True) -> Te
     return lengths
 
 
+def check_reset(
+    reset, steps: int, batch: int, batched: bool, batch_first: bool, device: torch.device
+) -> Tensor:
+    """Return the ``reset`` argument of a layer's forward as a ``(steps, batch)`` bool tensor.
+
+    It must be a bool tensor on the input's device of shape ``(L, N)``, ``(N, L)`` with
+    ``batch_first``, or ``(L,)`` for unbatched input (for a ``PackedSequence``: the padded
+    shape, ``L`` the longest length, sequences in their original order).
+    """
+    if batched:
+        expected = (batch, steps) if batch_first else (steps, batch)
+        words = "(N, L) (batch_first)" if batch_first else "(L, N)"
+    else:
+        expected, words = (steps,), "(L,) for unbatched input"
+    if not isinstance(reset, Tensor):
+        raise InputTypeError(
+            f"reset must be a bool tensor of shape {words} = {expected}; got {type(reset).__name__}"
+        )
+    if reset.dtype != torch.bool:
+        raise InputTypeError(f"reset must be a bool tensor; got dtype {reset.dtype}")
+    if tuple(reset.shape) != expected:
+        raise InputError(
+            f"reset must have shape {words} = {expected}, one entry per step and sequence; "
+            f"got {list(reset.shape)}"
+        )
+    if reset.device != device:
+        raise InputError(f"reset must be on the input's device {device}; got {reset.device}")
+    if not batched:
+        return reset.unsqueeze(1)
+    return reset.transpose(0, 1) if batch_first else reset
+
+
 def check_state(
     hx,
     names: tuple[str, ...],

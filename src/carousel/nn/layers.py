@@ -34,6 +34,11 @@ class LSTM(Recurrent):
         block_size: cells per memory block sharing their gates (1997 paper).
         truncate_gradient: the 1997 paper's truncated backpropagation (see the ``1997`` variant).
         cell_bias: ``False`` leaves the cell inputs unbiased (only gates biased).
+        layer_norm: layer normalisation of the input and recurrent projections and of the cell
+            state before the output activation (Ba et al. 2016); parameters ``ln_ih_weight_l0``,
+            ``ln_ih_bias_l0``, ``ln_hh_*``, ``ln_cell_*``.
+        recurrent_dropout, candidate_dropout, zoneout, weight_drop: the regularisers of the
+            recurrent connections; see :class:`Recurrent` and :mod:`carousel.cells.regularizers`.
         num_heads: sLSTM only; heads of its block-diagonal recurrent weights.
         forget_activation: sLSTM only; ``"sigmoid"`` (default) or ``"exp"``.
         backend, init: see :class:`Recurrent`.
@@ -63,6 +68,11 @@ class LSTM(Recurrent):
         block_size: int | None = None,
         truncate_gradient: bool | None = None,
         cell_bias: bool | None = None,
+        layer_norm: bool | None = None,
+        recurrent_dropout: float = 0.0,
+        candidate_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
+        weight_drop: float = 0.0,
         num_heads: int | None = None,
         forget_activation: str | None = None,
         backend: str = "auto",
@@ -95,6 +105,11 @@ class LSTM(Recurrent):
             block_size=block_size,
             truncate_gradient=truncate_gradient,
             cell_bias=cell_bias,
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            candidate_dropout=candidate_dropout,
+            zoneout=zoneout,
+            weight_drop=weight_drop,
             num_heads=num_heads,
             forget_activation=forget_activation,
         )
@@ -104,8 +119,10 @@ class GRU(Recurrent):
     r"""Drop-in ``torch.nn.GRU`` (Cho et al. 2014); equations in :func:`carousel.cells.gru.gru`.
 
     Keyword-only extras: ``gate_activation`` (``"sigmoid"``, ``"hard_sigmoid"``),
-    ``candidate_activation`` (squashing of :math:`n_t`), ``backend``, ``init``.
-    Returns ``(output, h_n)``.
+    ``candidate_activation`` (squashing of :math:`n_t`), ``layer_norm`` (both projections),
+    the regularisers ``recurrent_dropout``, ``candidate_dropout``, ``zoneout`` (one
+    probability: a GRU's state is ``h``) and ``weight_drop`` (see :class:`Recurrent`),
+    ``backend``, ``init``. Returns ``(output, h_n)``.
     """
 
     def __init__(
@@ -122,6 +139,11 @@ class GRU(Recurrent):
         *,
         gate_activation: str | None = None,
         candidate_activation: str | None = None,
+        layer_norm: bool | None = None,
+        recurrent_dropout: float = 0.0,
+        candidate_dropout: float = 0.0,
+        zoneout: float = 0.0,
+        weight_drop: float = 0.0,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
         proj_size: int = 0,
@@ -143,6 +165,11 @@ class GRU(Recurrent):
             init=init,
             gate_activation=gate_activation,
             candidate_activation=candidate_activation,
+            layer_norm=layer_norm,
+            recurrent_dropout=recurrent_dropout,
+            candidate_dropout=candidate_dropout,
+            zoneout=zoneout,
+            weight_drop=weight_drop,
         )
 
     def _default_variant(self) -> str:
@@ -153,7 +180,8 @@ class RNN(Recurrent):
     r"""Drop-in ``torch.nn.RNN``, the Elman network: :math:`h_t = \phi(W x_t + b_{ih} + R h_{t-1} + b_{hh})`.
 
     ``nonlinearity`` is ``"tanh"`` or ``"relu"`` and comes fourth, as in torch. Keyword-only extras:
-    ``backend``, ``init``. Returns ``(output, h_n)``.
+    ``weight_drop`` (DropConnect on ``weight_hh``, see :class:`Recurrent`), ``backend``, ``init``.
+    Returns ``(output, h_n)``.
     """
 
     def __init__(
@@ -169,6 +197,7 @@ class RNN(Recurrent):
         device=None,
         dtype=None,
         *,
+        weight_drop: float = 0.0,
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
         proj_size: int = 0,
@@ -188,6 +217,7 @@ class RNN(Recurrent):
             variant="elman",
             backend=backend,
             init=init,
+            weight_drop=weight_drop,
             nonlinearity=nonlinearity,
         )
         self.nonlinearity = nonlinearity

@@ -4,8 +4,11 @@ A layer runs a cell (:mod:`carousel.cells`) over time, stacks ``num_layers`` of 
 both directions, with dropout between layers. It takes the same constructor arguments, the same
 forward signature and returns the same values as its torch counterpart, with the same parameter
 names, shapes and default initialisation, so a ``torch.nn`` state_dict loads unchanged. On top of
-that it takes keyword-only ``variant=`` (any cell of the family), cell options, named initialisers
-(``init=``) and ``backend=``, and its ``forward`` takes ``lengths=`` for padded batches.
+that it takes keyword-only ``variant=`` (any cell of the family), cell options (``layer_norm``
+among them), the regularisers of the recurrent connections (``recurrent_dropout``,
+``candidate_dropout``, ``zoneout``, ``weight_drop``; :mod:`carousel.cells.regularizers`), named
+initialisers (``init=``) and ``backend=``, and its ``forward`` takes ``lengths=`` for padded
+batches and ``reset=`` to start sequences again from the initial state mid-batch.
 
 Shapes (as in torch):
 
@@ -33,6 +36,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 from carousel import kernels
 from carousel.cells import CellSpec, CellWeights, make_spec
 from carousel.cells.init import Initializer, ParameterGroup
+from carousel.cells.regularizers import Regularizers, direction_resets
 from carousel.errors import InputError
 from carousel.nn import checks
 from carousel.nn.parameters import (
@@ -70,7 +74,16 @@ class Recurrent(nn.Module):
             :data:`carousel.kernels.BACKENDS`.
         init: a named initialiser (:mod:`carousel.cells.init`) or a sequence of them, applied in
             order after torch's default initialisation.
-        **cell_options: options of the variant (``peepholes``, ``gate_activation``, ...).
+        recurrent_dropout: LSTM/GRU; variational dropout of :math:`h_{t-1}` (Gal 2016).
+        candidate_dropout: LSTM/GRU; dropout of the candidate (Semeniuta et al. 2016).
+        zoneout: LSTM/GRU; probability ``p`` that a unit keeps its previous value, or ``(p_c,
+            p_h)`` for an LSTM's :math:`c` and :math:`h` (Krueger et al. 2017).
+        weight_drop: DropConnect on ``weight_hh``, one mask per call (Merity et al. 2018).
+        **cell_options: options of the variant (``peepholes``, ``gate_activation``,
+            ``layer_norm``, ...).
+
+    The regularisers act in training only (zoneout in evaluation as its expectation), with masks
+    from torch's generator (``torch.manual_seed`` repeats them): :mod:`carousel.cells.regularizers`.
     """
 
     def __init__(
@@ -89,6 +102,10 @@ class Recurrent(nn.Module):
         variant: str | CellSpec = "vanilla",
         backend: str = "auto",
         init: Initializer | Sequence[Initializer] | None = None,
+        recurrent_dropout: float = 0.0,
+        candidate_dropout: float = 0.0,
+        zoneout: float | tuple[float, float] = 0.0,
+        weight_drop: float = 0.0,
         **cell_options,
     ) -> None:
         super().__init__()
@@ -105,6 +122,9 @@ class Recurrent(nn.Module):
         kernels.check_backend_name(backend)
         spec = make_spec(variant, **cell_options)
         spec.check_sizes(hidden_size, proj_size)
+        self.regularizers = Regularizers.create(
+            spec, recurrent_dropout, candidate_dropout, zoneout, weight_drop
+        )
         if dropout > 0 and num_layers == 1:
             warnings.warn(
                 "dropout acts between stacked layers, so it needs num_layers > 1; got "
@@ -199,7 +219,7 @@ class Recurrent(nn.Module):
 
     # ---- forward ----------------------------------------------------------------------------
 
-    def forward(self, input, hx=None, lengths=None):
+    def forward(self, input, hx=None, lengths=None, reset=None):
         """Run the stack over ``input``.
 
         Args:
@@ -209,6 +229,11 @@ class Recurrent(nn.Module):
             lengths: for padded batched input, the valid length of each sequence, ``(N,)``
                 integers in ``[1, L]``; steps past a length are skipped (the state is held, the
                 output is zero), and the reverse direction starts at each sequence's last step.
+            reset: ``None``, or a bool tensor ``(L, N)`` (``(N, L)`` with ``batch_first``, ``(L,)``
+                unbatched, the padded shape for a ``PackedSequence``): where ``reset[t, n]`` is
+                set, sequence ``n`` starts again at step ``t`` from the initial state, in every
+                layer and direction (each segment runs as a sequence of its own); no gradient
+                crosses that point (``hx``'s comes from the segment a direction runs first).
 
         Returns:
             ``(output, h_n)`` with the same structure as ``hx``.
@@ -250,6 +275,10 @@ class Recurrent(nn.Module):
         if lengths is not None and values and bool((lengths == steps).all()):
             lengths = None
 
+        masks = self.regularizers.features(self.training)
+        if reset is not None:
+            reset = checks.check_reset(reset, steps, batch, batched, self.batch_first, x.device)
+            masks |= {"reset"}
         state = self._initial_state(hx, batch, batched, x, values)
         dtype = autocast_dtype(self.spec.family, x) or x.dtype
         work = kernels.Workload(
@@ -271,6 +300,7 @@ class Recurrent(nn.Module):
                 or any(p.requires_grad for p in self.parameters())
             ),
             context=context,
+            masks=masks,
         )
         backend = kernels.select(self.backend, work)
         if torch.jit.is_tracing() and not backend.length_generic:
@@ -281,7 +311,11 @@ class Recurrent(nn.Module):
                 "torch.compile, which capture it correctly"
             )
         if backend.run_stack is not None:
-            flat = [p for group in self.parameter_groups() for p in group.params.values()]
+            flat = [
+                self._drop_weights(p) if short == "weight_hh" else p
+                for group in self.parameter_groups()
+                for short, p in group.params.items()
+            ]
             output, final = backend.run_stack(
                 self.spec,
                 x,
@@ -296,7 +330,7 @@ class Recurrent(nn.Module):
             )
         else:
             with autocast_off(x.device.type):
-                output, final = self._run_directions(backend, x, state, lengths, dtype)
+                output, final = self._run_directions(backend, x, state, lengths, dtype, reset)
 
         if packed:
             output = _pack_like(output, packed_lengths, input)
@@ -307,16 +341,18 @@ class Recurrent(nn.Module):
             output = output.transpose(0, 1)
         return output, (final[0] if len(final) == 1 else final)
 
-    def _run_directions(self, backend, x, state, lengths, dtype):
+    def _run_directions(self, backend, x, state, lengths, dtype, reset=None):
         """Stack layers and directions around a backend's ``run_direction``, in ``dtype``.
 
         float16 and bfloat16 are computed in float32 (inputs, states and weights cast up, the
-        results cast back), so every backend accumulates in float32.
+        results cast back), so every backend accumulates in float32. Each (layer, direction)
+        draws its own masks, in that order: the weight drop's, the per-sequence ones, zoneout's.
         """
         compute = compute_dtype(dtype)
         layer_input = x.to(dtype).to(compute)
         state = tuple(s.to(dtype).to(compute) for s in state)
         finals: list[list[Tensor]] = [[] for _ in state]
+        regularized = reset is not None or self.regularizers.active(self.training)
         directions = range(self.num_directions)
         for layer in range(self.num_layers):
             indices = [layer * self.num_directions + direction for direction in directions]
@@ -325,12 +361,23 @@ class Recurrent(nn.Module):
                 cast_weights(self.cell_weights(layer, direction), dtype, compute)
                 for direction in directions
             ]
-            if len(indices) > 1 and backend.run_directions is not None:
+            masks = [None for _ in directions]
+            if regularized:  # each direction's weight drop and masks, in direction order
+                for d in directions:
+                    weights[d], masks[d] = self._draw(weights[d], layer_input, lengths, d, reset)
+            parallel = backend.run_directions is not None and all(m is None for m in masks)
+            if len(indices) > 1 and parallel:
                 results = backend.run_directions(self.spec, layer_input, states, weights, lengths)
             else:
                 results = [
                     backend.run_direction(
-                        self.spec, layer_input, states[d], weights[d], lengths, d == 1
+                        self.spec,
+                        layer_input,
+                        states[d],
+                        weights[d],
+                        lengths,
+                        d == 1,
+                        **({} if masks[d] is None else {"masks": masks[d]}),
                     )
                     for d in directions
                 ]
@@ -343,6 +390,21 @@ class Recurrent(nn.Module):
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         final = tuple(torch.stack(collected).to(dtype) for collected in finals)
         return layer_input.to(dtype), final
+
+    def _drop_weights(self, weight_hh: Tensor) -> Tensor:
+        """``weight_hh`` under the weight drop's DropConnect mask (training), else itself."""
+        mask = self.regularizers.weight_mask(weight_hh, self.training)
+        return weight_hh if mask is None else weight_hh * mask
+
+    def _draw(self, weights, x: Tensor, lengths, direction: int, reset):
+        """The weights under the weight drop, and one direction's masks over ``x`` (or None)."""
+        weights = weights._replace(weight_hh=self._drop_weights(weights.weight_hh))
+        masks = self.regularizers.draw(
+            self.spec, x, self.hidden_size, self.proj_size, self.training
+        )
+        if reset is not None:
+            masks = masks._replace(reset=direction_resets(reset, lengths, direction == 1))
+        return weights, (masks if masks.features() else None)
 
     def _initial_state(
         self, hx, batch: int, batched: bool, x: Tensor, values: bool
@@ -379,6 +441,8 @@ class Recurrent(nn.Module):
                 text += f", {name}={value}"
         if self.spec != make_spec(self._default_variant()):
             text += f", cell={self.spec.describe()}"
+        if self.regularizers.describe():
+            text += ", " + self.regularizers.describe()
         if self.backend != "auto":
             text += f", backend={self.backend!r}"
         if self.init:

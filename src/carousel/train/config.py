@@ -29,15 +29,16 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from carousel.cells.options import CELL_OPTIONS
+from carousel.cells.options import CELL_OPTIONS, REGULARIZER_OPTIONS
 from carousel.options import option, options_from_dict
 
 
 def _with_cell_options(cls: type) -> type:
     """Give ``cls`` (before it becomes a dataclass) a field per keyword option of the cell
-    variants, :data:`~carousel.cells.options.CELL_OPTIONS`; ``None``: the variant's default."""
-    for name, cell_option in CELL_OPTIONS.items():
-        cls.__annotations__[name] = f"{cell_option.type.__name__} | None"
+    variants, :data:`~carousel.cells.options.CELL_OPTIONS`, and per regulariser of the layers,
+    :data:`~carousel.cells.options.REGULARIZER_OPTIONS`; ``None``: the default (none)."""
+    for name, cell_option in {**CELL_OPTIONS, **REGULARIZER_OPTIONS}.items():
+        cls.__annotations__[name] = cell_option.annotation
         setattr(cls, name, option(None, cell_option.help))
     return cls
 
@@ -49,7 +50,9 @@ class ModelConfig:
 
     After the fields below come the cell options, one field per entry of
     :data:`~carousel.cells.options.CELL_OPTIONS` (``block_size``, ``peepholes``,
-    ``gate_activation``, ...), each ``None`` (the variant's default) unless set.
+    ``gate_activation``, ``layer_norm``, ...), each ``None`` (the variant's default) unless set,
+    then the regularisers of :data:`~carousel.cells.options.REGULARIZER_OPTIONS`
+    (``recurrent_dropout``, ``candidate_dropout``, ``zoneout``, ``weight_drop``).
     """
 
     variant: str = option(

@@ -31,15 +31,17 @@ class FamilyKernels:
     ``carousel.kernels.numba_cpu.{name}``, imported (and Numba with it) on first use.
 
     The forward kernel is ``forward(config, *inputs, lengths, reverse, keep)`` where ``inputs`` is
-    ``(x, *states, *weights)``: ``states`` are ``state_slots`` tensors (an LSTM always passes
-    ``h, c, gates``, the last one ``(B, 0)`` without gate feedback) and ``weights`` are the
-    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields``, in that order. It returns
-    ``num_outputs`` arrays (``output`` and the final states) followed by its saved arrays; the ones
-    at ``saved`` are handed to the backward kernel.
+    ``(x, *states, *weights, *masks)``: ``states`` are ``state_slots`` tensors (an LSTM always
+    passes ``h, c, gates``, the last one ``(B, 0)`` without gate feedback), ``weights`` are the
+    :class:`~carousel.cells.CellWeights` fields named in ``weight_fields`` and ``masks`` the
+    :class:`~carousel.cells.regularizers.Masks` fields named in ``mask_fields`` (in the dtype of
+    ``x``; ``reset`` as 0/1), in that order. An absent one is a zero-size placeholder of its
+    ``*_ndims``. It returns ``num_outputs`` arrays (``output`` and the final states) followed by
+    its saved arrays; the ones at ``saved`` are handed to the backward kernel.
 
     The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
     reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
-    input. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
+    input but the masks. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
     """
 
     name: str
@@ -50,6 +52,15 @@ class FamilyKernels:
     saved: tuple[int, ...]
     backward_inputs: tuple[int, ...]
     workspace_factor: int
+    mask_fields: tuple[str, ...] = ()
+    mask_ndims: tuple[int, ...] = ()
+
+    @property
+    def mask_batch_axes(self) -> tuple[int, ...]:
+        """The batch axis of each mask in ``mask_fields``: 0 for the per-sequence ``(B, W)`` ones
+        (``recurrent``, ``candidate``), 1 for the time-indexed ``(T, B, ...)`` ones (zoneout's,
+        ``reset``); batch shards slice each mask there."""
+        return tuple(0 if name in ("recurrent", "candidate") else 1 for name in self.mask_fields)
 
     def _function(self, kind: str):
         module = importlib.import_module(f"carousel.kernels.numba_cpu.{self.name}")
@@ -75,22 +86,42 @@ FAMILIES = {
     "lstm": FamilyKernels(
         "lstm",
         state_slots=3,
-        weight_fields=("weight_ih", "bias", "weight_hh", "weight_peephole", "weight_hr"),
-        weight_ndims=(2, 1, 2, 2, 2),
+        weight_fields=(
+            "weight_ih",
+            "bias",
+            "weight_hh",
+            "weight_peephole",
+            "weight_hr",
+            "layer_norm_ih",
+            "layer_norm_hh",
+            "layer_norm_cell",
+        ),
+        weight_ndims=(2, 1, 2, 2, 2, 2, 2, 2),
         num_outputs=4,
-        saved=(4, 5, 6, 7),
-        backward_inputs=(0, 4, 6, 7, 8),
+        saved=(4, 5, 6, 7, 8, 9),
+        backward_inputs=(0, 4, *range(6, 17)),
         workspace_factor=1,
+        mask_fields=("recurrent", "candidate", "zoneout_cell", "zoneout_hidden", "reset"),
+        mask_ndims=(2, 2, 3, 3, 2),
     ),
     "gru": FamilyKernels(
         "gru",
         state_slots=1,
-        weight_fields=("weight_ih", "bias", "weight_hh", "bias_hh"),
-        weight_ndims=(2, 1, 2, 1),
+        weight_fields=(
+            "weight_ih",
+            "bias",
+            "weight_hh",
+            "bias_hh",
+            "layer_norm_ih",
+            "layer_norm_hh",
+        ),
+        weight_ndims=(2, 1, 2, 1, 2, 2),
         num_outputs=2,
-        saved=(2, 3, 4),
-        backward_inputs=(0, 2, 4),
+        saved=(2, 3, 4, 5, 6),
+        backward_inputs=(0, 2, 4, 6, 7, 8, 9, 10, 11),
         workspace_factor=2,
+        mask_fields=("recurrent", "candidate", "zoneout_hidden", "reset"),
+        mask_ndims=(2, 2, 3, 2),
     ),
     "elman": FamilyKernels(
         "elman",
@@ -109,8 +140,10 @@ FAMILIES = {
         weight_ndims=(2, 1, 2),
         num_outputs=5,
         saved=(5, 6, 7, 8),
-        backward_inputs=(0, 5, 7),
+        backward_inputs=(0, 5, 7, 8),
         workspace_factor=1,
+        mask_fields=("reset",),
+        mask_ndims=(2,),
     ),
 }
 """The families the kernels run, with how to call them; a new family is one module with its three
@@ -141,6 +174,9 @@ def unsupported(work) -> str | None:
         return (
             f"the numba kernels read tensor memory directly, which they cannot while {work.context}"
         )
+    missing = work.masks - set(FAMILIES[work.spec.family].mask_fields)
+    if missing:
+        return f"the numba {work.spec.family} kernel has no {', '.join(sorted(missing))} masks"
     return None
 
 
@@ -175,11 +211,11 @@ def cost(work) -> float:
     return 0.5 * scale
 
 
-def run_direction(spec, x, state, weights, lengths=None, reverse=False):
+def run_direction(spec, x, state, weights, lengths=None, reverse=False, masks=None):
     """Run one direction of one layer; see :func:`carousel.kernels.numba_cpu.autograd.run_direction`."""
     from carousel.kernels.numba_cpu.autograd import run_direction as run
 
-    return run(spec, x, state, weights, lengths, reverse)
+    return run(spec, x, state, weights, lengths, reverse, masks)
 
 
 def run_directions(spec, x, states, weights, lengths=None):
@@ -197,6 +233,7 @@ register(
         unsupported=unsupported,
         cost=cost,
         run_direction=run_direction,
+        features=frozenset({"layer_norm", *(f for k in FAMILIES.values() for f in k.mask_fields)}),
         run_directions=run_directions,
     )
 )

@@ -36,17 +36,19 @@ import torch
 from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
+from carousel.cells.regularizers import Masks
 from carousel.kernels import reference, threads
 from carousel.kernels.numba_cpu import FAMILIES, FamilyKernels, shards
 
 threads.apply_policy()
 
 
-# Zero-size placeholders for absent optional weights (bias (0,), peephole and projection (0, 0)).
+# Zero-size placeholders for absent optional weights and masks (bias (0,), peephole and
+# projection (0, 0), zoneout (0, 0, 0)).
 _EMPTY = {
     (dtype, ndim): np.zeros((0,) * ndim, dtype=dtype)
     for dtype in (np.float32, np.float64)
-    for ndim in (1, 2)
+    for ndim in (1, 2, 3)
 }
 
 
@@ -56,9 +58,9 @@ def _array(tensor: Tensor) -> np.ndarray:
 
 
 def _arrays(kernels: FamilyKernels, inputs: tuple[Tensor | None, ...]) -> list[np.ndarray]:
-    """The inputs as arrays; an absent optional weight becomes a zero-size placeholder."""
+    """The inputs as arrays; an absent optional weight or mask becomes a zero-size placeholder."""
     dtype = inputs[0].numpy().dtype.type
-    ndims = (3,) + (2,) * kernels.state_slots + kernels.weight_ndims
+    ndims = (3,) + (2,) * kernels.state_slots + kernels.weight_ndims + kernels.mask_ndims
     return [
         _EMPTY[(dtype, ndim)] if tensor is None else _array(tensor)
         for tensor, ndim in zip(inputs, ndims, strict=True)
@@ -86,13 +88,20 @@ class KernelCall:
 
     def reference_run(self, inputs: tuple[Tensor | None, ...]) -> tuple[Tensor, ...]:
         """The same direction through the reference backend: ``(output, *final_state)``."""
-        slots = self.kernels.state_slots
+        slots, count = self.kernels.state_slots, len(self.kernels.weight_fields)
         state = tuple(inputs[1 : 1 + len(self.spec.state_names)])
         weights = CellWeights(
-            **dict(zip(self.kernels.weight_fields, inputs[1 + slots :], strict=True))
+            **dict(
+                zip(self.kernels.weight_fields, inputs[1 + slots : 1 + slots + count], strict=True)
+            )
         )
+        masks = Masks(
+            **dict(zip(self.kernels.mask_fields, inputs[1 + slots + count :], strict=True))
+        )
+        if masks.reset is not None:
+            masks = masks._replace(reset=masks.reset != 0)
         output, final = reference.run_direction(
-            self.spec, inputs[0], state, weights, self.lengths_tensor, self.reverse
+            self.spec, inputs[0], state, weights, self.lengths_tensor, self.reverse, masks
         )
         return (output, *final)
 
@@ -139,12 +148,13 @@ class FusedDirection(torch.autograd.Function):
             for more in grads[1:]:
                 total += more[0]
             d_x = torch.from_numpy(total)
-        rest = [g for call_grads in grads for g in call_grads[1:]]
+        masks = (None,) * len(calls[0].kernels.mask_fields)  # masks have no gradient
+        rest = [g for call_grads in grads for g in (*call_grads[1:], *masks)]
         return (
             None,
             d_x,
             *(
-                torch.from_numpy(g) if need else None
+                torch.from_numpy(g) if need and g is not None else None
                 for g, need in zip(rest, needed[1:], strict=True)
             ),
         )
@@ -215,13 +225,26 @@ def _lengths(lengths: Tensor | None, steps: int, batch: int) -> np.ndarray:
     return np.ascontiguousarray(lengths.numpy(), dtype=np.int64)
 
 
-def _call(spec, x, state, weights, lengths, reverse, num_threads) -> tuple[KernelCall, tuple]:
-    """The call of one direction with ``num_threads`` threads, and its inputs as tensors."""
+def _call(
+    spec, x, state, weights, lengths, reverse, num_threads, masks=None
+) -> tuple[KernelCall, tuple]:
+    """The call of one direction with ``num_threads`` threads, and its inputs as tensors (the
+    masks of :class:`~carousel.cells.regularizers.Masks` last, in ``x``'s dtype, contiguous)."""
     kernels = FAMILIES[spec.family]
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
     states = tuple(state) + (_no_state(x, batch),) * (kernels.state_slots - len(state))
-    inputs = (x, *states, *(getattr(weights, name) for name in kernels.weight_fields))
+    mask_inputs = tuple(
+        None if masks is None or getattr(masks, name) is None
+        else getattr(masks, name).to(x.dtype).contiguous()
+        for name in kernels.mask_fields
+    )  # fmt: skip
+    inputs = (
+        x,
+        *states,
+        *(getattr(weights, name) for name in kernels.weight_fields),
+        *mask_inputs,
+    )
     rows, recurrent = weights.weight_ih.shape[0], weights.weight_hh.shape[1]
     work = steps * batch * rows * (x.shape[2] + recurrent)
     call = KernelCall(
@@ -254,16 +277,24 @@ def _run(calls: tuple[KernelCall, ...], inputs: list[tuple], states: list[tuple]
 
 
 def run_direction(
-    spec: CellSpec, x: Tensor, state, weights: CellWeights, lengths=None, reverse=False
-):
+    spec: CellSpec,
+    x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: CellWeights,
+    lengths: Tensor | None = None,
+    reverse: bool = False,
+    masks: Masks | None = None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One direction of one layer with the compiled kernels.
 
     Same contract as :func:`carousel.kernels.reference.run_direction`: ``x`` ``(T, B, I)``,
     ``state`` one ``(B, size)`` tensor per ``spec.state_names``, ``weights`` with masks applied and
-    biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
-    ``(output (T, B, H_out), final_state)``.
+    biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``, ``masks`` the regularisers'
+    masks and the resets or ``None``. Returns ``(output (T, B, H_out), final_state)``.
     """
-    call, inputs = _call(spec, x, state, weights, lengths, reverse, threads.get_num_threads())
+    call, inputs = _call(
+        spec, x, state, weights, lengths, reverse, threads.get_num_threads(), masks
+    )
     return _run((call,), [inputs], [state])[0]
 
 

@@ -15,9 +15,14 @@ r"""The GRU (Cho et al. 2014, ``torch.nn.GRU``'s form) as a compiled forward pas
     \partial net_r = \partial net_n\, a\, \sigma'(r) \\
     \partial h_{t-1} &= \delta u + [\partial net_r, \partial net_u, r\, \partial net_n] R
 
+With ``layer_norm`` the two projections are normalised before their biases
+(:mod:`.layer_norm`); the recurrent mask multiplies :math:`h_{t-1}` where :math:`R` reads it, the
+candidate mask multiplies :math:`n` where it enters :math:`h_t`, zoneout mixes :math:`h_{t-1}`
+into :math:`h_t` and resets put ``h0`` back before a step (:mod:`.masks`).
+
 Shapes: ``T`` steps, ``B`` batch, ``I`` input, ``H`` hidden; packed rows ``(r, z, n)``, ``3H``.
 ``config`` is ``(gate activation code, candidate activation code)`` as int64; optional biases are
-passed as ``(0,)`` arrays.
+passed as ``(0,)`` arrays, absent normalisations and masks as ``(0, 0)`` (zoneout ``(0, 0, 0)``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ from carousel.kernels.numba_cpu.common import (
     time_index,
     time_major,
 )
+from carousel.kernels.numba_cpu.layer_norm import (
+    normalize,
+    normalize_backward,
+    normalize_steps,
+    normalize_steps_backward,
+)
+from carousel.kernels.numba_cpu.masks import restart, stop_at_resets
 
 
 def gru_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
@@ -58,46 +70,92 @@ def _activation_table(config, hidden, dtype):
 
 
 @kernel
-def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, reverse, keep):
-    """Run one direction of one GRU layer over a padded batch.
+def gru_forward(
+    config,
+    x,
+    h0,
+    weight_ih,
+    bias_ih,
+    weight_hh,
+    bias_hh,
+    norm_ih,
+    norm_hh,
+    recurrent_keep,
+    candidate_keep,
+    zoneout_hidden,
+    reset,
+    lengths,
+    reverse,
+    keep,
+):
+    r"""Run one direction of one GRU layer over a padded batch.
 
     Args:
         config: ``(2,)`` int64 from :func:`gru_config`.
         x: ``(T, B, I)``; h0: ``(B, H)``.
         weight_ih: ``(3H, I)``; bias_ih: ``(3H,)`` or ``(0,)``.
         weight_hh: ``(3H, H)``; bias_hh: ``(3H,)`` or ``(0,)``.
+        norm_ih, norm_hh: ``(2, 3H)`` gains and shifts of the normalisations, or ``(0, 0)``.
+        recurrent_keep, candidate_keep: ``(B, H)`` masks of :math:`h_{t-1}` (where :math:`R`
+            reads it) and of :math:`n`; zoneout_hidden: ``(T, B, H)`` weights of
+            :math:`h_{t-1}` in :math:`h_t`; reset: ``(T, B)``, nonzero where ``h0`` comes back
+            before that step (by time position; ``(0, 0)``/``(0, 0, 0)`` when unused).
         lengths: ``(B,)`` int64 in ``[1, T]``; reverse: run each sequence backwards.
         keep: save what :func:`gru_backward` needs.
 
     Returns:
         ``output (T, B, H)``, ``h_n (B, H)``, and the saved ``gates (T, B, 3H)`` (``r, u, n``),
-        ``recurrent_n (T, B, H)`` (:math:`a_t`) and ``source (T, B, H)`` (:math:`h_{t-1}`).
+        ``recurrent_n (T, B, H)`` (:math:`a_t`), ``source (T, B, H)`` (:math:`h_{t-1}`, unmasked),
+        ``norm_at (T, B, 2, 3H)`` and ``inverse_at (T, B, 2)`` (the normalisations' values and
+        :math:`1 / \sqrt{\sigma^2 + \epsilon}`; ``T = 0`` without ``layer_norm``).
     """
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
+    width = 3 * hidden
     has_bias_hh = bias_hh.shape[0] > 0
+    normalized = norm_ih.shape[0] > 0
+    drop_recurrent, drop_candidate = recurrent_keep.shape[0] > 0, candidate_keep.shape[0] > 0
+    zone, resets = zoneout_hidden.shape[0] > 0, reset.shape[0] > 0
     table = _activation_table(config, hidden, x.dtype)
     dtype = x.dtype
+    saved = steps if keep else 0
 
-    gates_x = input_projection(x, weight_ih, bias_ih)  # (T, B, 3H)
+    norm_at = np.empty((saved if normalized else 0, batch, 2, width), dtype)
+    inverse_at = np.empty((saved if normalized else 0, batch, 2), dtype)
+    gates_x = input_projection(x, weight_ih, bias_ih[:0] if normalized else bias_ih)  # (T, B, 3H)
+    if normalized:
+        normalize_steps(gates_x, norm_ih, bias_ih, lengths, norm_at, inverse_at, 0)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, 3H)
     output = time_major(steps, batch, hidden, dtype, lengths)
     h = h0.copy()
-    recurrent = np.empty((batch, 3 * hidden), dtype)
-    act = np.empty(3 * hidden, dtype)  # r, u, n of one row
-    saved = steps if keep else 0
-    gates_at = time_major(saved, batch, 3 * hidden, dtype, lengths)
+    read = np.empty((batch, hidden), dtype) if drop_recurrent else h  # what R reads
+    recurrent = np.empty((batch, width), dtype)
+    act = np.empty(width, dtype)  # r, u, n of one row
+    rows = np.ones((2, width), dtype)  # a mask of ones, LN scratch
+    ones, hat = rows[0, :hidden], rows[1]
+    gates_at = time_major(saved, batch, width, dtype, lengths)
     recurrent_n_at = time_major(saved, batch, hidden, dtype, lengths)
     source_at = time_major(saved, batch, hidden, dtype, lengths)
 
     for t in range(steps):
-        matmul(h, weight_hh_t, recurrent)  # (B, 3H)
+        if resets:
+            restart(t, reset, lengths, reverse, h0, h, 0)
+        if drop_recurrent:
+            for b in range(batch):
+                for j in range(hidden):
+                    read[b, j] = h[b, j] * recurrent_keep[b, j]
+        matmul(read, weight_hh_t, recurrent)  # (B, 3H)
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
+            if normalized:
+                row_hat = norm_at[tau, b, 1] if keep else hat
+                inverse = normalize(recurrent[b], norm_hh, row_hat, recurrent[b])
+                if keep:
+                    inverse_at[tau, b, 1] = inverse
             if has_bias_hh:
-                for g in range(3 * hidden):
+                for g in range(width):
                     recurrent[b, g] += bias_hh[g]
             if keep:
                 for j in range(hidden):
@@ -110,15 +168,21 @@ def gru_forward(config, x, h0, weight_ih, bias_ih, weight_hh, bias_hh, lengths, 
                 act[2 * hidden + j] = (
                     gates_x[tau, b, 2 * hidden + j] + act[j] * recurrent[b, 2 * hidden + j]
                 )
-            activate(act, table, 2 * hidden, 3 * hidden)  # n
+            activate(act, table, 2 * hidden, width)  # n
+            candidate_mask = candidate_keep[b] if drop_candidate else ones
             for j in range(hidden):
                 update = act[hidden + j]
-                h[b, j] = (1.0 - update) * act[2 * hidden + j] + update * h[b, j]
+                fresh = (1.0 - update) * act[2 * hidden + j] * candidate_mask[j] + update * h[b, j]
+                if zone:
+                    kept = zoneout_hidden[tau, b, j]
+                    h[b, j] = kept * h[b, j] + (1.0 - kept) * fresh
+                else:
+                    h[b, j] = fresh
                 output[tau, b, j] = h[b, j]
             if keep:
-                for g in range(3 * hidden):
+                for g in range(width):
                     gates_at[tau, b, g] = act[g]
-    return output, h, gates_at, recurrent_n_at, source_at
+    return output, h, gates_at, recurrent_n_at, source_at, norm_at, inverse_at
 
 
 @kernel
@@ -127,28 +191,43 @@ def gru_backward(
     x,
     weight_ih,
     weight_hh,
+    norm_ih,
+    norm_hh,
+    recurrent_keep,
+    candidate_keep,
+    zoneout_hidden,
+    reset,
     lengths,
     reverse,
     gates_at,
     recurrent_n_at,
     source_at,
+    norm_at,
+    inverse_at,
     d_output,
     d_h_n,
     need_input_grad,
     workspace,
 ):
-    """Backpropagation through time for :func:`gru_forward`.
+    r"""Backpropagation through time for :func:`gru_forward`.
 
     ``workspace`` (1-D, the dtype) holds the two ``(T, B, 3H)`` gradient buffers when it has room
     for them (``2 T B 3H``); pass length 0 to allocate. The other arguments are those of
-    :func:`gru_forward`, its saved arrays, and the upstream gradients.
+    :func:`gru_forward`, its saved arrays, and the upstream gradients. With zoneout weight
+    :math:`d` the error :math:`\delta` reaching :math:`h_t` goes :math:`d \delta` straight to
+    :math:`h_{t-1}` and :math:`(1 - d) \delta` through the step; with the candidate mask
+    :math:`m`, :math:`n` reads :math:`m n` in the equations of the module docstring.
 
     Returns:
         ``d_x (T, B, I)`` (or ``(0, 0, 0)``), ``d_h0 (B, H)``, ``d_weight_ih (3H, I)``,
-        ``d_bias_ih (3H,)``, ``d_weight_hh (3H, H)``, ``d_bias_hh (3H,)``.
+        ``d_bias_ih (3H,)``, ``d_weight_hh (3H, H)``, ``d_bias_hh (3H,)``, and the gradients of
+        ``norm_ih`` and ``norm_hh`` (their shapes).
     """
     steps, batch, _ = x.shape
     hidden = d_h_n.shape[1]
+    normalized = norm_ih.shape[0] > 0
+    drop_recurrent, drop_candidate = recurrent_keep.shape[0] > 0, candidate_keep.shape[0] > 0
+    zone, resets = zoneout_hidden.shape[0] > 0, reset.shape[0] > 0
     table = _activation_table(config, hidden, x.dtype)
     dtype = x.dtype
 
@@ -156,40 +235,85 @@ def gru_backward(
     width = 3 * hidden
     d_net_at = scratch(workspace, 0, steps, batch, width, dtype, lengths)  # input projection
     d_recurrent_at = scratch(workspace, steps * batch * width, steps, batch, width, dtype, lengths)
-    d_recurrent = np.zeros((batch, 3 * hidden), dtype)
+    d_recurrent = np.zeros((batch, width), dtype)
     d_source = np.empty((batch, hidden), dtype)
-    act = np.empty(3 * hidden, dtype)
-    slope = np.empty(3 * hidden, dtype)
+    act = np.empty(width, dtype)
+    slope = np.empty(width, dtype)
+    ones = np.ones(hidden, dtype)
+    d_norm_hh = np.zeros(norm_hh.shape)  # accumulated in float64
+    d_shift_hh = np.zeros(width)  # b_hh's gradient with layer norm (before the normalisation)
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            for g in range(3 * hidden):
+            for g in range(width):
                 act[g] = gates_at[tau, b, g]
-            derivatives(act, table, 0, 3 * hidden, slope)
+            derivatives(act, table, 0, width, slope)
+            candidate_mask = candidate_keep[b] if drop_candidate else ones
             for j in range(hidden):
                 delta = d_h[b, j] + d_output[tau, b, j]
-                reset, update, new = act[j], act[hidden + j], act[2 * hidden + j]
-                d_new = delta * (1.0 - update) * slope[2 * hidden + j]
-                d_update = delta * (source_at[tau, b, j] - new) * slope[hidden + j]
+                kept = zoneout_hidden[tau, b, j] if zone else dtype.type(0.0)
+                through = (1.0 - kept) * delta
+                reset_gate, update, new = act[j], act[hidden + j], act[2 * hidden + j]
+                d_new = through * (1.0 - update) * candidate_mask[j] * slope[2 * hidden + j]
+                written = new * candidate_mask[j]
+                d_update = through * (source_at[tau, b, j] - written) * slope[hidden + j]
                 d_reset = d_new * recurrent_n_at[tau, b, j] * slope[j]
                 d_net_at[tau, b, j] = d_reset
                 d_net_at[tau, b, hidden + j] = d_update
                 d_net_at[tau, b, 2 * hidden + j] = d_new
                 d_recurrent[b, j] = d_reset
                 d_recurrent[b, hidden + j] = d_update
-                d_recurrent[b, 2 * hidden + j] = d_new * reset
-                d_h[b, j] = delta * update
-            for g in range(3 * hidden):
+                d_recurrent[b, 2 * hidden + j] = d_new * reset_gate
+                d_h[b, j] = through * update + kept * delta
+            if normalized:  # R h was normalised before b_hh was added
+                for g in range(width):
+                    d_shift_hh[g] += d_recurrent[b, g]
+                normalize_backward(
+                    d_recurrent[b],
+                    norm_at[tau, b, 1],
+                    inverse_at[tau, b, 1],
+                    norm_hh,
+                    d_norm_hh,
+                    d_recurrent[b],
+                )
+            for g in range(width):
                 d_recurrent_at[tau, b, g] = d_recurrent[b, g]
         matmul(d_recurrent, weight_hh, d_source)  # (B, H)
         for b in range(batch):
             if t < lengths[b]:
                 for j in range(hidden):
-                    d_h[b, j] += d_source[b, j]
+                    if drop_recurrent:
+                        d_h[b, j] += d_source[b, j] * recurrent_keep[b, j]
+                    else:
+                        d_h[b, j] += d_source[b, j]
+        if resets:  # no error crosses a reset
+            stop_at_resets(t, reset, lengths, reverse, d_h)
 
+    d_norm_ih = np.zeros(norm_ih.shape)
+    if normalized:
+        d_norm_ih = normalize_steps_backward(d_net_at, norm_at, inverse_at, norm_ih, lengths, 0)
     d_x, d_weight_ih, d_bias_ih = input_gradients(x, weight_ih, d_net_at, need_input_grad)
-    _, d_weight_hh, d_bias_hh = input_gradients(source_at, weight_hh, d_recurrent_at, False)
-    return d_x, d_h, d_weight_ih, d_bias_ih, d_weight_hh, d_bias_hh
+    sources = source_at
+    if drop_recurrent:  # R read the masked h
+        sources = np.empty(source_at.shape, dtype)
+        for t in range(steps):
+            for b in range(batch):
+                for j in range(hidden):
+                    sources[t, b, j] = source_at[t, b, j] * recurrent_keep[b, j]
+    _, d_weight_hh, d_bias_hh = input_gradients(sources, weight_hh, d_recurrent_at, False)
+    if normalized:
+        d_bias_ih = d_norm_ih[1].astype(dtype)
+        d_bias_hh = d_shift_hh.astype(dtype)
+    return (
+        d_x,
+        d_h,
+        d_weight_ih,
+        d_bias_ih,
+        d_weight_hh,
+        d_bias_hh,
+        d_norm_ih.astype(dtype),
+        d_norm_hh.astype(dtype),
+    )

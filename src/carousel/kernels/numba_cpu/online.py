@@ -61,7 +61,7 @@ def train_online(
     units = out_weight.shape[0]
     feedback = sources - hidden
     zeros_h, zeros_f = np.zeros((1, hidden)), np.zeros((1, feedback))
-    empty = np.zeros((0, 0))
+    empty, empty3 = np.zeros((0, 0)), np.zeros((0, 0, 0))  # no projection, options, masks
     reverse, keep = lengths[0] < 0, lengths[0] > 0  # runtime flags: literals would compile anew
     workspace = np.empty(xs.shape[1] * rows)
     result = np.empty(units)
@@ -72,9 +72,9 @@ def train_online(
         steps = lengths[n]
         x = np.ascontiguousarray(xs[n, :steps]).reshape((steps, 1, inputs))
         one[0] = steps
-        cells, _, _, _, gates, cell_prev, source, y = lstm_forward(
+        cells, _, _, _, gates, cell_prev, source, y, norm, inverse = lstm_forward(
             config, x, zeros_h, zeros_h, zeros_f, weight_ih, bias, weight_hh, empty, empty,
-            one, reverse, keep,
+            empty, empty, empty, empty, empty, empty3, empty3, empty, one, reverse, keep,
         )  # fmt: skip
         d_cells = np.zeros((steps, 1, hidden))
         d_out_weight[:] = 0.0
@@ -95,8 +95,9 @@ def train_online(
                     for i in range(inputs):
                         d_out_weight[k, hidden + i] += delta * x[t, 0, i]
         grads = lstm_backward(
-            config, x, weight_ih, weight_hh, empty, empty, one, reverse, gates, cell_prev,
-            source, y, d_cells, zeros_h, zeros_h, zeros_f, reverse, workspace,
+            config, x, weight_ih, weight_hh, empty, empty, empty, empty, empty, empty, empty,
+            empty3, empty3, empty, one, reverse, gates, cell_prev, source, y, norm, inverse,
+            d_cells, zeros_h, zeros_h, zeros_f, reverse, workspace,
         )  # fmt: skip
         weight_ih -= lr * grads[4]
         bias -= lr * (grads[5] * bias_mask)
@@ -114,13 +115,13 @@ def predict(
     hidden = out_weight.shape[1] - (xs.shape[2] if from_inputs else 0)
     batch = xs.shape[0]
     feedback = weight_hh.shape[1] - hidden
-    empty = np.zeros((0, 0))
+    empty, empty3 = np.zeros((0, 0)), np.zeros((0, 0, 0))
     reverse, keep = lengths[0] < 0, lengths[0] < 0
     x = np.ascontiguousarray(xs.transpose(1, 0, 2))  # (T, N, I)
     cells = lstm_forward(
         config, x, np.zeros((batch, hidden)), np.zeros((batch, hidden)),
-        np.zeros((batch, feedback)), weight_ih, bias, weight_hh, empty, empty, lengths,
-        reverse, keep,
+        np.zeros((batch, feedback)), weight_ih, bias, weight_hh, empty, empty, empty, empty,
+        empty, empty, empty, empty3, empty3, empty, lengths, reverse, keep,
     )[0]  # fmt: skip
     result = np.empty(out_weight.shape[0])
     for n in range(batch):

@@ -87,6 +87,21 @@ def _rows(array: np.ndarray, start: int, stop: int, axis: int) -> np.ndarray:
     return np.ascontiguousarray(part)
 
 
+def _batch_rows(job, k: int, start: int, stop: int) -> np.ndarray:
+    """Input ``k`` of ``job`` for the batch rows ``start:stop``: ``x`` on its axis 1, the states
+    on axis 0, each mask on its batch axis (:attr:`FamilyKernels.mask_batch_axes`; zero-size
+    placeholders stay empty), the weights whole."""
+    kernels, array = job.kernels, job.arrays[k]
+    first_mask = 1 + kernels.state_slots + len(kernels.weight_fields)
+    if k == 0:
+        return _rows(array, start, stop, 1)
+    if k <= kernels.state_slots:
+        return _rows(array, start, stop, 0)
+    if k >= first_mask:
+        return _rows(array, start, stop, kernels.mask_batch_axes[k - first_mask])
+    return array
+
+
 def _join(pieces: list[np.ndarray], axis: int) -> np.ndarray:
     return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=axis)
 
@@ -146,12 +161,11 @@ def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tu
     """
     tasks, parts = [], []
     for job in jobs:
-        slots, arrays = job.kernels.state_slots, job.arrays
+        arrays = job.arrays
         for start, stop in job.shards:
-            part = [_rows(arrays[0], start, stop, 1)]
-            part += [_rows(a, start, stop, 0) for a in arrays[1 : 1 + slots]]
+            part = [_batch_rows(job, k, start, stop) for k in range(len(arrays))]
             lengths = _rows(job.lengths, start, stop, 0)
-            args = (job.config, *part, *arrays[1 + slots :], lengths, job.reverse, keep)
+            args = (job.config, *part, lengths, job.reverse, keep)
             tasks.append(_call(job.kernels.forward, args))
             parts.append(part[0])
     done = iter(zip(_run(tasks), parts, strict=True))
@@ -195,7 +209,7 @@ def backward(
         rows = arrays[1 + slots].shape[0]
         for (start, stop), (x_part, *kernel_saved) in zip(job.shards, job_saved, strict=True):
             inputs = [
-                x_part if k == 0 else _rows(arrays[k], start, stop, 0) if k <= slots else arrays[k]
+                x_part if k == 0 else _batch_rows(job, k, start, stop)
                 for k in job.kernels.backward_inputs
             ]
             grads = [_rows(upstream[0], start, stop, 1)]

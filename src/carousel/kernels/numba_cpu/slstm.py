@@ -54,6 +54,7 @@ from carousel.kernels.numba_cpu.common import (
     time_index,
     time_major,
 )
+from carousel.kernels.numba_cpu.masks import restart, stop_at_resets
 
 # Fields of the configuration vector.
 GATE_ACTIVATION, CANDIDATE_ACTIVATION, OUTPUT_ACTIVATION, EXP_FORGET, NUM_HEADS = 0, 1, 2, 3, 4
@@ -85,7 +86,9 @@ def _tables(config, hidden, dtype):
 
 
 @kernel
-def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths, reverse, keep):
+def slstm_forward(
+    config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, reset, lengths, reverse, keep
+):
     r"""Run one direction of one sLSTM layer over a padded batch.
 
     Args:
@@ -93,6 +96,8 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
         x: ``(T, B, I)`` time-major input.
         h0, c0, n0, m0: ``(B, H)`` each, the initial state (``n0 = 0``: an empty memory).
         weight_ih: ``(G, I)``; bias: ``(G,)`` or ``(0,)``; weight_hh: ``(G, H)``, masked.
+        reset: ``(T, B)`` nonzero where the state restarts from ``h0, c0, n0, m0`` before that
+            time position, or ``(0, 0)`` (see :mod:`.masks`).
         lengths: ``(B,)`` int64 in ``[1, T]``.
         reverse: run each sequence from its last valid step to its first.
         keep: save what :func:`slstm_backward` needs (otherwise those arrays have ``T = 0``).
@@ -137,7 +142,13 @@ def slstm_forward(config, x, h0, c0, n0, m0, weight_ih, bias, weight_hh, lengths
     source_at = time_major(saved, batch, hidden, dtype, lengths)
     stabiliser_at = time_major(saved, batch, 2 * hidden, dtype, lengths)
 
+    resets = reset.shape[0] > 0
     for t in range(steps):
+        if resets:  # the initial state back where a segment starts
+            restart(t, reset, lengths, reverse, h0, h, 0)
+            restart(t, reset, lengths, reverse, c0, c, 0)
+            restart(t, reset, lengths, reverse, n0, n, 0)
+            restart(t, reset, lengths, reverse, m0, m, 0)
         head_matmul(h, weight_hh_t, blocks_t, heads, h_heads, net_heads, net)  # (B, G), h_{t-1}
         for b in range(batch):
             if t >= lengths[b]:
@@ -200,6 +211,7 @@ def slstm_backward(
     x,
     weight_ih,
     weight_hh,
+    reset,
     lengths,
     reverse,
     gates_at,
@@ -234,7 +246,8 @@ def slstm_backward(
         \delta h_{t-1} = \partial net\, W_{hh}
 
     Args:
-        config, x, weight_ih, weight_hh, lengths, reverse: as given to :func:`slstm_forward`.
+        config, x, weight_ih, weight_hh, reset, lengths, reverse: as given to
+            :func:`slstm_forward`; no error crosses a reset.
         gates_at, previous_at, source_at, stabiliser_at: what it saved (``keep=True``).
         d_output: ``(T, B, H)`` upstream gradient of the output.
         d_h_n, d_c_n, d_n_n, d_m_n: ``(B, H)`` upstream gradients of the final state.
@@ -269,6 +282,7 @@ def slstm_backward(
     slope = np.zeros(rows, dtype)
     psi = np.empty(hidden, dtype)  # psi(c_t / n_t) when psi is not the identity
     psi_slope = np.ones(hidden, dtype)
+    resets = reset.shape[0] > 0
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
@@ -328,6 +342,11 @@ def slstm_backward(
             if t < lengths[b]:
                 for j in range(hidden):
                     d_h[b, j] = d_source[b, j]
+        if resets:  # no error crosses a reset
+            stop_at_resets(t, reset, lengths, reverse, d_h)
+            stop_at_resets(t, reset, lengths, reverse, d_c)
+            stop_at_resets(t, reset, lengths, reverse, d_n)
+            stop_at_resets(t, reset, lengths, reverse, d_m)
 
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     flat = steps * batch
