@@ -54,12 +54,13 @@ sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn.functional import one_hot
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
 from carousel.tasks.paper import SequenceTask, check_options
 
@@ -73,32 +74,22 @@ EXTRA_CAP = 200
 class LongLagOptions:
     """Options of experiment 2."""
 
-    problem: str = field(
-        default="2a",
-        metadata={
-            "help": "2a: fixed middle; 2b: random middle; 2c: distractors and the trigger e",
-            "choices": PROBLEMS,
-        },
+    problem: str = option(
+        "2a",
+        "2a: fixed middle; 2b: random middle; 2c: distractors and the trigger e",
+        choices=PROBLEMS,
     )
-    p: int = field(
-        default=100,
-        metadata={"help": "2a, 2b: p + 1 symbols, sequences of p + 1; 2c: p distractor symbols"},
+    p: int = option(100, "2a, 2b: p + 1 symbols, sequences of p + 1; 2c: p distractor symbols")
+    q: int = option(100, "2c: distractors in the prefix (minimal time lag q + 1)", minimum=0)
+    targets: str = option(
+        "end",
+        "2b: train on the last element only (end), or on every next element, "
+        "judged at the end (every: the paper)",
+        choices=TARGETS,
     )
-    q: int = field(
-        default=100, metadata={"help": "2c: distractors in the prefix (minimal time lag q + 1)"}
-    )
-    targets: str = field(
-        default="end",
-        metadata={
-            "help": "2b: train on the last element only (end), or on every next element, "
-            "judged at the end (every: the paper)",
-            "choices": TARGETS,
-        },
-    )
-    test_size: int = field(default=256, metadata={"help": "sequences in the fixed test set"})
-    stop_window: int = field(
-        default=10000,
-        metadata={"help": "solved when this many latest training sequences were all correct"},
+    test_size: int = option(256, "sequences in the fixed test set", minimum=1)
+    stop_window: int = option(
+        10000, "solved when this many latest training sequences were all correct", minimum=0
     )
 
 
@@ -116,11 +107,7 @@ class LongLagTask(SequenceTask):
         least_p = 1 if problem == "2c" else 2
         check_options(
             "longlag",
-            problem=(problem in PROBLEMS, f"one of {PROBLEMS}; got {problem!r}"),
             p=(p >= least_p, f"at least {least_p} for {problem}; got {p}"),
-            q=(options.q >= 0, f">= 0; got {options.q}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
             targets=(
                 options.targets == "end" or problem == "2b",
                 f"'end' unless problem is 2b (2a has targets at every step, 2c at the end); "
