@@ -57,9 +57,7 @@ class AddingTask(SequenceTask):
     Options = AddingOptions
     tolerance = TOLERANCE
 
-    def __init__(self, options: AddingOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: AddingOptions) -> None:
         length = (options.length >= 12, f"at least 12; got {options.length}")
         check_options("adding", **{"length (T)": length})
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)

@@ -79,9 +79,7 @@ class CalculatorTask(SequenceTask):
     Options = CalculatorOptions
     tolerance = 0.5
 
-    def __init__(self, options: CalculatorOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: CalculatorOptions) -> None:
         check_options(
             "calculator",
             max_length=(

@@ -58,8 +58,7 @@ class DelayedXorTask(SequenceTask):
     Options = DelayedXorOptions
     tolerance = 0.5
 
-    def __init__(self, options: DelayedXorOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
+    def configure(self, options: DelayedXorOptions) -> None:
         length = self.options.length
         check_options("delayed_xor", length=(length >= 4, f"at least 4; got {length}"))
         self.io = ModelIO("regressor", 2, 1, output_activation="sigmoid")

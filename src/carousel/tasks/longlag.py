@@ -100,9 +100,7 @@ class LongLagTask(SequenceTask):
     Options = LongLagOptions
     count_before_window = True  # success is judged after training (module docstring)
 
-    def __init__(self, options: LongLagOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: LongLagOptions) -> None:
         problem, p = options.problem, options.p
         least_p = 1 if problem == "2c" else 2
         check_options(
@@ -121,7 +119,6 @@ class LongLagTask(SequenceTask):
             head = "tagger" if self.every_step else "regressor"
             self.io = ModelIO(head, p + 1, p + 1, output_activation="sigmoid")
         self.tolerance = 0.2 if problem == "2c" else 0.25
-        self.window, self.test_size = options.stop_window, options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

@@ -81,9 +81,8 @@ class ModularArithmeticTask(Task):
     Options = ModularArithmeticOptions
     test_batch = 256
 
-    def __init__(self, options: ModularArithmeticOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        o = self.options
+    def configure(self, options: ModularArithmeticOptions) -> None:
+        o = options
         check_options(
             "modular_arithmetic",
             operators=(

@@ -54,9 +54,7 @@ class MultiplicationTask(SequenceTask):
     Options = MultiplicationOptions
     tolerance = TOLERANCE
 
-    def __init__(self, options: MultiplicationOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: MultiplicationOptions) -> None:
         length = (options.length >= 12, f"at least 12; got {options.length}")
         check_options("multiplication", length=length)
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)

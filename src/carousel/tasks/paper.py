@@ -30,7 +30,8 @@ class SequenceTask(Task):
     """Base of the 1997 paper's tasks; see the module docstring.
 
     Attributes (set by subclasses; ``test_size``, ``window`` and ``stop_error`` are taken from
-    the options ``test_size``, ``stop_window`` and ``stop_error`` of a task that has them):
+    the options ``test_size``, ``stop_window`` and ``stop_error`` of a task that has them, after
+    :meth:`~carousel.tasks.base.Task.configure`, so a task sets them there only from others):
         tolerance: a sequence is correct when every output error at its target steps is below this.
         stop_error: the mean ``loss`` over the window must be below this (``None``: no such rule).
         max_wrong: at most this many wrong sequences in the window.

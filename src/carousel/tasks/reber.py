@@ -144,14 +144,11 @@ class ReberTask(SequenceTask):
     name = "reber"
     Options = ReberOptions
 
-    def __init__(self, options: ReberOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: ReberOptions) -> None:
         self.io = ModelIO("tagger", 7, 7, output_activation="sigmoid")
         self.graph, self.start = (EMBEDDED_REBER, "start") if options.embedded else (REBER, 0)
         self.replacement = options.sampling == "replacement"
         self.window = 0 if self.replacement else options.train_size
-        self.test_size = options.test_size
         rng = generator(self.seed, "reber-train-set")
         self.train_strings = [self.draw(rng) for _ in range(options.train_size)]
 

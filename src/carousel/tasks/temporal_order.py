@@ -62,8 +62,7 @@ class TemporalOrderTask(SequenceTask):
     Options = TemporalOrderOptions
     tolerance = TOLERANCE
 
-    def __init__(self, options: TemporalOrderOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
+    def configure(self, options: TemporalOrderOptions) -> None:
         self.positions = POSITIONS[self.options.problem]
         self.io = ModelIO("regressor", 8, 2 ** len(self.positions), output_activation="sigmoid")
 
