@@ -62,7 +62,7 @@ from torch.nn.functional import one_hot
 
 from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask, check_options, stop_window_option, test_size_option
 
 PROBLEMS = ("2a", "2b", "2c")
 TARGETS = ("end", "every")
@@ -80,17 +80,15 @@ class LongLagOptions:
         choices=PROBLEMS,
     )
     p: int = option(100, "2a, 2b: p + 1 symbols, sequences of p + 1; 2c: p distractor symbols")
-    q: int = option(100, "2c: distractors in the prefix (minimal time lag q + 1)", minimum=0)
+    q: int = stop_window_option(100, "2c: distractors in the prefix (minimal time lag q + 1)")
     targets: str = option(
         "end",
         "2b: train on the last element only (end), or on every next element, "
         "judged at the end (every: the paper)",
         choices=TARGETS,
     )
-    test_size: int = option(256, "sequences in the fixed test set", minimum=1)
-    stop_window: int = option(
-        10000, "solved when this many latest training sequences were all correct", minimum=0
-    )
+    test_size: int = test_size_option(256)
+    stop_window: int = stop_window_option(10000)
 
 
 class LongLagTask(SequenceTask):

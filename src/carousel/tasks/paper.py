@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, Task, generator
 
 
@@ -139,6 +140,20 @@ class SequenceTask(Task):
         The default is ``{}``: a task with no intermediate milestones.
         """
         return {}
+
+
+WINDOW_HELP = "solved when this many latest training sequences were all correct"
+
+
+def test_size_option(default: int):
+    """The ``test_size`` field of a task's options: sequences in its fixed test set."""
+    return option(default, "sequences in the fixed test set", minimum=1)
+
+
+def stop_window_option(default: int, help: str = WINDOW_HELP):
+    """The ``stop_window`` field of a task's options: the latest training sequences its stopping
+    rule looks at (:attr:`SequenceTask.window`)."""
+    return option(default, help, minimum=0)
 
 
 def check_options(task: str, **conditions: tuple[bool, str]) -> None:
