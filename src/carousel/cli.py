@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module under :mod:`carousel.commands` and exposes
 ``add_parser(subparsers)``, which registers its arguments and sets ``func`` to the function that
-runs it. Errors the user can fix (:class:`UsageError`, ``ValueError``, ``TypeError``) are printed
+runs it (:func:`carousel.commands.add_command`). Errors the user can fix (:class:`UsageError`, ``ValueError``, ``TypeError``) are printed
 as one line and exit with status 2, without a traceback; so are mistakes in the command line
 itself, with a suggestion for a misspelt command, choice or option (usage: ``--help`` only).
 """

@@ -129,12 +129,10 @@ class CellSpec:
             raise ValueError(
                 f"gate_feedback must be one of {GATE_FEEDBACK}; got {self.gate_feedback!r}"
             )
-        if (
-            not isinstance(self.block_size, int)
-            or isinstance(self.block_size, bool)
-            or self.block_size < 1
-        ):
-            raise ValueError(f"block_size must be a positive int; got {self.block_size!r}")
+        for name in ("block_size", "num_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int; got {value!r}")
         if self.num_biases not in (1, 2):
             raise ValueError(f"num_biases must be 1 or 2; got {self.num_biases!r}")
         if not isinstance(self.layer_norm, bool):
@@ -144,12 +142,6 @@ class CellSpec:
                 f"layer_norm is not defined for the {self.variant!r} variant: it applies to the "
                 f"{' and '.join(LAYER_NORM_FAMILIES)} families only, not to {self.family!r}"
             )
-        if (
-            not isinstance(self.num_heads, int)
-            or isinstance(self.num_heads, bool)
-            or self.num_heads < 1
-        ):
-            raise ValueError(f"num_heads must be a positive int; got {self.num_heads!r}")
         if self.forget_activation not in FORGET_ACTIVATIONS:
             raise ValueError(
                 f"forget_activation must be one of {FORGET_ACTIVATIONS}; got {self.forget_activation!r}"

@@ -1,6 +1,8 @@
 """Subcommands of the ``carousel`` command line, one module each (see :mod:`carousel.cli`)."""
 
 import argparse
+import sys
+from pathlib import Path
 
 DEVICES = ("cpu", "cuda", "cuda:N", "auto")
 """What ``--device`` takes (``cuda``: the process's GPU; ``auto``: a GPU if there is one)."""
@@ -19,6 +21,29 @@ def summary(docstring: str) -> str:
     head, as the command's description: ``"``carousel demo``: the 1997 LSTM ..."`` ->
     ``"the 1997 LSTM ..."``."""
     return docstring.split("\n\n")[0].split(": ", 1)[1]
+
+
+def add_command(subparsers, run, help: str, description: str | None = None, **options):
+    """Register the command whose ``run(args)`` is ``run``, named after ``run``'s module (as
+    :mod:`carousel.cli` finds it): ``options`` go to ``add_parser``; the description is the
+    :func:`summary` of the module's docstring unless given."""
+    module = sys.modules[run.__module__]
+    if description is None:
+        description = summary(module.__doc__)
+    name = run.__module__.rsplit(".", 1)[1]
+    parser = subparsers.add_parser(name, help=help, description=description, **options)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_out_argument(parser, default: Path | None, help: str, **options) -> None:
+    """``--out``: the directory the command writes into, a ``Path``."""
+    parser.add_argument("--out", type=Path, default=default, help=help, **options)
+
+
+def add_seed_argument(parser, what: str, default: int | None = 0) -> None:
+    """``--seed``: the integer seed of ``what``."""
+    parser.add_argument("--seed", type=int, default=default, help=f"seed of {what}")
 
 
 def add_run_arguments(parser, what: str = "the run directory") -> None:

@@ -7,25 +7,24 @@ import argparse
 from pathlib import Path
 
 from carousel.cells.options import CELL_OPTIONS, REGULARIZER_OPTIONS
-from carousel.commands import positive_int
+from carousel.commands import add_command, add_out_argument, add_seed_argument, positive_int
 
 
 def add_parser(subparsers) -> None:
     """Register ``carousel app``."""
     from carousel.applications import APPLICATIONS
 
-    parser = subparsers.add_parser(
-        "app",
-        help="LSTMs on real data (language model, tagger, classifier, forecaster, seq2seq) vs baselines",
+    parser = add_command(
+        subparsers,
+        run,
+        "LSTMs on real data (language model, tagger, classifier, forecaster, seq2seq) vs baselines",
         description="Train an LSTM on real data that ships with Python, score it and its baselines "
         "on a held-out test set, and write the table, plots and the saved run.",
     )
     parser.add_argument("name", choices=[*APPLICATIONS, "all"], help="the application, or all")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output directory (default: runs/app/NAME)"
-    )
+    add_out_argument(parser, None, "output directory (default: runs/app/NAME)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds on a slice")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the data order and weights")
+    add_seed_argument(parser, "the data order and weights", None)
     parser.add_argument("--steps", type=positive_int, default=None, help="optimiser steps")
     parser.add_argument(
         "--data",
@@ -46,7 +45,6 @@ def add_parser(subparsers) -> None:
         regularizers.add_argument(
             "--" + name.replace("_", "-"), type=kind, default=None, help=cell_option.help
         )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:

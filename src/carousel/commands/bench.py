@@ -43,13 +43,15 @@ from carousel.benchmarks.layers import (
     line,
     table_header,
 )
+from carousel.commands import add_command
 
 
 def add_parser(subparsers) -> None:
     """Register ``carousel bench``."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="time the numba kernels against torch.nn and the reference loop",
+    parser = add_command(
+        subparsers,
+        run,
+        "time the numba kernels against torch.nn and the reference loop",
         description="Time forward and forward+backward of every backend against torch.nn and "
         "the reference loop, in one process, over a grid of shapes; print the table or write it "
         "into a markdown file.",
@@ -107,7 +109,6 @@ def add_parser(subparsers) -> None:
         default=None,
         help="name of the marked block it replaces (default: bench, with --options bench-options)",
     )
-    parser.set_defaults(func=run)
 
 
 def _shapes(text: str) -> list[tuple[int, int, int, int]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from carousel.commands import summary
+from carousel.commands import add_command, add_seed_argument
 from carousel.diagnostics import calculator as worked
 from carousel.diagnostics import gate_traces, memorizer
 from carousel.diagnostics.calculator_training import model_walkthrough, train_lstm
@@ -26,10 +26,8 @@ OUT_OF_DOMAIN_INPUT = (0.5, 0.5, 0.0, 1.0, 0.0)
 
 def add_parser(subparsers) -> None:
     """Register ``carousel calculator``."""
-    parser = subparsers.add_parser(
-        "calculator",
-        help="the ECE 417 lecture's pocket-calculator walkthrough, printed as tables",
-        description=summary(__doc__),
+    parser = add_command(
+        subparsers, run, "the ECE 417 lecture's pocket-calculator walkthrough, printed as tables"
     )
     parser.add_argument(
         "--updates",
@@ -37,14 +35,13 @@ def add_parser(subparsers) -> None:
         default=3000,
         help="training updates of the learned LSTM (0: skip training)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the trained LSTM")
+    add_seed_argument(parser, "the trained LSTM")
     parser.add_argument(
         "--plots", type=Path, default=None, help="also write gate-trace heatmaps to this directory"
     )
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar while the LSTM trains"
     )
-    parser.set_defaults(func=run)
 
 
 def format_table(walkthrough: worked.Walkthrough) -> str:

@@ -27,7 +27,12 @@ from pathlib import Path
 
 import torch
 
-from carousel.commands import positive_int, summary
+from carousel.commands import (
+    add_command,
+    add_out_argument,
+    add_seed_argument,
+    positive_int,
+)
 from carousel.experiments.reproduce import MODERN_OPTIM
 from carousel.experiments.suite import EXPERIMENTS, Trained
 from carousel.experiments.trial import Trial, run_faithful, run_trainer
@@ -38,13 +43,11 @@ LSTM_BUDGET, ELMAN_BUDGET = 300_000, 64_000
 
 def add_parser(subparsers) -> None:
     """Register ``carousel demo``."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="an Elman RNN and the 1997 LSTM on the adding problem, in under a minute",
-        description=summary(__doc__),
+    parser = add_command(
+        subparsers, run, "an Elman RNN and the 1997 LSTM on the adding problem, in under a minute"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="run directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of data and weights")
+    add_out_argument(parser, Path("runs/demo"), "run directory")
+    add_seed_argument(parser, "data and weights")
     parser.add_argument(
         "--lstm-budget", type=positive_int, default=LSTM_BUDGET, help="most LSTM sequences"
     )
@@ -59,7 +62,6 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="write summary.json only")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:

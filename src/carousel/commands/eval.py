@@ -6,20 +6,20 @@ from __future__ import annotations
 import argparse
 import json
 
-from carousel.commands import add_device_argument, add_run_arguments
+from carousel.commands import add_command, add_device_argument, add_run_arguments
 
 
 def add_parser(subparsers) -> None:
     """Register ``carousel eval``."""
-    parser = subparsers.add_parser(
-        "eval",
-        help="evaluate a run's checkpoint on its task's test set",
+    parser = add_command(
+        subparsers,
+        run,
+        "evaluate a run's checkpoint on its task's test set",
         description="Evaluate a checkpoint of the run in DIR on its task's test set; nothing is written.",
     )
     add_run_arguments(parser)
     add_device_argument(parser, "auto")
     parser.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,7 +28,12 @@ import torch
 from torch import nn
 
 from carousel.cells import init
-from carousel.commands import positive_int, summary
+from carousel.commands import (
+    add_command,
+    add_out_argument,
+    add_seed_argument,
+    positive_int,
+)
 from carousel.diagnostics import cec_comparison, elman_net_inputs, error_flow, gradient_flow
 from carousel.nn import GRU, LSTM, RNN, Recurrent
 
@@ -39,22 +44,19 @@ REPORTED_LAGS = (10, 50, 100)
 
 def add_parser(subparsers) -> None:
     """Register ``carousel gradflow``."""
-    parser = subparsers.add_parser(
-        "gradflow",
-        help="gradient flow across time for Elman, GRU and LSTM cells (CSV and plots)",
-        description=summary(__doc__),
+    parser = add_command(
+        subparsers, run, "gradient flow across time for Elman, GRU and LSTM cells (CSV and plots)"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/gradflow"), help="output directory")
+    add_out_argument(parser, Path("runs/gradflow"), "output directory")
     parser.add_argument("--steps", type=positive_int, default=200, help="sequence length T")
     parser.add_argument("--batch", type=positive_int, default=16, help="sequences in the batch")
     parser.add_argument("--hidden", type=positive_int, default=32, help="units per model")
-    parser.add_argument("--seed", type=int, default=0, help="seed of weights and data")
+    add_seed_argument(parser, "weights and data")
     parser.add_argument(
         "--cec-steps", type=positive_int, default=1000, help="length of the CEC check"
     )
     parser.add_argument("--no-plots", action="store_true", help="write the CSV files only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def adding_problem(

@@ -8,18 +8,19 @@ import torch
 
 from carousel import __version__
 from carousel.cells import VARIANTS, make_spec
+from carousel.commands import add_command
 from carousel.kernels import BACKENDS
 
 
 def add_parser(subparsers) -> None:
     """Register ``carousel info``."""
-    parser = subparsers.add_parser(
-        "info",
-        help="show versions, backends and cell variants",
+    add_command(
+        subparsers,
+        run,
+        "show versions, backends and cell variants",
         description="Print the versions of carousel and torch, the thread count, the kernel "
         "backends and the registered cell variants with their sources.",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 
 from carousel.cli import UsageError
-from carousel.commands import add_device_argument, add_run_arguments
+from carousel.commands import add_command, add_device_argument, add_out_argument, add_run_arguments
 from carousel.diagnostics.gates import forget_gate_mean
 
 TOP_STEPS = 2
@@ -63,9 +63,10 @@ FAMILY_NAMES = {"lstm": "LSTM", "gru": "GRU", "elman": "Elman RNN", "slstm": "sL
 
 def add_parser(subparsers) -> None:
     """Register ``carousel inspect``."""
-    parser = subparsers.add_parser(
-        "inspect",
-        help="gate traces, retention times and gradient flow of a run on one test sequence",
+    parser = add_command(
+        subparsers,
+        run,
+        "gate traces, retention times and gradient flow of a run on one test sequence",
         description="Trace the gates and cells of the first recurrent layer of the run in DIR "
         "over one sequence of its task's test set (LSTM family) and measure how far back the "
         "task's loss reaches on it; write gates.csv, retention.csv, gates.png, gradflow.csv and "
@@ -79,12 +80,9 @@ def add_parser(subparsers) -> None:
         metavar="K",
         help="which sequence of the test set, counted from 0 (default: 0)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, metavar="OUTDIR", help="output directory (DIR/inspect)"
-    )
+    add_out_argument(parser, None, "output directory (DIR/inspect)", metavar="OUTDIR")
     parser.add_argument("--no-plots", action="store_true", help="write the CSV files only")
     add_device_argument(parser, "cpu")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,7 +14,12 @@ import argparse
 import os
 from pathlib import Path
 
-from carousel.commands import positive_int, summary
+from carousel.commands import (
+    add_command,
+    add_out_argument,
+    add_seed_argument,
+    positive_int,
+)
 from carousel.experiments.report import markdown_table
 from carousel.experiments.reproduce import CONFIGS, QUICK_TRIALS, reproduce
 from carousel.experiments.suite import EXPERIMENTS, QUICK, select
@@ -22,18 +27,14 @@ from carousel.experiments.suite import EXPERIMENTS, QUICK, select
 
 def add_parser(subparsers) -> None:
     """Register ``carousel reproduce``."""
-    parser = subparsers.add_parser(
-        "reproduce",
-        help="the 1997 paper's experiments, side by side with its tables",
-        description=summary(__doc__),
+    parser = add_command(
+        subparsers, run, "the 1997 paper's experiments, side by side with its tables"
     )
     parser.add_argument("experiment", nargs="?", help="all, an experiment (e.g. 4), or a row")
     parser.add_argument("--config", choices=CONFIGS, default="faithful", help="what to train")
     parser.add_argument("--trials", type=positive_int, default=None, help="trials per row")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the trials' data and weights")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output directory (runs/reproduce/EXPERIMENT-CONFIG)"
-    )
+    add_seed_argument(parser, "the trials' data and weights")
+    add_out_argument(parser, None, "output directory (runs/reproduce/EXPERIMENT-CONFIG)")
     parser.add_argument(
         "--processes", type=positive_int, default=None, help="trials at once (default: the cores)"
     )
@@ -53,7 +54,6 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list the rows and exit")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -7,14 +7,15 @@ import argparse
 import torch
 
 from carousel.cli import UsageError
-from carousel.commands import add_device_argument, add_run_arguments
+from carousel.commands import add_command, add_device_argument, add_run_arguments, add_seed_argument
 
 
 def add_parser(subparsers) -> None:
     """Register ``carousel sample``."""
-    parser = subparsers.add_parser(
-        "sample",
-        help="generate text with a run's language model",
+    parser = add_command(
+        subparsers,
+        run,
+        "generate text with a run's language model",
         description="Continue --prompt with characters drawn from the language model of the run in DIR.",
     )
     add_run_arguments(parser, "the run directory of a language model")
@@ -28,9 +29,8 @@ def add_parser(subparsers) -> None:
         default=0.8,
         help="softmax temperature; 0 takes the most likely token (default: 0.8)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    add_seed_argument(parser, "the draws (default: 0)")
     add_device_argument(parser, "cpu")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

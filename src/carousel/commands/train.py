@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from carousel.cli import UsageError
+from carousel.commands import add_command
 from carousel.options import type_names
 from carousel.tasks import TASKS
 from carousel.train.config import SECTIONS, Config, read_config_file
@@ -82,10 +83,11 @@ def task_option_fields() -> dict[str, tuple[dataclasses.Field, dict[str, str]]]:
 
 def add_parser(subparsers) -> None:
     """Register ``carousel train``."""
-    parser = subparsers.add_parser(
-        "train",
+    parser = add_command(
+        subparsers,
+        run,
+        "train a model on a task",
         allow_abbrev=False,
-        help="train a model on a task",
         description=(
             "Train a model on TASK into the run directory --out. Every setting below also reads "
             "from --config FILE.toml (sections [model], [optim], [train], [task_options]); "
@@ -124,7 +126,6 @@ def add_parser(subparsers) -> None:
             raise TypeError(f"task option {name!r} clashes with a setting of the same name")
         help = "; ".join(f"{task}: {text}" for task, text in helps.items())
         _add_field(group, field, f"task_options.{name}", help, name)
-    parser.set_defaults(func=run)
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

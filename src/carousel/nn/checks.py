@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from carousel.errors import InputError, InputTypeError
 
@@ -198,6 +199,30 @@ def check_lengths(lengths, batch: int, steps: int, *, values: bool = True) -> Te
                 f"lengths must lie in [1, {steps}] (the input has {steps} steps); got values from {low} to {high}"
             )
     return lengths
+
+
+def check_layer_input(
+    input, lengths, batch_first: bool, param: Tensor, input_size: int, layer: str, values: bool
+) -> tuple[Tensor, Tensor | None, bool]:
+    """A layer's ``input`` and ``lengths`` checked, as ``(x, lengths, batched)``: ``x`` the padded
+    time-major ``(T, B, I)`` input, ``lengths`` ``(B,)`` (a ``PackedSequence``'s own) or ``None``,
+    ``batched`` whether ``input`` has a batch axis (a ``PackedSequence`` has)."""
+    if isinstance(input, PackedSequence):
+        if lengths is not None:
+            raise InputError("lengths must be None for a PackedSequence input (it carries its own)")
+        check_input_tensor(input.data, "input.data", param, input_size, layer=layer, values=values)
+        x, lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
+        return x, lengths, True
+    check_input_tensor(input, "input", param, input_size, layer=layer, values=values)
+    batched = input.dim() == 3
+    x = input if batched else input.unsqueeze(1)
+    if batched and batch_first:
+        x = x.transpose(0, 1)
+    if not batched and lengths is not None:
+        raise InputError("lengths must be None for unbatched (2-D) input")
+    if lengths is not None:
+        lengths = check_lengths(lengths, x.shape[1], x.shape[0], values=values)
+    return x, lengths, batched
 
 
 def check_reset(

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from carousel import kernels
 from carousel.cells import CellSpec, CellWeights, make_spec
@@ -248,30 +248,11 @@ class Recurrent(nn.Module):
         context = kernels.graph_context(data) if isinstance(data, Tensor) else None
         values = context is None  # checks that read tensor values: eager execution only
         name = type(self).__name__
-        if packed:
-            if lengths is not None:
-                raise InputError(
-                    "lengths must be None for a PackedSequence input (it carries its own)"
-                )
-            checks.check_input_tensor(
-                input.data, "input.data", param, self.input_size, layer=name, values=values
-            )
-            x, packed_lengths = pad_packed_sequence(input)  # (T, B, I), original batch order
-            lengths = packed_lengths
-            batched = True
-        else:
-            checks.check_input_tensor(
-                input, "input", param, self.input_size, layer=name, values=values
-            )
-            batched = input.dim() == 3
-            x = input if batched else input.unsqueeze(1)
-            if batched and self.batch_first:
-                x = x.transpose(0, 1)
-            if not batched and lengths is not None:
-                raise InputError("lengths must be None for unbatched (2-D) input")
+        x, lengths, batched = checks.check_layer_input(
+            input, lengths, self.batch_first, param, self.input_size, name, values
+        )
+        packed_lengths = lengths  # a PackedSequence's own, to pack the output alike
         steps, batch = x.shape[0], x.shape[1]
-        if lengths is not None and not packed:
-            lengths = checks.check_lengths(lengths, batch, steps, values=values)
         if lengths is not None and values and bool((lengths == steps).all()):
             lengths = None
 
@@ -351,7 +332,7 @@ class Recurrent(nn.Module):
         compute = compute_dtype(dtype)
         layer_input = x.to(dtype).to(compute)
         state = tuple(s.to(dtype).to(compute) for s in state)
-        finals: list[list[Tensor]] = [[] for _ in state]
+        finals: list[tuple[Tensor, ...]] = []  # per (layer, direction)
         regularized = reset is not None or self.regularizers.active(self.training)
         directions = range(self.num_directions)
         for layer in range(self.num_layers):
@@ -382,13 +363,11 @@ class Recurrent(nn.Module):
                     for d in directions
                 ]
             outputs = [output for output, _ in results]
-            for _, final in results:
-                for collected, tensor in zip(finals, final, strict=True):
-                    collected.append(tensor)
+            finals += [final for _, final in results]
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.dropout > 0 and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        final = tuple(torch.stack(collected).to(dtype) for collected in finals)
+        final = tuple(torch.stack(collected).to(dtype) for collected in zip(*finals, strict=True))
         return layer_input.to(dtype), final
 
     def _drop_weights(self, weight_hh: Tensor) -> Tensor:

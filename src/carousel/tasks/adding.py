@@ -27,7 +27,7 @@ from torch import Tensor
 
 from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask, check_options, stop_window_option, test_size_option
 
 TOLERANCE = 0.04
 """A sequence is correct if the absolute error at its end is below this (the paper's value)."""
@@ -40,12 +40,12 @@ class AddingOptions:
     length: int = option(
         100, "T: sequence lengths are uniform in [T, T + T//10] (the paper: 100, 500, 1000)"
     )
-    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
+    test_size: int = test_size_option(2560)
     output_activation: str = option(
         "sigmoid", "output unit: sigmoid (the paper) or identity", choices=("sigmoid", "identity")
     )
-    stop_window: int = option(
-        2000, "solved when this many latest training sequences were all correct ...", minimum=0
+    stop_window: int = stop_window_option(
+        2000, "solved when this many latest training sequences were all correct ..."
     )
     stop_error: float = option(0.01, "... and their mean squared error is below this")
 
@@ -57,9 +57,7 @@ class AddingTask(SequenceTask):
     Options = AddingOptions
     tolerance = TOLERANCE
 
-    def __init__(self, options: AddingOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: AddingOptions) -> None:
         length = (options.length >= 12, f"at least 12; got {options.length}")
         check_options("adding", **{"length (T)": length})
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)

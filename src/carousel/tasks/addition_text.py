@@ -118,9 +118,7 @@ class AdditionTextTask(Task):
     Options = AdditionTextOptions
     vocabulary = VOCABULARY
 
-    def __init__(self, options: AdditionTextOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: AdditionTextOptions) -> None:
         if not 1 <= options.max_digits < MAX_DIGITS:
             raise ValueError(
                 f"addition_text option max_digits must lie in [1, {MAX_DIGITS - 1}]; "

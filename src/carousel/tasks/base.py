@@ -178,9 +178,9 @@ class Task:
 
     Subclasses set the class attributes ``name`` (the registry key and the command-line name) and
     ``Options`` (a dataclass; each field, declared with :func:`carousel.options.option` and its
-    ``help``, becomes a command-line option of ``carousel train``), and ``io`` in ``__init__``.
-    The options are checked against the ``choices`` and ``minimum`` of their fields
-    (:func:`carousel.options.check_values`) before the subclass checks the rest.
+    ``help``, becomes a command-line option of ``carousel train``), and ``io`` in
+    :meth:`configure`. The options are checked against the ``choices`` and ``minimum`` of their
+    fields (:func:`carousel.options.check_values`) before :meth:`configure` checks the rest.
 
     Attributes:
         options: an instance of ``Options``.
@@ -206,6 +206,11 @@ class Task:
         check_values(options, self.name)
         self.options = options
         self.seed = int(seed)
+        self.configure(options)
+
+    def configure(self, options) -> None:
+        """Check what the fields' ``choices`` and ``minimum`` cannot say about ``options`` and
+        set ``io`` and what else derives from them; called at the end of ``__init__``."""
 
     def train_batch(self, index: int, batch_size: int) -> Batch:
         """Batch ``index`` (0, 1, ...) of the training stream, ``batch_size`` sequences; a pure

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask, check_options, stop_window_option, test_size_option
 
 SCORED = ("printed", "every")
 
@@ -65,10 +65,8 @@ class CalculatorOptions:
         "steps whose error counts: printed (y > 0, the lecture) or every step",
         choices=SCORED,
     )
-    test_size: int = option(1000, "sequences in the fixed test set", minimum=1)
-    stop_window: int = option(
-        1000, "solved when this many latest training sequences were all correct", minimum=0
-    )
+    test_size: int = test_size_option(1000)
+    stop_window: int = stop_window_option(1000)
 
 
 class CalculatorTask(SequenceTask):
@@ -79,9 +77,7 @@ class CalculatorTask(SequenceTask):
     Options = CalculatorOptions
     tolerance = 0.5
 
-    def __init__(self, options: CalculatorOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: CalculatorOptions) -> None:
         check_options(
             "calculator",
             max_length=(

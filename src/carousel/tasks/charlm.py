@@ -72,9 +72,7 @@ class CharLMTask(Task):
     name = "charlm"
     Options = CharLMOptions
 
-    def __init__(self, options: CharLMOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: CharLMOptions) -> None:
         if options.seq_len < 1 or options.eval_streams < 1 or options.max_chars < 0:
             raise ValueError(
                 "charlm options seq_len and eval_streams must be >= 1 and max_chars >= 0; got "

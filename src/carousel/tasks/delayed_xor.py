@@ -36,7 +36,7 @@ import torch
 
 from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask, check_options, stop_window_option, test_size_option
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,8 @@ class DelayedXorOptions:
     """Options of the strongly delayed XOR."""
 
     length: int = option(100, "T, the sequence length; the bits lie in the first and third quarter")
-    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
-    stop_window: int = option(
-        2000, "solved when this many latest training sequences were all correct", minimum=0
-    )
+    test_size: int = test_size_option(2560)
+    stop_window: int = stop_window_option(2000)
 
 
 class DelayedXorTask(SequenceTask):
@@ -58,8 +56,7 @@ class DelayedXorTask(SequenceTask):
     Options = DelayedXorOptions
     tolerance = 0.5
 
-    def __init__(self, options: DelayedXorOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
+    def configure(self, options: DelayedXorOptions) -> None:
         length = self.options.length
         check_options("delayed_xor", length=(length >= 4, f"at least 4; got {length}"))
         self.io = ModelIO("regressor", 2, 1, output_activation="sigmoid")

@@ -124,9 +124,7 @@ class DigitsTask(Task):
     name = "digits"
     Options = DigitsOptions
 
-    def __init__(self, options: DigitsOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: DigitsOptions) -> None:
         if not 0 <= options.target_accuracy <= 1:
             raise ValueError(
                 f"digits option target_accuracy must lie in [0, 1]; got {options.target_accuracy}"

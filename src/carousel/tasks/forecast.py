@@ -138,9 +138,7 @@ class ForecastTask(Task):
     name = "forecast"
     Options = ForecastOptions
 
-    def __init__(self, options: ForecastOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: ForecastOptions) -> None:
         for name in ("history", "horizon", "valid_size", "test_size"):
             if getattr(options, name) < 0:
                 raise ValueError(

@@ -54,14 +54,15 @@ sequences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.nn.functional import one_hot
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask, check_options, stop_window_option, test_size_option
 
 PROBLEMS = ("2a", "2b", "2c")
 TARGETS = ("end", "every")
@@ -73,33 +74,21 @@ EXTRA_CAP = 200
 class LongLagOptions:
     """Options of experiment 2."""
 
-    problem: str = field(
-        default="2a",
-        metadata={
-            "help": "2a: fixed middle; 2b: random middle; 2c: distractors and the trigger e",
-            "choices": PROBLEMS,
-        },
+    problem: str = option(
+        "2a",
+        "2a: fixed middle; 2b: random middle; 2c: distractors and the trigger e",
+        choices=PROBLEMS,
     )
-    p: int = field(
-        default=100,
-        metadata={"help": "2a, 2b: p + 1 symbols, sequences of p + 1; 2c: p distractor symbols"},
+    p: int = option(100, "2a, 2b: p + 1 symbols, sequences of p + 1; 2c: p distractor symbols")
+    q: int = stop_window_option(100, "2c: distractors in the prefix (minimal time lag q + 1)")
+    targets: str = option(
+        "end",
+        "2b: train on the last element only (end), or on every next element, "
+        "judged at the end (every: the paper)",
+        choices=TARGETS,
     )
-    q: int = field(
-        default=100, metadata={"help": "2c: distractors in the prefix (minimal time lag q + 1)"}
-    )
-    targets: str = field(
-        default="end",
-        metadata={
-            "help": "2b: train on the last element only (end), or on every next element, "
-            "judged at the end (every: the paper)",
-            "choices": TARGETS,
-        },
-    )
-    test_size: int = field(default=256, metadata={"help": "sequences in the fixed test set"})
-    stop_window: int = field(
-        default=10000,
-        metadata={"help": "solved when this many latest training sequences were all correct"},
-    )
+    test_size: int = test_size_option(256)
+    stop_window: int = stop_window_option(10000)
 
 
 class LongLagTask(SequenceTask):
@@ -109,18 +98,12 @@ class LongLagTask(SequenceTask):
     Options = LongLagOptions
     count_before_window = True  # success is judged after training (module docstring)
 
-    def __init__(self, options: LongLagOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: LongLagOptions) -> None:
         problem, p = options.problem, options.p
         least_p = 1 if problem == "2c" else 2
         check_options(
             "longlag",
-            problem=(problem in PROBLEMS, f"one of {PROBLEMS}; got {problem!r}"),
             p=(p >= least_p, f"at least {least_p} for {problem}; got {p}"),
-            q=(options.q >= 0, f">= 0; got {options.q}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            stop_window=(options.stop_window >= 0, f">= 0; got {options.stop_window}"),
             targets=(
                 options.targets == "end" or problem == "2b",
                 f"'end' unless problem is 2b (2a has targets at every step, 2c at the end); "
@@ -134,7 +117,6 @@ class LongLagTask(SequenceTask):
             head = "tagger" if self.every_step else "regressor"
             self.io = ModelIO(head, p + 1, p + 1, output_activation="sigmoid")
         self.tolerance = 0.2 if problem == "2c" else 0.25
-        self.window, self.test_size = options.stop_window, options.test_size
 
     def sequences(self, count: int, rng: torch.Generator) -> Batch:
         """``count`` sequences drawn with ``rng``."""

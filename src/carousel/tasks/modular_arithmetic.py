@@ -29,12 +29,13 @@ no long ones). ``solved``: an evaluation with no sequence misclassified.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO, Task, generator
 from carousel.tasks.paper import check_options
 
@@ -45,17 +46,16 @@ OPERATORS = "+-*"
 class ModularArithmeticOptions:
     """Options of modular arithmetic without brackets (and parity)."""
 
-    modulus: int = field(default=5, metadata={"help": "m: digits 0..m-1, the result mod m"})
-    operators: str = field(
-        default="+-*",
-        metadata={"help": 'operators drawn between digits; "" for a digit sum (m = 2: parity)'},
+    modulus: int = option(5, "m: digits 0..m-1, the result mod m", minimum=2)
+    operators: str = option(
+        "+-*", 'operators drawn between digits; "" for a digit sum (m = 2: parity)'
     )
-    train_min: int = field(default=3, metadata={"help": "shortest training sequence (symbols)"})
-    train_max: int = field(default=40, metadata={"help": "longest training sequence"})
-    test_min: int = field(default=41, metadata={"help": "shortest long test sequence"})
-    test_max: int = field(default=256, metadata={"help": "longest long test sequence"})
-    test_size: int = field(
-        default=1024, metadata={"help": "test sequences at training lengths, and as many longer"}
+    train_min: int = option(3, "shortest training sequence (symbols)", minimum=1)
+    train_max: int = option(40, "longest training sequence")
+    test_min: int = option(41, "shortest long test sequence", minimum=1)
+    test_max: int = option(256, "longest long test sequence")
+    test_size: int = option(
+        1024, "test sequences at training lengths, and as many longer", minimum=1
     )
 
 
@@ -81,21 +81,16 @@ class ModularArithmeticTask(Task):
     Options = ModularArithmeticOptions
     test_batch = 256
 
-    def __init__(self, options: ModularArithmeticOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        o = self.options
+    def configure(self, options: ModularArithmeticOptions) -> None:
+        o = options
         check_options(
             "modular_arithmetic",
-            modulus=(o.modulus >= 2, f">= 2; got {o.modulus}"),
             operators=(
                 len(set(o.operators)) == len(o.operators) and set(o.operators) <= set(OPERATORS),
                 f'distinct characters of "{OPERATORS}"; got {o.operators!r}',
             ),
-            train_min=(o.train_min >= 1, f">= 1; got {o.train_min}"),
             train_max=(o.train_max >= o.train_min, f">= train_min; got {o.train_max}"),
-            test_min=(o.test_min >= 1, f">= 1; got {o.test_min}"),
             test_max=(o.test_max >= o.test_min, f">= test_min; got {o.test_max}"),
-            test_size=(o.test_size >= 1, f">= 1; got {o.test_size}"),
         )
         if o.operators and max(o.train_max, o.test_max) < 3:
             raise ValueError("modular_arithmetic option train_max must be >= 3 for expressions")

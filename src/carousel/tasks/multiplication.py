@@ -23,7 +23,7 @@ import torch
 from carousel.options import option
 from carousel.tasks.adding import TOLERANCE, marked_pairs
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask, check_options, stop_window_option, test_size_option
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,12 @@ class MultiplicationOptions:
         "are wrong (the paper: 140, 13)",
         minimum=1,
     )
-    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
+    test_size: int = test_size_option(2560)
     output_activation: str = option(
         "sigmoid", "output unit: sigmoid (the paper) or identity", choices=("sigmoid", "identity")
     )
-    stop_window: int = option(
-        2000, "the number of latest training sequences n_seq counts in", minimum=0
+    stop_window: int = stop_window_option(
+        2000, "the number of latest training sequences n_seq counts in"
     )
 
 
@@ -54,9 +54,7 @@ class MultiplicationTask(SequenceTask):
     Options = MultiplicationOptions
     tolerance = TOLERANCE
 
-    def __init__(self, options: MultiplicationOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: MultiplicationOptions) -> None:
         length = (options.length >= 12, f"at least 12; got {options.length}")
         check_options("multiplication", length=length)
         self.io = ModelIO("regressor", 2, 1, output_activation=options.output_activation)

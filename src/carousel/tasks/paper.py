@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, Task, generator
 
 
@@ -30,7 +31,8 @@ class SequenceTask(Task):
     """Base of the 1997 paper's tasks; see the module docstring.
 
     Attributes (set by subclasses; ``test_size``, ``window`` and ``stop_error`` are taken from
-    the options ``test_size``, ``stop_window`` and ``stop_error`` of a task that has them):
+    the options ``test_size``, ``stop_window`` and ``stop_error`` of a task that has them, after
+    :meth:`~carousel.tasks.base.Task.configure`, so a task sets them there only from others):
         tolerance: a sequence is correct when every output error at its target steps is below this.
         stop_error: the mean ``loss`` over the window must be below this (``None``: no such rule).
         max_wrong: at most this many wrong sequences in the window.
@@ -138,6 +140,20 @@ class SequenceTask(Task):
         The default is ``{}``: a task with no intermediate milestones.
         """
         return {}
+
+
+WINDOW_HELP = "solved when this many latest training sequences were all correct"
+
+
+def test_size_option(default: int):
+    """The ``test_size`` field of a task's options: sequences in its fixed test set."""
+    return option(default, "sequences in the fixed test set", minimum=1)
+
+
+def stop_window_option(default: int, help: str = WINDOW_HELP):
+    """The ``stop_window`` field of a task's options: the latest training sequences its stopping
+    rule looks at (:attr:`SequenceTask.window`)."""
+    return option(default, help, minimum=0)
 
 
 def check_options(task: str, **conditions: tuple[bool, str]) -> None:

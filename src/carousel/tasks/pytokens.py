@@ -222,9 +222,7 @@ class PyTokensTask(Task):
     name = "pytokens"
     Options = PyTokensOptions
 
-    def __init__(self, options: PyTokensOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: PyTokensOptions) -> None:
         if options.min_bytes < 0 or options.max_bytes < options.min_bytes:
             raise ValueError(
                 "pytokens options need 0 <= min_bytes <= max_bytes; got "

@@ -52,13 +52,14 @@ paper's success is every string of both sets predicted correctly. Two ways to tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO, generator
-from carousel.tasks.paper import SequenceTask, check_options
+from carousel.tasks.paper import SequenceTask
 
 SYMBOLS = "BTPSXVE"
 """The symbols in the order of their one-hot features."""
@@ -121,21 +122,18 @@ def legal_next(graph: dict, start, string) -> list[set[int]]:
 class ReberOptions:
     """Options of the (embedded) Reber grammar task."""
 
-    embedded: bool = field(
-        default=True,
-        metadata={"help": "the embedded Reber grammar (the paper); false: the plain grammar"},
+    embedded: bool = option(
+        True, "the embedded Reber grammar (the paper); false: the plain grammar"
     )
-    train_size: int = field(default=256, metadata={"help": "strings in the fixed training set"})
-    test_size: int = field(
-        default=256, metadata={"help": "strings in the fixed test set, none in the training set"}
+    train_size: int = option(256, "strings in the fixed training set", minimum=1)
+    test_size: int = option(
+        256, "strings in the fixed test set, none in the training set", minimum=1
     )
-    sampling: str = field(
-        default="epochs",
-        metadata={
-            "help": "epochs: shuffled passes through the training set; replacement: each "
-            "training string drawn at random from it (the paper), the rule judged on both sets",
-            "choices": SAMPLING,
-        },
+    sampling: str = option(
+        "epochs",
+        "epochs: shuffled passes through the training set; replacement: each "
+        "training string drawn at random from it (the paper), the rule judged on both sets",
+        choices=SAMPLING,
     )
 
 
@@ -146,20 +144,11 @@ class ReberTask(SequenceTask):
     name = "reber"
     Options = ReberOptions
 
-    def __init__(self, options: ReberOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
-        check_options(
-            "reber",
-            train_size=(options.train_size >= 1, f">= 1; got {options.train_size}"),
-            test_size=(options.test_size >= 1, f">= 1; got {options.test_size}"),
-            sampling=(options.sampling in SAMPLING, f"one of {SAMPLING}; got {options.sampling!r}"),
-        )
+    def configure(self, options: ReberOptions) -> None:
         self.io = ModelIO("tagger", 7, 7, output_activation="sigmoid")
         self.graph, self.start = (EMBEDDED_REBER, "start") if options.embedded else (REBER, 0)
         self.replacement = options.sampling == "replacement"
         self.window = 0 if self.replacement else options.train_size
-        self.test_size = options.test_size
         rng = generator(self.seed, "reber-train-set")
         self.train_strings = [self.draw(rng) for _ in range(options.train_size)]
 

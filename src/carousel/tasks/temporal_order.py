@@ -29,7 +29,7 @@ from torch.nn.functional import one_hot
 
 from carousel.options import option
 from carousel.tasks.base import Batch, ModelIO
-from carousel.tasks.paper import SequenceTask
+from carousel.tasks.paper import SequenceTask, stop_window_option, test_size_option
 
 SYMBOLS = ("E", "B", "a", "b", "c", "d", "X", "Y")
 """The symbols in the order of their one-hot features."""
@@ -47,9 +47,9 @@ class TemporalOrderOptions:
     problem: str = option(
         "6a", "6a: two relevant symbols, 4 classes; 6b: three, 8", choices=PROBLEMS
     )
-    test_size: int = option(2560, "sequences in the fixed test set", minimum=1)
-    stop_window: int = option(
-        2000, "solved when this many latest training sequences were all correct ...", minimum=0
+    test_size: int = test_size_option(2560)
+    stop_window: int = stop_window_option(
+        2000, "solved when this many latest training sequences were all correct ..."
     )
     stop_error: float = option(0.1, "... and their mean squared error is below this")
 
@@ -62,8 +62,7 @@ class TemporalOrderTask(SequenceTask):
     Options = TemporalOrderOptions
     tolerance = TOLERANCE
 
-    def __init__(self, options: TemporalOrderOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
+    def configure(self, options: TemporalOrderOptions) -> None:
         self.positions = POSITIONS[self.options.problem]
         self.io = ModelIO("regressor", 8, 2 ** len(self.positions), output_activation="sigmoid")
 

@@ -77,9 +77,7 @@ class TwoSequenceTask(SequenceTask):
     Options = TwoSequenceOptions
     window = 0
 
-    def __init__(self, options: TwoSequenceOptions | None = None, seed: int = 0) -> None:
-        super().__init__(options, seed)
-        options = self.options
+    def configure(self, options: TwoSequenceOptions) -> None:
         check_options(
             "two_sequence",
             length=(

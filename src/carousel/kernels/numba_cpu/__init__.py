@@ -47,13 +47,22 @@ class FamilyKernels:
     name: str
     state_slots: int
     weight_fields: tuple[str, ...]
-    weight_ndims: tuple[int, ...]
     num_outputs: int
     saved: tuple[int, ...]
     backward_inputs: tuple[int, ...]
     workspace_factor: int
     mask_fields: tuple[str, ...] = ()
-    mask_ndims: tuple[int, ...] = ()
+
+    @property
+    def weight_ndims(self) -> tuple[int, ...]:
+        """The dimensions of each weight in ``weight_fields``: 1 for the biases, 2 for the rest."""
+        return tuple(1 if name.startswith("bias") else 2 for name in self.weight_fields)
+
+    @property
+    def mask_ndims(self) -> tuple[int, ...]:
+        """The dimensions of each mask in ``mask_fields``: 3 for zoneout's ``(T, B, W)``, 2 for
+        the per-sequence ``(B, W)`` ones and ``reset`` ``(T, B)``."""
+        return tuple(3 if name.startswith("zoneout") else 2 for name in self.mask_fields)
 
     @property
     def mask_batch_axes(self) -> tuple[int, ...]:
@@ -96,13 +105,11 @@ FAMILIES = {
             "layer_norm_hh",
             "layer_norm_cell",
         ),
-        weight_ndims=(2, 1, 2, 2, 2, 2, 2, 2),
         num_outputs=4,
         saved=(4, 5, 6, 7, 8, 9),
         backward_inputs=(0, 4, *range(6, 17)),
         workspace_factor=1,
         mask_fields=("recurrent", "candidate", "zoneout_cell", "zoneout_hidden", "reset"),
-        mask_ndims=(2, 2, 3, 3, 2),
     ),
     "gru": FamilyKernels(
         "gru",
@@ -115,19 +122,16 @@ FAMILIES = {
             "layer_norm_ih",
             "layer_norm_hh",
         ),
-        weight_ndims=(2, 1, 2, 1, 2, 2),
         num_outputs=2,
         saved=(2, 3, 4, 5, 6),
         backward_inputs=(0, 2, 4, 6, 7, 8, 9, 10, 11),
         workspace_factor=2,
         mask_fields=("recurrent", "candidate", "zoneout_hidden", "reset"),
-        mask_ndims=(2, 2, 3, 2),
     ),
     "elman": FamilyKernels(
         "elman",
         state_slots=1,
         weight_fields=("weight_ih", "bias", "weight_hh"),
-        weight_ndims=(2, 1, 2),
         num_outputs=2,
         saved=(0, 2),
         backward_inputs=(0, 2, 4),
@@ -137,13 +141,11 @@ FAMILIES = {
         "slstm",
         state_slots=4,
         weight_fields=("weight_ih", "bias", "weight_hh"),
-        weight_ndims=(2, 1, 2),
         num_outputs=5,
         saved=(5, 6, 7, 8),
         backward_inputs=(0, 5, 7, 8),
         workspace_factor=1,
         mask_fields=("reset",),
-        mask_ndims=(2,),
     ),
 }
 """The families the kernels run, with how to call them; a new family is one module with its three

@@ -309,22 +309,30 @@ def head_blocks(weight_hh, heads, transpose):
 
 
 @kernel
+def _head_gates(full, part, head, to_part):
+    """Copy head ``head``'s columns of the four gate blocks between ``full`` ``(B, 4H)`` and
+    ``part`` ``(B, 4D)`` (``D = H / heads``): into ``part`` when ``to_part``, else into ``full``."""
+    hidden = full.shape[1] // 4
+    size = part.shape[1] // 4
+    for gate in range(4):
+        columns = slice(gate * hidden + head * size, gate * hidden + (head + 1) * size)
+        if to_part:
+            part[:, gate * size : (gate + 1) * size] = full[:, columns]
+        else:
+            full[:, columns] = part[:, gate * size : (gate + 1) * size]
+
+
+@kernel
 def head_matmul(h, weight_t, blocks_t, heads, h_heads, net_heads, net):
     """``net (B, 4H) = h (B, H) @ W_hh^T``: one GEMM, or one per head on its diagonal block."""
     if heads == 1:
         matmul(h, weight_t, net)
         return
-    batch, hidden = h.shape
-    size = hidden // heads
+    size = h.shape[1] // heads
     for head in range(heads):
-        for b in range(batch):
-            for j in range(size):
-                h_heads[head, b, j] = h[b, head * size + j]
+        h_heads[head] = h[:, head * size : (head + 1) * size]
         matmul(h_heads[head], blocks_t[head], net_heads[head])  # (B, D) @ (D, 4D)
-        for b in range(batch):
-            for gate in range(4):
-                for k in range(size):
-                    net[b, gate * hidden + head * size + k] = net_heads[head, b, gate * size + k]
+        _head_gates(net, net_heads[head], head, False)
 
 
 @kernel
@@ -333,16 +341,8 @@ def head_matmul_backward(d_net, weight, blocks, heads, d_net_heads, d_source_hea
     if heads == 1:
         matmul(d_net, weight, d_source)
         return
-    batch, hidden = d_source.shape
-    size = hidden // heads
+    size = d_source.shape[1] // heads
     for head in range(heads):
-        for b in range(batch):
-            for gate in range(4):
-                for k in range(size):
-                    d_net_heads[head, b, gate * size + k] = d_net[
-                        b, gate * hidden + head * size + k
-                    ]
+        _head_gates(d_net, d_net_heads[head], head, True)
         matmul(d_net_heads[head], blocks[head], d_source_heads[head])  # (B, 4D) @ (4D, D)
-        for b in range(batch):
-            for j in range(size):
-                d_source[b, head * size + j] = d_source_heads[head, b, j]
+        d_source[:, head * size : (head + 1) * size] = d_source_heads[head]

@@ -107,6 +107,21 @@ def derivative(y, CODE: tl.constexpr):
 
 
 @triton.jit
+def load(pointer, mask, COMPUTE: tl.constexpr):
+    """``tl.load`` of ``pointer`` where ``mask`` (0 elsewhere), in the ``COMPUTE`` dtype."""
+    return tl.load(pointer, mask=mask, other=0.0).to(COMPUTE)
+
+
+@triton.jit
+def unit_tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Row and unit indices of this program's ``(BLOCK_B, BLOCK_H)`` tile of a ``(B, H)`` grid,
+    and its mask: ``(BLOCK_B, 1)``, ``(1, BLOCK_H)``, ``(BLOCK_B, BLOCK_H)``."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
+    return rows, units, (rows < batch) & (units < hidden)
+
+
+@triton.jit
 def step_active(lengths, rows, batch, step, HAS_LENGTHS: tl.constexpr):
     """Whether processing step ``step`` is inside each row's sequence: ``step < lengths[row]``
     (``rows`` any shape of row indices; all true without lengths)."""

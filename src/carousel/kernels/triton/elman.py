@@ -16,25 +16,10 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import (
-    COMPUTE_TYPES,
-    TILE,
-    activate,
-    code,
-    derivative,
-    step_active,
-    tile,
-)
-from carousel.kernels.triton.plan import FamilyPlan
+from carousel.kernels.triton.common import activate, code, derivative, load, step_active, unit_tile
+from carousel.kernels.triton.plan import FamilyPlan, unit_plan
 
 __all__ = ["elman_backward_step", "elman_forward_step", "plan"]
-
-
-@triton.jit
-def _tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
-    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
-    return rows, rows * hidden + units, (rows < batch) & (units < hidden)
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -45,11 +30,12 @@ def elman_forward_step(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """One Elman step after its recurrent GEMM: :math:`h_t` into ``source_next``."""
-    rows, at, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    rows, units, mask = unit_tile(batch, hidden, BLOCK_B, BLOCK_H)
+    at = rows * hidden + units
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
-    total = tl.load(gates_x + at, mask=mask, other=0.0).to(COMPUTE)
-    total += tl.load(net + at, mask=mask, other=0.0).to(COMPUTE)
-    h_prev = tl.load(source + at, mask=mask, other=0.0).to(COMPUTE)
+    total = load(gates_x + at, mask, COMPUTE)
+    total += load(net + at, mask, COMPUTE)
+    h_prev = load(source + at, mask, COMPUTE)
     tl.store(source_next + at, tl.where(active, activate(total, CANDIDATE), h_prev), mask=mask)
 
 
@@ -61,11 +47,12 @@ def elman_backward_step(
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """:math:`\\partial a_t` into ``d_net`` (zero at rows past their length)."""
-    rows, at, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    rows, units, mask = unit_tile(batch, hidden, BLOCK_B, BLOCK_H)
+    at = rows * hidden + units
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
-    delta = tl.load(d_source + at, mask=mask, other=0.0).to(COMPUTE)
-    delta += tl.load(d_output + at, mask=mask, other=0.0).to(COMPUTE)
-    h = tl.load(source_next + at, mask=mask, other=0.0).to(COMPUTE)
+    delta = load(d_source + at, mask, COMPUTE)
+    delta += load(d_output + at, mask, COMPUTE)
+    h = load(source_next + at, mask, COMPUTE)
     tl.store(d_net + at, tl.where(active, delta * derivative(h, CANDIDATE), 0.0), mask=mask)
 
 
@@ -73,22 +60,7 @@ def plan(
     spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
 ) -> FamilyPlan:
     """The sizes, grid and constexpr flags of the Elman kernels for one call."""
-    block_h = tile(hidden, 128)
-    block_b = tile(batch, max(1, TILE // block_h))
-    return FamilyPlan(
-        rows=hidden,
-        source_size=hidden,
-        cell_size=0,
-        saved_size=0,
-        recurrent_gradient=False,
-        grid=(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h)),
-        runtime=(),
-        constants=dict(
-            CANDIDATE=code(spec.candidate_activation),
-            COMPUTE=COMPUTE_TYPES[dtype],
-            BLOCK_B=block_b,
-            BLOCK_H=block_h,
-        ),
-        forward=elman_forward_step,
-        backward=elman_backward_step,
+    constants = {"CANDIDATE": code(spec.candidate_activation)}
+    return unit_plan(
+        elman_forward_step, elman_backward_step, hidden, batch, dtype, constants, gates=1
     )

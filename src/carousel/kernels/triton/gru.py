@@ -28,25 +28,10 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import (
-    COMPUTE_TYPES,
-    TILE,
-    activate,
-    code,
-    derivative,
-    step_active,
-    tile,
-)
-from carousel.kernels.triton.plan import FamilyPlan
+from carousel.kernels.triton.common import activate, code, derivative, load, step_active, unit_tile
+from carousel.kernels.triton.plan import FamilyPlan, unit_plan
 
 __all__ = ["gru_backward_step", "gru_forward_step", "plan"]
-
-
-@triton.jit
-def _tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
-    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
-    return rows, units, (rows < batch) & (units < hidden)
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -58,25 +43,21 @@ def gru_forward_step(
     BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """One GRU step after its recurrent GEMM: ``source_next`` (:math:`h_t`) and ``saved``."""
-    rows, units, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    rows, units, mask = unit_tile(batch, hidden, BLOCK_B, BLOCK_H)
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
     packed = rows * 3 * hidden + units
-    net_r = tl.load(net + packed, mask=mask, other=0.0).to(COMPUTE)
-    net_z = tl.load(net + packed + hidden, mask=mask, other=0.0).to(COMPUTE)
-    recurrent_n = tl.load(net + packed + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    net_r = load(net + packed, mask, COMPUTE)
+    net_z = load(net + packed + hidden, mask, COMPUTE)
+    recurrent_n = load(net + packed + 2 * hidden, mask, COMPUTE)
     if HAS_BIAS_HH:
-        net_r += tl.load(bias_hh + units, mask=units < hidden, other=0.0).to(COMPUTE)
-        net_z += tl.load(bias_hh + hidden + units, mask=units < hidden, other=0.0).to(COMPUTE)
-        recurrent_n += tl.load(bias_hh + 2 * hidden + units, mask=units < hidden, other=0.0).to(
-            COMPUTE
-        )
-    reset = activate(net_r + tl.load(gates_x + packed, mask=mask, other=0.0).to(COMPUTE), GATE)
-    update = activate(
-        net_z + tl.load(gates_x + packed + hidden, mask=mask, other=0.0).to(COMPUTE), GATE
-    )
-    a_n = tl.load(gates_x + packed + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
+        net_r += load(bias_hh + units, units < hidden, COMPUTE)
+        net_z += load(bias_hh + hidden + units, units < hidden, COMPUTE)
+        recurrent_n += load(bias_hh + 2 * hidden + units, units < hidden, COMPUTE)
+    reset = activate(net_r + load(gates_x + packed, mask, COMPUTE), GATE)
+    update = activate(net_z + load(gates_x + packed + hidden, mask, COMPUTE), GATE)
+    a_n = load(gates_x + packed + 2 * hidden, mask, COMPUTE)
     new = activate(a_n + reset * recurrent_n, CANDIDATE)
-    h_prev = tl.load(source + rows * hidden + units, mask=mask, other=0.0).to(COMPUTE)
+    h_prev = load(source + rows * hidden + units, mask, COMPUTE)
     h = (1.0 - update) * new + update * h_prev
     tl.store(source_next + rows * hidden + units, tl.where(active, h, h_prev), mask=mask)
     kept = rows * 4 * hidden + units
@@ -96,17 +77,17 @@ def gru_backward_step(
 ):  # fmt: skip
     """The chain rule back through one GRU step (equations in the module docstring); rows past
     their length write zeros into ``d_net``/``d_recurrent`` and keep ``d_source``."""
-    rows, units, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    rows, units, mask = unit_tile(batch, hidden, BLOCK_B, BLOCK_H)
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
     kept = rows * 4 * hidden + units
-    reset = tl.load(saved + kept, mask=mask, other=0.0).to(COMPUTE)
-    update = tl.load(saved + kept + hidden, mask=mask, other=0.0).to(COMPUTE)
-    new = tl.load(saved + kept + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    recurrent_n = tl.load(saved + kept + 3 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    reset = load(saved + kept, mask, COMPUTE)
+    update = load(saved + kept + hidden, mask, COMPUTE)
+    new = load(saved + kept + 2 * hidden, mask, COMPUTE)
+    recurrent_n = load(saved + kept + 3 * hidden, mask, COMPUTE)
     at = rows * hidden + units
-    h_prev = tl.load(source + at, mask=mask, other=0.0).to(COMPUTE)
-    d_later = tl.load(d_source + at, mask=mask, other=0.0).to(COMPUTE)
-    delta = d_later + tl.load(d_output + at, mask=mask, other=0.0).to(COMPUTE)
+    h_prev = load(source + at, mask, COMPUTE)
+    d_later = load(d_source + at, mask, COMPUTE)
+    delta = d_later + load(d_output + at, mask, COMPUTE)
     d_n = delta * (1.0 - update) * derivative(new, CANDIDATE)
     d_z = delta * (h_prev - new) * derivative(update, GATE)
     d_r = d_n * recurrent_n * derivative(reset, GATE)
@@ -124,24 +105,12 @@ def plan(
     spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
 ) -> FamilyPlan:
     """The sizes, grid and constexpr flags of the GRU kernels for one call."""
-    block_h = tile(hidden, 128)
-    block_b = tile(batch, max(1, TILE // block_h))
-    return FamilyPlan(
-        rows=3 * hidden,
-        source_size=hidden,
-        cell_size=0,
-        saved_size=4 * hidden,
-        recurrent_gradient=True,
-        grid=(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h)),
-        runtime=(),
-        constants=dict(
-            GATE=code(spec.gate_activation),
-            CANDIDATE=code(spec.candidate_activation),
-            HAS_BIAS_HH=bias_hh,
-            COMPUTE=COMPUTE_TYPES[dtype],
-            BLOCK_B=block_b,
-            BLOCK_H=block_h,
-        ),
-        forward=gru_forward_step,
-        backward=gru_backward_step,
+    constants = dict(
+        GATE=code(spec.gate_activation),
+        CANDIDATE=code(spec.candidate_activation),
+        HAS_BIAS_HH=bias_hh,
     )
+    return unit_plan(
+        gru_forward_step, gru_backward_step, hidden, batch, dtype, constants,
+        gates=3, saved=4, recurrent_gradient=True,
+    )  # fmt: skip

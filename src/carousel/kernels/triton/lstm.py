@@ -39,6 +39,7 @@ from carousel.kernels.triton.common import (
     activate,
     code,
     derivative,
+    load,
     step_active,
     tile,
 )
@@ -63,17 +64,12 @@ def _tile_indices(
 
 
 @triton.jit
-def _load(pointer, mask, COMPUTE: tl.constexpr):
-    return tl.load(pointer, mask=mask, other=0.0).to(COMPUTE)
-
-
-@triton.jit
 def _peephole(
     peephole, ROW: tl.constexpr, hidden, cells, units, unit, BLOCK: tl.constexpr,
     COMPUTE: tl.constexpr,
 ):  # fmt: skip
     """Row ``ROW`` of the peephole weights at this tile's cells, ``(1, BLOCK_K, LANES)``."""
-    return _load(peephole + ROW * hidden + cells, (unit < units) & (cells < hidden), COMPUTE)
+    return load(peephole + ROW * hidden + cells, (unit < units) & (cells < hidden), COMPUTE)
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -99,20 +95,20 @@ def lstm_forward_step(
     )
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
     packed = rows * rows_g
-    c_prev = _load(cell + rows * hidden + cells, cell_mask, COMPUTE)
+    c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
     input_gate, forget_gate, output_gate = one, one, one
     if HAS_I:
-        net_i = _load(gates_x + packed + row_i + unit, gate_mask, COMPUTE)
-        net_i += _load(net + packed + row_i + unit, gate_mask, COMPUTE)
+        net_i = load(gates_x + packed + row_i + unit, gate_mask, COMPUTE)
+        net_i += load(net + packed + row_i + unit, gate_mask, COMPUTE)
         if PEEP_I >= 0:
             p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
             net_i += tl.sum(p_i * c_prev, axis=2, keep_dims=True)
         input_gate = activate(net_i, GATE)
         tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
     if HAS_F:
-        net_f = _load(gates_x + packed + row_f + unit, gate_mask, COMPUTE)
-        net_f += _load(net + packed + row_f + unit, gate_mask, COMPUTE)
+        net_f = load(gates_x + packed + row_f + unit, gate_mask, COMPUTE)
+        net_f += load(net + packed + row_f + unit, gate_mask, COMPUTE)
         if PEEP_F >= 0:
             p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
             net_f += tl.sum(p_f * c_prev, axis=2, keep_dims=True)
@@ -120,14 +116,14 @@ def lstm_forward_step(
         tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
     elif COUPLED:
         forget_gate = 1.0 - input_gate
-    net_z = _load(gates_x + packed + row_g + cells, cell_mask, COMPUTE)
-    net_z += _load(net + packed + row_g + cells, cell_mask, COMPUTE)
+    net_z = load(gates_x + packed + row_g + cells, cell_mask, COMPUTE)
+    net_z += load(net + packed + row_g + cells, cell_mask, COMPUTE)
     candidate = activate(net_z, CANDIDATE)
     tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
     c = forget_gate * c_prev + input_gate * candidate
     if HAS_O:
-        net_o = _load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
-        net_o += _load(net + packed + row_o + unit, gate_mask, COMPUTE)
+        net_o = load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
+        net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
         if PEEP_O >= 0:
             p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
             net_o += tl.sum(p_o * c, axis=2, keep_dims=True)
@@ -139,18 +135,18 @@ def lstm_forward_step(
         tl.store(y_out + rows * hidden + cells, tl.where(active, y, 0.0), mask=cell_mask)
     else:
         h_at = rows * source_size + cells
-        h_prev = _load(source + h_at, cell_mask, COMPUTE)
+        h_prev = load(source + h_at, cell_mask, COMPUTE)
         tl.store(source_next + h_at, tl.where(active, y, h_prev), mask=cell_mask)
     if FEEDBACK:  # [h_t, gamma_t]: the gates this step computed, in packed order
         fed = rows * source_size + out_size + unit
         if HAS_I:
-            held = _load(source + fed + feed_i, gate_mask, COMPUTE)
+            held = load(source + fed + feed_i, gate_mask, COMPUTE)
             tl.store(source_next + fed + feed_i, tl.where(active, input_gate, held), gate_mask)
         if HAS_F:
-            held = _load(source + fed + feed_f, gate_mask, COMPUTE)
+            held = load(source + fed + feed_f, gate_mask, COMPUTE)
             tl.store(source_next + fed + feed_f, tl.where(active, forget_gate, held), gate_mask)
         if HAS_O:
-            held = _load(source + fed + feed_o, gate_mask, COMPUTE)
+            held = load(source + fed + feed_o, gate_mask, COMPUTE)
             tl.store(source_next + fed + feed_o, tl.where(active, output_gate, held), gate_mask)
 
 
@@ -191,35 +187,35 @@ def lstm_backward_step(
     )
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
     packed = rows * rows_g
-    c_prev = _load(cell + rows * hidden + cells, cell_mask, COMPUTE)
-    c = _load(cell_next + rows * hidden + cells, cell_mask, COMPUTE)
+    c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
+    c = load(cell_next + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
     zero = tl.zeros([BLOCK_B, BLOCK_K, 1], COMPUTE)
     input_gate, forget_gate, output_gate = one, one, one
     fed_i, fed_f, fed_o = zero, zero, zero
     fed = rows * source_size + out_size + unit
     if HAS_I:
-        input_gate = _load(saved + packed + row_i + unit, gate_mask, COMPUTE)
+        input_gate = load(saved + packed + row_i + unit, gate_mask, COMPUTE)
         if FEEDBACK:
-            fed_i = _load(d_source + fed + feed_i, gate_mask, COMPUTE)
+            fed_i = load(d_source + fed + feed_i, gate_mask, COMPUTE)
     if HAS_F:
-        forget_gate = _load(saved + packed + row_f + unit, gate_mask, COMPUTE)
+        forget_gate = load(saved + packed + row_f + unit, gate_mask, COMPUTE)
         if FEEDBACK:
-            fed_f = _load(d_source + fed + feed_f, gate_mask, COMPUTE)
+            fed_f = load(d_source + fed + feed_f, gate_mask, COMPUTE)
     elif COUPLED:
         forget_gate = 1.0 - input_gate
     if HAS_O:
-        output_gate = _load(saved + packed + row_o + unit, gate_mask, COMPUTE)
+        output_gate = load(saved + packed + row_o + unit, gate_mask, COMPUTE)
         if FEEDBACK:
-            fed_o = _load(d_source + fed + feed_o, gate_mask, COMPUTE)
-    candidate = _load(saved + packed + row_g + cells, cell_mask, COMPUTE)
+            fed_o = load(d_source + fed + feed_o, gate_mask, COMPUTE)
+    candidate = load(saved + packed + row_g + cells, cell_mask, COMPUTE)
     squashed = activate(c, OUTPUT)
     if PROJECT:
-        dy = _load(d_y + rows * hidden + cells, cell_mask, COMPUTE)
+        dy = load(d_y + rows * hidden + cells, cell_mask, COMPUTE)
     else:
-        dy = _load(d_source + rows * source_size + cells, cell_mask, COMPUTE)
-        dy += _load(d_output + rows * out_size + cells, cell_mask, COMPUTE)
-    d_c_later = _load(d_cell + rows * hidden + cells, cell_mask, COMPUTE)
+        dy = load(d_source + rows * source_size + cells, cell_mask, COMPUTE)
+        dy += load(d_output + rows * out_size + cells, cell_mask, COMPUTE)
+    d_c_later = load(d_cell + rows * hidden + cells, cell_mask, COMPUTE)
     d_c = d_c_later + dy * output_gate * derivative(squashed, OUTPUT)
     if HAS_O:
         d_o = tl.sum(dy * squashed, axis=2, keep_dims=True) + fed_o

@@ -27,6 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import triton
+
+from carousel.kernels.triton.common import COMPUTE_TYPES, TILE, tile
+
 
 @dataclass(frozen=True)
 class FamilyPlan:
@@ -57,3 +61,34 @@ class FamilyPlan:
     constants: dict
     forward: object
     backward: object
+
+
+def unit_plan(
+    forward, backward, hidden: int, batch: int, dtype, constants: dict, *, gates: int,
+    cells: int = 0, saved: int = 0, recurrent_gradient: bool = False,
+) -> FamilyPlan:  # fmt: skip
+    """The plan of a family whose programs cover ``BLOCK_B`` rows x ``BLOCK_H`` units of the
+    ``(B, H)`` grid and whose recurrent source is :math:`h` (``R = H``): GRU, Elman, sLSTM.
+
+    ``gates``, ``cells`` and ``saved`` are ``G``, ``C`` and ``A`` in units of ``H``; ``constants``
+    the family's ``tl.constexpr`` flags, to which ``COMPUTE``, ``BLOCK_B`` and ``BLOCK_H`` are added.
+    """
+    block_h = tile(hidden, 128)
+    block_b = tile(batch, max(1, TILE // block_h))
+    return FamilyPlan(
+        rows=gates * hidden,
+        source_size=hidden,
+        cell_size=cells * hidden,
+        saved_size=saved * hidden,
+        recurrent_gradient=recurrent_gradient,
+        grid=(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h)),
+        runtime=(),
+        constants={
+            **constants,
+            "COMPUTE": COMPUTE_TYPES[dtype],
+            "BLOCK_B": block_b,
+            "BLOCK_H": block_h,
+        },
+        forward=forward,
+        backward=backward,
+    )

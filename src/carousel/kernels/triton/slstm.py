@@ -42,25 +42,10 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import (
-    COMPUTE_TYPES,
-    TILE,
-    activate,
-    code,
-    derivative,
-    step_active,
-    tile,
-)
-from carousel.kernels.triton.plan import FamilyPlan
+from carousel.kernels.triton.common import activate, code, derivative, load, step_active, unit_tile
+from carousel.kernels.triton.plan import FamilyPlan, unit_plan
 
 __all__ = ["plan", "slstm_backward_step", "slstm_forward_step"]
-
-
-@triton.jit
-def _tile(batch, hidden, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
-    units = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)[None, :]
-    return rows, units, (rows < batch) & (units < hidden)
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -73,22 +58,22 @@ def slstm_forward_step(
 ):  # fmt: skip
     """One sLSTM step after its recurrent GEMM: :math:`h_t` into ``source_next``,
     :math:`c_t, n_t, m_t` into ``cell_next`` and what the backward step needs into ``saved``."""
-    rows, units, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    rows, units, mask = unit_tile(batch, hidden, BLOCK_B, BLOCK_H)
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
     packed = rows * 4 * hidden + units
-    i_net = tl.load(gates_x + packed, mask=mask, other=0.0).to(COMPUTE)
-    i_net += tl.load(net + packed, mask=mask, other=0.0).to(COMPUTE)
-    f_net = tl.load(gates_x + packed + hidden, mask=mask, other=0.0).to(COMPUTE)
-    f_net += tl.load(net + packed + hidden, mask=mask, other=0.0).to(COMPUTE)
-    z_net = tl.load(gates_x + packed + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    z_net += tl.load(net + packed + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    o_net = tl.load(gates_x + packed + 3 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    o_net += tl.load(net + packed + 3 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    i_net = load(gates_x + packed, mask, COMPUTE)
+    i_net += load(net + packed, mask, COMPUTE)
+    f_net = load(gates_x + packed + hidden, mask, COMPUTE)
+    f_net += load(net + packed + hidden, mask, COMPUTE)
+    z_net = load(gates_x + packed + 2 * hidden, mask, COMPUTE)
+    z_net += load(net + packed + 2 * hidden, mask, COMPUTE)
+    o_net = load(gates_x + packed + 3 * hidden, mask, COMPUTE)
+    o_net += load(net + packed + 3 * hidden, mask, COMPUTE)
     state = rows * 3 * hidden + units
-    c_prev = tl.load(cell + state, mask=mask, other=0.0).to(COMPUTE)
+    c_prev = load(cell + state, mask, COMPUTE)
     n_prev = tl.load(cell + state + hidden, mask=mask, other=1.0).to(COMPUTE)
-    m_prev = tl.load(cell + state + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    h_prev = tl.load(source + rows * hidden + units, mask=mask, other=0.0).to(COMPUTE)
+    m_prev = load(cell + state + 2 * hidden, mask, COMPUTE)
+    h_prev = load(source + rows * hidden + units, mask, COMPUTE)
 
     if EXP_FORGET:
         log_forget = f_net
@@ -134,26 +119,26 @@ def slstm_backward_step(
     """The chain rule back through one sLSTM step (equations in the module docstring): the
     net-input errors into ``d_net`` (zero at rows past their length) and the errors reaching
     :math:`c_{t-1}, n_{t-1}, m_{t-1}` into ``d_cell`` (unchanged past a row's length)."""
-    rows, units, mask = _tile(batch, hidden, BLOCK_B, BLOCK_H)
+    rows, units, mask = unit_tile(batch, hidden, BLOCK_B, BLOCK_H)
     active = step_active(lengths, rows, batch, step, HAS_LENGTHS)
     kept = rows * 6 * hidden + units
-    input_gate = tl.load(saved + kept, mask=mask, other=0.0).to(COMPUTE)
-    forget_gate = tl.load(saved + kept + hidden, mask=mask, other=0.0).to(COMPUTE)
-    z = tl.load(saved + kept + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    o = tl.load(saved + kept + 3 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    share = tl.load(saved + kept + 4 * hidden, mask=mask, other=0.0).to(COMPUTE)
-    slope = tl.load(saved + kept + 5 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    input_gate = load(saved + kept, mask, COMPUTE)
+    forget_gate = load(saved + kept + hidden, mask, COMPUTE)
+    z = load(saved + kept + 2 * hidden, mask, COMPUTE)
+    o = load(saved + kept + 3 * hidden, mask, COMPUTE)
+    share = load(saved + kept + 4 * hidden, mask, COMPUTE)
+    slope = load(saved + kept + 5 * hidden, mask, COMPUTE)
     state = rows * 3 * hidden + units
-    c_prev = tl.load(cell + state, mask=mask, other=0.0).to(COMPUTE)
+    c_prev = load(cell + state, mask, COMPUTE)
     n_prev = tl.load(cell + state + hidden, mask=mask, other=1.0).to(COMPUTE)
-    c = tl.load(cell_next + state, mask=mask, other=0.0).to(COMPUTE)
+    c = load(cell_next + state, mask, COMPUTE)
     n = tl.load(cell_next + state + hidden, mask=mask, other=1.0).to(COMPUTE)
-    d_c_later = tl.load(d_cell + state, mask=mask, other=0.0).to(COMPUTE)
-    d_n_later = tl.load(d_cell + state + hidden, mask=mask, other=0.0).to(COMPUTE)
-    d_m_later = tl.load(d_cell + state + 2 * hidden, mask=mask, other=0.0).to(COMPUTE)
+    d_c_later = load(d_cell + state, mask, COMPUTE)
+    d_n_later = load(d_cell + state + hidden, mask, COMPUTE)
+    d_m_later = load(d_cell + state + 2 * hidden, mask, COMPUTE)
     at = rows * hidden + units
-    d_h = tl.load(d_source + at, mask=mask, other=0.0).to(COMPUTE)
-    d_h += tl.load(d_output + at, mask=mask, other=0.0).to(COMPUTE)
+    d_h = load(d_source + at, mask, COMPUTE)
+    d_h += load(d_output + at, mask, COMPUTE)
 
     ratio = c / n
     squashed = activate(ratio, OUTPUT)
@@ -181,25 +166,13 @@ def plan(
     spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
 ) -> FamilyPlan:
     """The sizes, grid and constexpr flags of the sLSTM kernels for one call."""
-    block_h = tile(hidden, 128)
-    block_b = tile(batch, max(1, TILE // block_h))
-    return FamilyPlan(
-        rows=4 * hidden,
-        source_size=hidden,
-        cell_size=3 * hidden,
-        saved_size=6 * hidden,
-        recurrent_gradient=False,
-        grid=(triton.cdiv(batch, block_b), triton.cdiv(hidden, block_h)),
-        runtime=(),
-        constants=dict(
-            GATE=code(spec.gate_activation),
-            CANDIDATE=code(spec.candidate_activation),
-            OUTPUT=code(spec.output_activation),
-            EXP_FORGET=spec.forget_activation == "exp",
-            COMPUTE=COMPUTE_TYPES[dtype],
-            BLOCK_B=block_b,
-            BLOCK_H=block_h,
-        ),
-        forward=slstm_forward_step,
-        backward=slstm_backward_step,
+    constants = dict(
+        GATE=code(spec.gate_activation),
+        CANDIDATE=code(spec.candidate_activation),
+        OUTPUT=code(spec.output_activation),
+        EXP_FORGET=spec.forget_activation == "exp",
     )
+    return unit_plan(
+        slstm_forward_step, slstm_backward_step, hidden, batch, dtype, constants,
+        gates=4, cells=3, saved=6,
+    )  # fmt: skip
