@@ -186,3 +186,21 @@ def test_reverse_resets_start_each_segment_at_its_last_step():
     lengths = torch.tensor([5, 3])
     assert direction_resets(reset, lengths, reverse=True)[:, 1].tolist() == [1, 0, 0, 0, 0]
     assert direction_resets(reset, lengths, reverse=False)[:, 1].tolist() == [0, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_zoneout_masks_in_training_are_bernoulli_draws_of_the_dtype_seeded_by_torch(dtype):
+    like = torch.zeros(1, dtype=dtype)
+    regularizers = Regularizers.create(make_spec("vanilla"), zoneout=(0.3, 1.0))
+    torch.manual_seed(5)
+    cell, hidden = regularizers.zoneout_masks((200, 50), 40, 30, like, training=True)
+    assert cell.dtype == dtype and cell.shape == (200, 50, 40) and hidden.shape == (200, 50, 30)
+    assert set(cell.unique().tolist()) == {0.0, 1.0}
+    assert abs(cell.mean().item() - 0.3) < 0.005  # 400,000 draws: 7 standard deviations
+    assert torch.all(hidden == 1.0)  # p = 1 keeps every previous state
+    torch.manual_seed(5)
+    again, _ = regularizers.zoneout_masks((200, 50), 40, 30, like, training=True)
+    assert torch.equal(cell, again)
+    rare = Regularizers.create(make_spec("gru"), zoneout=1e-12)
+    _, never = rare.zoneout_masks((100, 10), 20, 20, like, training=True)
+    assert torch.all(never == 0.0)  # p below 2^-32 rounds to a threshold of 0

@@ -258,9 +258,7 @@ class Regularizers:
             if p == 0:
                 masks.append(None)
             elif training:
-                masks.append(
-                    torch.empty(*shape, width, dtype=like.dtype, device=like.device).bernoulli_(p)
-                )
+                masks.append(_bernoulli((*shape, width), p, like))
             else:
                 masks.append(like.new_full((1,) * (len(shape) + 1), p).expand(*shape, width))
         return masks[0], masks[1]
@@ -276,6 +274,27 @@ class Regularizers:
             (steps, batch), hidden_size, spec.output_size(hidden_size, proj_size), x, training
         )
         return masks._replace(zoneout_cell=zoneout_cell, zoneout_hidden=zoneout_hidden)
+
+
+_BITS = 2**31
+"""``int32`` ``random_()`` draws uniformly from ``[0, 2^31)``."""
+
+
+def _bernoulli(shape, p: float, like: Tensor) -> Tensor:
+    r"""Bernoulli(``p``) draws (1 with probability ``p``) of ``like``'s dtype and device.
+
+    On the CPU each entry is one ``int32`` ``random_()`` draw ``u``, uniform on
+    :math:`[0, 2^{31})`, and the mask is :math:`u < \mathrm{round}(p\, 2^{31})`: the probability
+    is ``p`` to within :math:`2^{-32}`, and it is about three times faster than ``bernoulli_(p)``,
+    which was most of zoneout's cost on the numba backend (its ``(T, B, H)`` masks are drawn on
+    every call). Other devices use ``bernoulli_``. Both take torch's generator, so
+    ``torch.manual_seed`` reproduces the draws."""
+    if like.device.type != "cpu":
+        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(p)
+    threshold = round(p * _BITS)
+    if threshold >= _BITS:  # p = 1 (also keeps the threshold inside int32)
+        return torch.ones(shape, dtype=like.dtype)
+    return torch.empty(shape, dtype=torch.int32).random_().lt_(threshold).to(like.dtype)
 
 
 def _keep(shape, p: float, like: Tensor) -> Tensor:

@@ -44,12 +44,7 @@ from carousel.kernels.numba_cpu.common import (
     time_index,
     time_major,
 )
-from carousel.kernels.numba_cpu.layer_norm import (
-    normalize,
-    normalize_backward,
-    normalize_steps,
-    normalize_steps_backward,
-)
+from carousel.kernels.numba_cpu.layer_norm import normalize, normalize_backward
 from carousel.kernels.numba_cpu.masks import restart, stop_at_resets
 
 
@@ -123,16 +118,22 @@ def gru_forward(
     norm_at = np.empty((saved if normalized else 0, batch, 2, width), dtype)
     inverse_at = np.empty((saved if normalized else 0, batch, 2), dtype)
     gates_x = input_projection(x, weight_ih, bias_ih[:0] if normalized else bias_ih)  # (T, B, 3H)
+    # with layer norm the biases are folded into the shifts (b_ih of LN(W x), b_hh of LN(R h)),
+    # and each step normalises its own row of the input projections where it reads them
+    shifted_ih, shifted_hh = norm_ih.copy(), norm_hh.copy()
     if normalized:
-        normalize_steps(gates_x, norm_ih, bias_ih, lengths, norm_at, inverse_at, 0)
+        for g in range(bias_ih.shape[0]):
+            shifted_ih[1, g] += bias_ih[g]
+        for g in range(bias_hh.shape[0]):
+            shifted_hh[1, g] += bias_hh[g]
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, 3H)
     output = time_major(steps, batch, hidden, dtype, lengths)
     h = h0.copy()
     read = np.empty((batch, hidden), dtype) if drop_recurrent else h  # what R reads
     recurrent = np.empty((batch, width), dtype)
     act = np.empty(width, dtype)  # r, u, n of one row
-    rows = np.ones((2, width), dtype)  # a mask of ones, LN scratch
-    ones, hat = rows[0, :hidden], rows[1]
+    rows = np.ones((3, width), dtype)  # a mask of ones, LN scratch
+    ones, hat, input_hat = rows[0, :hidden], rows[1], rows[2]
     gates_at = time_major(saved, batch, width, dtype, lengths)
     recurrent_n_at = time_major(saved, batch, hidden, dtype, lengths)
     source_at = time_major(saved, batch, hidden, dtype, lengths)
@@ -151,10 +152,13 @@ def gru_forward(
             tau = time_index(t, lengths[b], reverse)
             if normalized:
                 row_hat = norm_at[tau, b, 1] if keep else hat
-                inverse = normalize(recurrent[b], norm_hh, row_hat, recurrent[b])
+                inverse = normalize(recurrent[b], shifted_hh, row_hat, recurrent[b])
+                row_hat = norm_at[tau, b, 0] if keep else input_hat
+                inverse_input = normalize(gates_x[tau, b], shifted_ih, row_hat, gates_x[tau, b])
                 if keep:
+                    inverse_at[tau, b, 0] = inverse_input
                     inverse_at[tau, b, 1] = inverse
-            if has_bias_hh:
+            elif has_bias_hh:
                 for g in range(width):
                     recurrent[b, g] += bias_hh[g]
             if keep:
@@ -240,8 +244,8 @@ def gru_backward(
     act = np.empty(width, dtype)
     slope = np.empty(width, dtype)
     ones = np.ones(hidden, dtype)
-    d_norm_hh = np.zeros(norm_hh.shape)  # accumulated in float64
-    d_shift_hh = np.zeros(width)  # b_hh's gradient with layer norm (before the normalisation)
+    d_norm_ih = np.zeros(norm_ih.shape)  # accumulated in float64
+    d_norm_hh = np.zeros(norm_hh.shape)
 
     for t in range(steps - 1, -1, -1):
         for b in range(batch):
@@ -268,10 +272,8 @@ def gru_backward(
                 d_recurrent[b, hidden + j] = d_update
                 d_recurrent[b, 2 * hidden + j] = d_new * reset_gate
                 d_h[b, j] = through * update + kept * delta
-            if normalized:  # R h was normalised before b_hh was added
-                for g in range(width):
-                    d_shift_hh[g] += d_recurrent[b, g]
-                normalize_backward(
+            if normalized:  # R h was normalised before b_hh was added: b_hh's gradient is
+                normalize_backward(  # the shift's, accumulated in d_norm_hh[1]
                     d_recurrent[b],
                     norm_at[tau, b, 1],
                     inverse_at[tau, b, 1],
@@ -281,6 +283,15 @@ def gru_backward(
                 )
             for g in range(width):
                 d_recurrent_at[tau, b, g] = d_recurrent[b, g]
+            if normalized:  # gates_x = LN(W x) + b_ih: b_ih's gradient is the shift's
+                normalize_backward(
+                    d_net_at[tau, b],
+                    norm_at[tau, b, 0],
+                    inverse_at[tau, b, 0],
+                    norm_ih,
+                    d_norm_ih,
+                    d_net_at[tau, b],
+                )
         matmul(d_recurrent, weight_hh, d_source)  # (B, H)
         for b in range(batch):
             if t < lengths[b]:
@@ -292,9 +303,6 @@ def gru_backward(
         if resets:  # no error crosses a reset
             stop_at_resets(t, reset, lengths, reverse, d_h)
 
-    d_norm_ih = np.zeros(norm_ih.shape)
-    if normalized:
-        d_norm_ih = normalize_steps_backward(d_net_at, norm_at, inverse_at, norm_ih, lengths, 0)
     d_x, d_weight_ih, d_bias_ih = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     sources = source_at
     if drop_recurrent:  # R read the masked h
@@ -306,7 +314,7 @@ def gru_backward(
     _, d_weight_hh, d_bias_hh = input_gradients(sources, weight_hh, d_recurrent_at, False)
     if normalized:
         d_bias_ih = d_norm_ih[1].astype(dtype)
-        d_bias_hh = d_shift_hh.astype(dtype)
+        d_bias_hh = d_norm_hh[1].astype(dtype)
     return (
         d_x,
         d_h,

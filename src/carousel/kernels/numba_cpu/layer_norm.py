@@ -1,5 +1,7 @@
 r"""Layer normalisation (Ba, Kiros & Hinton 2016) for the compiled kernels: one row forward and
-backward, and the input projections of all steps at once.
+backward. The recurrent kernels call them once per row and step, where that row is read, for each
+of their normalisations (the input projection's too, so it takes no pass of its own over
+``(T, B, G)``), and fold a following bias into the shift.
 
 .. math::
     \hat a = \frac{a - \mu}{\sqrt{\sigma^2 + \epsilon}}, \quad \mathrm{LN}(a) = \gamma \odot \hat a
@@ -15,15 +17,36 @@ their gradients are accumulated in float64. Statistics are computed in float64.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba import njit
 
 from carousel.cells.spec import LAYER_NORM_EPSILON
-from carousel.kernels.numba_cpu.common import kernel
+from carousel.kernels.numba_cpu import common
 
 EPSILON = LAYER_NORM_EPSILON
 
 
-@kernel
+def row_kernel(function):
+    """:func:`~carousel.kernels.numba_cpu.common.kernel` that may reassociate its sums
+    (``fastmath={"reassoc", "contract"}``), so that LLVM vectorises the reductions over a row.
+
+    Without it every ``total += value`` waits on the previous one (IEEE order), and a
+    normalisation's mean, variance and backward sums ran one element at a time. The sums change
+    only in their rounding (partial sums added in another order); no flag assumes away NaN or
+    infinity, so those propagate as before. Calls from :func:`kernel` functions inline it with
+    its flags."""
+    user_directory = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = common._CACHE_DIRECTORY
+    try:
+        return njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})(
+            function
+        )
+    finally:
+        numba.config.CACHE_DIR = user_directory
+
+
+@row_kernel
 def normalize(values, gain_shift, hat, out):
     r"""``out = LN(values)`` for one row; ``hat`` receives :math:`\hat a`; returns
     :math:`1 / \sqrt{\sigma^2 + \epsilon}`. ``out`` may be ``values`` itself."""
@@ -43,7 +66,7 @@ def normalize(values, gain_shift, hat, out):
     return inverse
 
 
-@kernel
+@row_kernel
 def normalize_backward(d_out, hat, inverse, gain_shift, d_gain_shift, d_in):
     """Backward of :func:`normalize` for one row: adds the gradients of the gain and shift to
     ``d_gain_shift`` ``(2, n)`` (float64) and writes the gradient of ``values`` to ``d_in``
@@ -60,42 +83,3 @@ def normalize_backward(d_out, hat, inverse, gain_shift, d_gain_shift, d_in):
     weighted /= n
     for j in range(n):
         d_in[j] = inverse * (d_out[j] * gain_shift[0, j] - total - hat[j] * weighted)
-
-
-@kernel
-def normalize_steps(projected, gain_shift, bias, lengths, hat_at, inverse_at, which):
-    """``projected`` ``(T, B, G)`` in place: every valid row (time position below its sequence's
-    length) becomes ``LN(row) + bias`` (``bias`` ``(G,)`` or ``(0,)``). With saved arrays
-    (``hat_at`` ``(T, B, 2, G)``, ``inverse_at`` ``(T, B, 2)``; ``T = 0`` to save nothing) the
-    statistics go to slot ``which``."""
-    steps, batch, rows = projected.shape
-    keep = hat_at.shape[0] > 0
-    scratch = np.empty(rows, projected.dtype)
-    for t in range(steps):
-        for b in range(batch):
-            if t >= lengths[b]:
-                continue
-            row = projected[t, b]
-            hat = hat_at[t, b, which] if keep else scratch
-            inverse = normalize(row, gain_shift, hat, row)
-            if keep:
-                inverse_at[t, b, which] = inverse
-            for g in range(bias.shape[0]):
-                row[g] += bias[g]
-
-
-@kernel
-def normalize_steps_backward(d_projected, hat_at, inverse_at, gain_shift, lengths, which):
-    """Backward of :func:`normalize_steps`: ``d_projected`` ``(T, B, G)`` in place, from the
-    gradient of the normalised rows to that of the projections; returns the gradient of the gain
-    and shift ``(2, G)`` (float64), whose row 1 is also the bias gradient."""
-    steps, batch, rows = d_projected.shape
-    d_gain_shift = np.zeros((2, rows))
-    for t in range(steps):
-        for b in range(batch):
-            if t < lengths[b]:
-                row = d_projected[t, b]
-                normalize_backward(
-                    row, hat_at[t, b, which], inverse_at[t, b, which], gain_shift, d_gain_shift, row
-                )
-    return d_gain_shift

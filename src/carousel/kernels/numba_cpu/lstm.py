@@ -34,7 +34,7 @@ import numpy as np
 
 from carousel.kernels.numba_cpu.blas import input_projection, matmul
 from carousel.kernels.numba_cpu.common import activate, expand, kernel, time_index, time_major
-from carousel.kernels.numba_cpu.layer_norm import normalize, normalize_steps
+from carousel.kernels.numba_cpu.layer_norm import normalize
 from carousel.kernels.numba_cpu.lstm_bptt import lstm_backward
 from carousel.kernels.numba_cpu.lstm_config import (
     BLOCK_SIZE,
@@ -135,8 +135,10 @@ def lstm_forward(
     norm_at = np.empty((saved if normalized else 0, batch, 2, rows), dtype)
     inverse_at = np.empty((saved if normalized else 0, batch, 2), dtype)
     gates = input_projection(x, weight_ih, bias[:0] if normalized else bias)  # (T, B, G)
+    shifted_ih = norm_ih.copy()  # with layer norm, b folded into the shift of LN(W x)
     if normalized:
-        normalize_steps(gates, norm_ih, bias, lengths, norm_at, inverse_at, 0)
+        for g in range(bias.shape[0]):
+            shifted_ih[1, g] += bias[g]
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (R, G)
     weight_hr_t = np.ascontiguousarray(weight_hr.T)  # (H, P)
     peephole_i = peephole_row(weight_peephole, peep_i, hidden)
@@ -162,8 +164,8 @@ def lstm_forward(
     cell_i = act_i if block == 1 else expanded[0]
     cell_f = act_f if block == 1 else expanded[1]
     cell_o = act_o if block == 1 else expanded[2]
-    fresh = np.empty((3, max(hidden, rows)), dtype)  # the new cell, a mask row, LN scratch
-    written, ones, hat = fresh[0, :hidden], fresh[1, :hidden], fresh[2]
+    fresh = np.empty((4, max(hidden, rows)), dtype)  # the new cell, a mask row, LN scratch
+    written, ones, hat, input_hat = fresh[0, :hidden], fresh[1, :hidden], fresh[2], fresh[3]
     ones[:] = 1.0
 
     cell_prev_at = time_major(saved, batch, hidden, dtype, lengths)
@@ -186,13 +188,19 @@ def lstm_forward(
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
-            if normalized:
+            if normalized:  # act = LN(W x) + b + LN(W_hh source), the input's row read here
                 row_hat = norm_at[tau, b, 1] if keep else hat[:rows]
                 inverse = normalize(net[b], norm_hh, row_hat, net[b])
+                row_hat = norm_at[tau, b, 0] if keep else input_hat[:rows]
+                inverse_input = normalize(gates[tau, b], shifted_ih, row_hat, act[:rows])
                 if keep:
+                    inverse_at[tau, b, 0] = inverse_input
                     inverse_at[tau, b, 1] = inverse
-            for g in range(rows):
-                act[g] = net[b, g] + gates[tau, b, g]
+                for g in range(rows):
+                    act[g] += net[b, g]
+            else:
+                for g in range(rows):
+                    act[g] = net[b, g] + gates[tau, b, g]
             if keep:
                 for r in range(source_size):
                     source_at[tau, b, r] = read[b, r]

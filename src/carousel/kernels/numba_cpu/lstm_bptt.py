@@ -20,11 +20,7 @@ from carousel.kernels.numba_cpu.common import (
     time_index,
     time_major,
 )
-from carousel.kernels.numba_cpu.layer_norm import (
-    normalize,
-    normalize_backward,
-    normalize_steps_backward,
-)
+from carousel.kernels.numba_cpu.layer_norm import normalize, normalize_backward
 from carousel.kernels.numba_cpu.lstm_config import (
     BLOCK_SIZE,
     COUPLED,
@@ -165,7 +161,8 @@ def lstm_backward(
     d_peephole_i = peephole_row(d_peephole, peep_i, hidden)
     d_peephole_f = peephole_row(d_peephole, peep_f, hidden)
     d_peephole_o = peephole_row(d_peephole, peep_o, hidden)
-    d_norm_hh = np.zeros(norm_hh.shape)  # accumulated in float64
+    d_norm_ih = np.zeros(norm_ih.shape)  # accumulated in float64
+    d_norm_hh = np.zeros(norm_hh.shape)
     d_norm_cell = np.zeros(norm_cell.shape)
 
     # One row's activations, their slopes and the net-input gradients, laid out as in
@@ -180,7 +177,7 @@ def lstm_backward(
     slope_g, slope_o = slope[row_g : row_g + hidden], slope[read_o : read_o + units]
     d_row_i, d_row_f = d_row[read_i : read_i + units], d_row[read_f : read_f + units]
     d_row_g, d_row_o = d_row[row_g : row_g + hidden], d_row[read_o : read_o + units]
-    d_gates, d_recurrent = d_row[:rows], np.empty(rows, dtype)
+    d_gates = d_row[:rows]
     # the fed-back gates' errors of one row; absent ones read the zero tail
     feedback_row = np.zeros(feedback_size + units, dtype)
     zeros = feedback_row[feedback_size:]
@@ -289,9 +286,16 @@ def lstm_backward(
             if zone_cell:
                 for j in range(hidden):
                     d_c[b, j] += skip_c[b, j]
-            for g in range(rows):
-                d_net_at[tau, b, g] = d_gates[g]
-            if normalized:  # the recurrent projection was normalised
+            if normalized:  # net = LN(W x) + b + LN(W_hh source): b's gradient is the shift's
+                normalize_backward(
+                    d_gates,
+                    norm_at[tau, b, 0],
+                    inverse_at[tau, b, 0],
+                    norm_ih,
+                    d_norm_ih,
+                    d_net_at[tau, b],
+                )
+                d_recurrent = d_recurrent_at[tau, b]
                 normalize_backward(
                     d_gates,
                     norm_at[tau, b, 1],
@@ -302,9 +306,9 @@ def lstm_backward(
                 )
                 for g in range(rows):
                     d_net[b, g] = d_recurrent[g]
-                    d_recurrent_at[tau, b, g] = d_recurrent[g]
             else:
                 for g in range(rows):
+                    d_net_at[tau, b, g] = d_gates[g]
                     d_net[b, g] = d_gates[g]
 
         # the recurrent source [m h_{t-1}, gamma_{t-1}]; cut by the truncated gradient
@@ -327,9 +331,6 @@ def lstm_backward(
             stop_at_resets(t, reset, lengths, reverse, d_c)
             stop_at_resets(t, reset, lengths, reverse, d_feedback)
 
-    d_norm_ih = np.zeros(norm_ih.shape)
-    if normalized:  # net = LN(W x) + b: b's gradient is the shift's
-        d_norm_ih = normalize_steps_backward(d_net_at, norm_at, inverse_at, norm_ih, lengths, 0)
     d_x, d_weight_ih, d_bias = input_gradients(x, weight_ih, d_net_at, need_input_grad)
     if normalized:
         d_bias = d_norm_ih[1].astype(dtype)
