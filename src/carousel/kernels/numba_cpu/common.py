@@ -56,17 +56,19 @@ def _cache_directory() -> str:
 _CACHE_DIRECTORY = _cache_directory()
 
 
-def kernel(function):
+def kernel(function=None, *, fastmath=False):
     """Compile ``function`` as a kernel: ``@njit(cache=True, nogil=True)`` into
     :func:`_cache_directory`, with NumPy's float division (no zero check, which would keep LLVM
-    from vectorising the loops).
+    from vectorising the loops). ``@kernel(fastmath=...)`` passes numba's ``fastmath`` flags.
 
     ``nogil``: called from Python, a kernel releases the GIL for its whole run, so the batch
     shards of one call (:mod:`.shards`) run their kernels in parallel Python threads."""
+    if function is None:
+        return lambda function: kernel(function, fastmath=fastmath)
     user_directory = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = _CACHE_DIRECTORY  # read when the dispatcher sets up its cache
     try:
-        return njit(cache=True, nogil=True, error_model="numpy")(function)
+        return njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(function)
     finally:
         numba.config.CACHE_DIR = user_directory
 

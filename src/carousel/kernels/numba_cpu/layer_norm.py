@@ -17,33 +17,23 @@ their gradients are accumulated in float64. Statistics are computed in float64.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit
 
 from carousel.cells.spec import LAYER_NORM_EPSILON
-from carousel.kernels.numba_cpu import common
+from carousel.kernels.numba_cpu.common import kernel
 
 EPSILON = LAYER_NORM_EPSILON
 
 
-def row_kernel(function):
-    """:func:`~carousel.kernels.numba_cpu.common.kernel` that may reassociate its sums
-    (``fastmath={"reassoc", "contract"}``), so that LLVM vectorises the reductions over a row.
+row_kernel = kernel(fastmath={"reassoc", "contract"})
+"""A :func:`~carousel.kernels.numba_cpu.common.kernel` that may reassociate its sums, so that
+LLVM vectorises the reductions over a row.
 
-    Without it every ``total += value`` waits on the previous one (IEEE order), and a
-    normalisation's mean, variance and backward sums ran one element at a time. The sums change
-    only in their rounding (partial sums added in another order); no flag assumes away NaN or
-    infinity, so those propagate as before. Calls from :func:`kernel` functions inline it with
-    its flags."""
-    user_directory = numba.config.CACHE_DIR
-    numba.config.CACHE_DIR = common._CACHE_DIRECTORY
-    try:
-        return njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})(
-            function
-        )
-    finally:
-        numba.config.CACHE_DIR = user_directory
+Without it every ``total += value`` waits on the previous one (IEEE order), and a
+normalisation's mean, variance and backward sums ran one element at a time. The sums change
+only in their rounding (partial sums added in another order); no flag assumes away NaN or
+infinity, so those propagate as before. Calls from :func:`kernel` functions inline it with
+its flags."""
 
 
 @row_kernel
