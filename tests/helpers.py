@@ -32,6 +32,30 @@ def forward_backward(module, inputs, upstream):
     return [o.detach() for o in outputs], grads
 
 
+def run_layer(layer, x, state, lengths, upstream=None):
+    """Run ``layer(x, state, lengths=lengths)`` (``state`` a tuple of initial states, or empty or
+    ``None``), backpropagate ``upstream`` (random when ``None``) and return the flat outputs, the
+    gradients (every parameter, ``input``, ``state0``, ...) and the upstream used.
+
+    An input the result does not depend on (the initial ``h`` under the truncated gradient) has
+    no gradient in the reference; it counts as zero.
+    """
+    state = tuple(state or ())
+    layer.zero_grad()
+    for t in (x, *state):
+        t.grad = None
+    hx = state if len(state) > 1 else state[0] if state else None
+    output, final = layer(x, hx, lengths=lengths)
+    outputs = flatten((output, final))
+    if upstream is None:
+        upstream = [torch.randn_like(o) for o in outputs]
+    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    for name, t in [("input", x)] + [(f"state{i}", s) for i, s in enumerate(state)]:
+        grads[name] = torch.zeros_like(t) if t.grad is None else t.grad.clone()
+    return [o.detach() for o in outputs], grads, upstream
+
+
 def assert_same(actual, expected, dtype=torch.float32, what=""):
     """Assert two lists/dicts of tensors are equal within the dtype's tolerance."""
     if isinstance(expected, dict):

@@ -12,7 +12,7 @@ import carousel
 from carousel import kernels
 from carousel.cells import VARIANTS, make_spec
 from carousel.kernels import numba_cpu
-from tests.helpers import assert_same, flatten
+from tests.helpers import assert_same, flatten, run_layer
 
 LSTM_VARIANTS = [name for name in VARIANTS if make_spec(name).family == "lstm"]
 BATCH, STEPS, INPUT = 3, 6, 3
@@ -45,33 +45,13 @@ def _initial_state(layer, dtype):
     return tuple(s.requires_grad_(True) for s in state)
 
 
-def _run(layer, x, state, lengths, upstream=None):
-    """Forward, then backward with ``upstream`` (random if None); returns outputs and gradients.
-
-    An input the result does not depend on (the initial ``h`` under the truncated gradient) has
-    no gradient in the reference; it counts as zero.
-    """
-    layer.zero_grad()
-    for t in (x, *state):
-        t.grad = None
-    output, final = layer(x, state if len(state) > 1 else state[0], lengths=lengths)
-    outputs = flatten((output, final))
-    if upstream is None:
-        upstream = [torch.randn_like(o) for o in outputs]
-    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
-    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    for name, t in [("input", x)] + [(f"state{i}", s) for i, s in enumerate(state)]:
-        grads[name] = torch.zeros_like(t) if t.grad is None else t.grad.clone()
-    return [o.detach() for o in outputs], grads, upstream
-
-
 def _compare(variant, dtype, hidden=4, lengths=LENGTHS, layer_options=None, **options):
     layer_options = {"num_layers": 2, "bidirectional": True} | (layer_options or {})
     reference, fused = _layers(variant, dtype, hidden, options, layer_options)
     x = torch.randn(STEPS, BATCH, INPUT, dtype=dtype, requires_grad=True)
     state = _initial_state(reference, dtype)
-    expected, expected_grads, upstream = _run(reference, x, state, lengths)
-    actual, actual_grads, _ = _run(fused, x, state, lengths, upstream)
+    expected, expected_grads, upstream = run_layer(reference, x, state, lengths)
+    actual, actual_grads, _ = run_layer(fused, x, state, lengths, upstream)
     assert_same(actual, expected, dtype, f"{variant} outputs and final states")
     assert_same(actual_grads, expected_grads, dtype, f"{variant} gradients")
     return fused

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import carousel
-from tests.helpers import assert_same, flatten
+from tests.helpers import assert_same, flatten, run_layer
 
 BATCH, STEPS, INPUT, HIDDEN = 3, 6, 3, 4
 LENGTHS = torch.tensor([6, 2, 4])
@@ -47,28 +47,12 @@ def _state(layer, dtype, batch=BATCH, empty_rows=(1,)):
     return tuple(t.requires_grad_(True) for t in (h, c, n, m))
 
 
-def _run(layer, x, state, lengths, upstream=None):
-    layer.zero_grad()
-    for t in (x, *(state or ())):
-        t.grad = None
-    output, final = layer(x, state, lengths=lengths)
-    outputs = flatten((output, final))
-    if upstream is None:
-        upstream = [torch.randn_like(o) for o in outputs]
-    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
-    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    grads["input"] = x.grad.clone()
-    for index, tensor in enumerate(state or ()):
-        grads[f"state{index}"] = tensor.grad.clone()
-    return [o.detach() for o in outputs], grads, upstream
-
-
 def _compare(dtype, lengths=LENGTHS, zero_state=False, scale=0.5, steps=STEPS, **options):
     reference, fused = _pair(dtype, scale, **options)
     x = torch.randn(steps, BATCH, reference.input_size, dtype=dtype, requires_grad=True)
     state = None if zero_state else _state(reference, dtype)
-    expected, expected_grads, upstream = _run(reference, x, state, lengths)
-    actual, actual_grads, _ = _run(fused, x, state, lengths, upstream)
+    expected, expected_grads, upstream = run_layer(reference, x, state, lengths)
+    actual, actual_grads, _ = run_layer(fused, x, state, lengths, upstream)
     assert_same(actual, expected, dtype, "outputs and final states (h, c, n, m)")
     assert_same(actual_grads, expected_grads, dtype, "gradients")
     return actual, actual_grads
@@ -107,8 +91,8 @@ def test_ties_of_the_stabiliser_split_the_error_as_torch_maximum(dtype):
     x = torch.randn(1, BATCH, INPUT, dtype=dtype, requires_grad=True)
     ones = torch.ones(1, BATCH, HIDDEN, dtype=dtype)
     state = tuple(t.clone().requires_grad_(True) for t in (0 * ones, ones, ones, 0 * ones))
-    expected, expected_grads, upstream = _run(reference, x, state, None)
-    actual, actual_grads, _ = _run(fused, x, state, None, upstream)
+    expected, expected_grads, upstream = run_layer(reference, x, state, None)
+    actual, actual_grads, _ = run_layer(fused, x, state, None, upstream)
     assert_same(actual, expected, dtype, "outputs at a tie")
     assert_same(actual_grads, expected_grads, dtype, "gradients at a tie")
     assert float(expected_grads["state3"].abs().min()) > 0.0  # m_0 got its half
@@ -162,8 +146,8 @@ def test_large_pre_activations_stay_finite_and_agree(forget, dtype):
     with torch.no_grad():
         net = x @ reference.weight_ih_l0.T
     assert float(net.abs().max()) > 300
-    outputs, grads, upstream = _run(reference, x, None, LENGTHS)
-    fused_outputs, fused_grads, _ = _run(fused, x, None, LENGTHS, upstream)
+    outputs, grads, upstream = run_layer(reference, x, None, LENGTHS)
+    fused_outputs, fused_grads, _ = run_layer(fused, x, None, LENGTHS, upstream)
     for tensor in (*outputs, *fused_outputs, *grads.values(), *fused_grads.values()):
         assert bool(torch.isfinite(tensor).all())
     tolerance = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {}
@@ -172,7 +156,7 @@ def test_large_pre_activations_stay_finite_and_agree(forget, dtype):
     assert all(float(o.detach().abs().max()) <= 1.0 for o in outputs[:1])  # |h| <= |o| |c/n| <= 1
 
 
-def _long_run(dtype):
+def _longrun_layer(dtype):
     """T = 10,000 with the exponential forget gate biased to grow m by about 3 a step (m reaches
     about 30,000, where exp(m) would overflow any float many times over)."""
     torch.manual_seed(4)
@@ -187,7 +171,7 @@ def _long_run(dtype):
     return reference, fused, x
 
 
-def _finite_run(layer, x, upstream):
+def _finiterun_layer(layer, x, upstream):
     """Forward and backward; asserts every output, state and gradient is finite."""
     output, (h, c, n, m) = layer(x)
     x.grad = None
@@ -203,9 +187,9 @@ def _finite_run(layer, x, upstream):
 def test_ten_thousand_steps_stay_finite(dtype):
     """The kernels at T = 10,000: outputs, states and gradients finite; the first 300 steps
     equal the reference's (the whole run's comparison is the slow test below)."""
-    reference, fused, x = _long_run(dtype)
+    reference, fused, x = _longrun_layer(dtype)
     upstream = torch.randn(10_000, 2, 4, dtype=dtype)
-    _finite_run(fused, x, upstream)
+    _finiterun_layer(fused, x, upstream)
     head = x[:300].detach().requires_grad_(True)
     expected = reference(head)[0]
     torch.testing.assert_close(fused(head)[0], expected)
@@ -217,10 +201,10 @@ def test_ten_thousand_steps_stay_finite(dtype):
 )
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_ten_thousand_steps_reference_and_numba_agree(dtype):
-    reference, fused, x = _long_run(dtype)
+    reference, fused, x = _longrun_layer(dtype)
     upstream = torch.randn(10_000, 2, 4, dtype=dtype)
-    expected = _finite_run(reference, x, upstream)
-    actual = _finite_run(fused, x, upstream)
+    expected = _finiterun_layer(reference, x, upstream)
+    actual = _finiterun_layer(fused, x, upstream)
     tolerance = {"rtol": 2e-3, "atol": 2e-3} if dtype == torch.float32 else {}
     for a, e in zip(actual, expected, strict=True):
         torch.testing.assert_close(a, e, **tolerance)

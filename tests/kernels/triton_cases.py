@@ -15,7 +15,7 @@ import torch
 
 import carousel
 from carousel.cells import VARIANTS, make_spec
-from tests.helpers import TOLERANCE, flatten
+from tests.helpers import TOLERANCE, run_layer
 
 LSTM_VARIANTS = [name for name in VARIANTS if make_spec(name).family == "lstm"]
 CELLS = [*LSTM_VARIANTS, "gru", "elman"]
@@ -103,26 +103,6 @@ def _initial_state(layer, dtype, batch, device):
     return tuple(s.requires_grad_(True) for s in state)
 
 
-def _run(layer, x, state, lengths, upstream=None):
-    """Forward, then backward with ``upstream`` (random if None); outputs and all gradients.
-
-    An input the result does not depend on (the initial ``h`` under the truncated gradient) has
-    no gradient in the reference; it counts as zero.
-    """
-    layer.zero_grad()
-    for t in (x, *state):
-        t.grad = None
-    output, final = layer(x, state if len(state) > 1 else state[0], lengths=lengths)
-    outputs = flatten((output, final))
-    if upstream is None:
-        upstream = [torch.randn_like(o) for o in outputs]
-    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
-    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    for name, t in [("input", x)] + [(f"state{i}", s) for i, s in enumerate(state)]:
-        grads[name] = torch.zeros_like(t) if t.grad is None else t.grad.clone()
-    return [o.detach() for o in outputs], grads, upstream
-
-
 def assert_close(actual, expected, tolerance, what):
     """Lists or dicts of tensors equal within ``tolerance``: ``rtol`` and ``atol``, the latter
     times the largest magnitude of each expected tensor (at least 1) if ``scaled`` is true."""
@@ -155,8 +135,8 @@ def compare(variant, dtype, shape, device="cpu", layer_options=None, tolerance=N
     x.requires_grad_(True)
     state = _initial_state(reference, dtype, shape.batch, device)
     lengths = shape.lengths_tensor
-    expected, expected_grads, upstream = _run(reference, x, state, lengths)
-    actual, actual_grads, _ = _run(fused, x, state, lengths, upstream)
+    expected, expected_grads, upstream = run_layer(reference, x, state, lengths)
+    actual, actual_grads, _ = run_layer(fused, x, state, lengths, upstream)
     tolerance = tolerance or TOLERANCE[dtype]
     assert_close(actual, expected, tolerance, f"{variant} outputs and final states")
     assert_close(actual_grads, expected_grads, tolerance, f"{variant} gradients")
