@@ -250,6 +250,17 @@ def time_index(step, length, reverse):
 
 
 @kernel
+def add_output_error(step, d_output, lengths, reverse, d_h):
+    """Backward at processing step ``step``: ``d_h[b] += d_output[tau, b]`` for every sequence
+    still active (``tau`` its time position), ``d_output`` ``(T, B, W)``, ``d_h`` ``(B, W)``."""
+    for b in range(d_h.shape[0]):
+        if step < lengths[b]:
+            tau = time_index(step, lengths[b], reverse)
+            for j in range(d_output.shape[2]):
+                d_h[b, j] += d_output[tau, b, j]
+
+
+@kernel
 def time_major(steps, batch, width, dtype, lengths):
     """A ``(steps, batch, width)`` buffer: zeros if some sequence is shorter than ``steps`` (its
     padding is never written, and must read as zero), else uninitialised (every entry is)."""

@@ -52,7 +52,7 @@ from carousel.kernels.numba_cpu.lstm_config import (
     lstm_config,
     peephole_row,
 )
-from carousel.kernels.numba_cpu.masks import restart
+from carousel.kernels.numba_cpu.masks import restart, zoneout_update
 
 __all__ = ["lstm_backward", "lstm_config", "lstm_forward"]
 
@@ -247,13 +247,7 @@ def lstm_forward(
                 for j in range(hidden):
                     y_at[tau, b, j] = cell_y[b, j]
             if not project:
-                for j in range(hidden):
-                    if zone_hidden:
-                        kept = zoneout_hidden[tau, b, j]
-                        source[b, j] = kept * source[b, j] + (1.0 - kept) * cell_y[b, j]
-                    else:
-                        source[b, j] = cell_y[b, j]
-                    output[tau, b, j] = source[b, j]
+                zoneout_update(source, cell_y, zoneout_hidden, tau, b, zone_hidden, output)
             if feed_i >= 0:
                 for k in range(units):
                     source[b, out_size + feed_i + k] = act_i[k]
@@ -268,13 +262,7 @@ def lstm_forward(
             for b in range(batch):
                 if t < lengths[b]:
                     tau = time_index(t, lengths[b], reverse)
-                    for p in range(out_size):
-                        if zone_hidden:
-                            kept = zoneout_hidden[tau, b, p]
-                            source[b, p] = kept * source[b, p] + (1.0 - kept) * projected[b, p]
-                        else:
-                            source[b, p] = projected[b, p]
-                        output[tau, b, p] = source[b, p]
+                    zoneout_update(source, projected, zoneout_hidden, tau, b, zone_hidden, output)
 
     h_n = source[:, :out_size].copy()
     feedback_n = source[:, out_size:].copy()

@@ -12,6 +12,7 @@ import numpy as np
 from carousel.kernels.numba_cpu.blas import gemm, input_gradients, matmul
 from carousel.kernels.numba_cpu.common import (
     activate,
+    add_output_error,
     block_sums,
     derivatives,
     expand,
@@ -194,11 +195,7 @@ def lstm_backward(
 
     inverse = 1.0  # the cell's normalisation, recomputed per row
     for t in range(steps - 1, -1, -1):
-        for b in range(batch):
-            if t < lengths[b]:
-                tau = time_index(t, lengths[b], reverse)
-                for p in range(out_size):
-                    d_h[b, p] += d_output[tau, b, p]
+        add_output_error(t, d_output, lengths, reverse, d_h)
         if zone_hidden:  # h_t = d h_{t-1} + (1 - d) h~_t
             split_zoneout(t, zoneout_hidden, lengths, reverse, d_h, skip_h)
         if zone_cell:
@@ -287,23 +284,12 @@ def lstm_backward(
                 for j in range(hidden):
                     d_c[b, j] += skip_c[b, j]
             if normalized:  # net = LN(W x) + b + LN(W_hh source): b's gradient is the shift's
-                normalize_backward(
-                    d_gates,
-                    norm_at[tau, b, 0],
-                    inverse_at[tau, b, 0],
-                    norm_ih,
-                    d_norm_ih,
-                    d_net_at[tau, b],
-                )
+                hats, inverses = norm_at[tau, b], inverse_at[tau, b]  # [0]: W x, [1]: W_hh source
                 d_recurrent = d_recurrent_at[tau, b]
                 normalize_backward(
-                    d_gates,
-                    norm_at[tau, b, 1],
-                    inverse_at[tau, b, 1],
-                    norm_hh,
-                    d_norm_hh,
-                    d_recurrent,
+                    d_gates, hats[0], inverses[0], norm_ih, d_norm_ih, d_net_at[tau, b]
                 )
+                normalize_backward(d_gates, hats[1], inverses[1], norm_hh, d_norm_hh, d_recurrent)
                 for g in range(rows):
                     d_net[b, g] = d_recurrent[g]
             else:

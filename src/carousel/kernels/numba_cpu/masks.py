@@ -46,3 +46,17 @@ def stop_at_resets(step, reset, lengths, reverse, d_state):
         if step < lengths[b] and reset[time_index(step, lengths[b], reverse), b] != 0:
             for j in range(d_state.shape[1]):
                 d_state[b, j] = 0.0
+
+
+@kernel
+def zoneout_update(state, fresh, keep, step, b, zone, output):
+    """Row ``b`` at time position ``step``: ``state[b, j] = d state[b, j] + (1 - d) fresh[b, j]``
+    with zoneout's ``d = keep[step, b, j]`` (when ``zone``; else ``state[b, j] = fresh[b, j]``),
+    copied to ``output[step, b, j]``, for the first ``W`` columns (``fresh`` ``(B, W)``)."""
+    for j in range(fresh.shape[1]):
+        if zone:
+            kept = keep[step, b, j]
+            state[b, j] = kept * state[b, j] + (1.0 - kept) * fresh[b, j]
+        else:
+            state[b, j] = fresh[b, j]
+        output[step, b, j] = state[b, j]

@@ -46,6 +46,7 @@ from carousel.kernels.numba_cpu.blas import (
 from carousel.kernels.numba_cpu.common import (
     activate,
     activation_table,
+    add_output_error,
     derivatives,
     exp,
     kernel,
@@ -285,11 +286,7 @@ def slstm_backward(
     resets = reset.shape[0] > 0
 
     for t in range(steps - 1, -1, -1):
-        for b in range(batch):
-            if t < lengths[b]:
-                tau = time_index(t, lengths[b], reverse)
-                for j in range(hidden):
-                    d_h[b, j] += d_output[tau, b, j]
+        add_output_error(t, d_output, lengths, reverse, d_h)
         for b in range(batch):
             if t >= lengths[b]:
                 continue
