@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -193,3 +194,18 @@ def test_rows_set_how_the_trained_configurations_train(monkeypatch):
     assert reber[2]["hidden_size"] == 128 and (reber[4], reber[6]) == (1, 64)
     assert long_lag[2]["init"] == "chrono(1000)"  # a row may name its own initialiser
     assert long_lag[5] == 5_680 + 10_000  # experiment 2: the uncounted window on top
+
+
+def test_a_second_process_is_refused_an_out_dir_in_use(tmp_path):
+    """Two reproduce runs on one directory would interleave trials.csv: the second is refused
+    with the holder's pid and writes nothing."""
+    from carousel.experiments.reproduce import reproduce
+    from carousel.train.run_dir import RunLock
+    from carousel.train.schema import CheckpointError
+
+    with RunLock(tmp_path / "out"):  # another descriptor's flock: as another process's
+        with pytest.raises(
+            CheckpointError, match=rf"in use by another process \(pid {os.getpid()}"
+        ):
+            reproduce(select("1-3x2-lr0.5"), "faithful", trials=1, seed=0, out_dir=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".lock"]

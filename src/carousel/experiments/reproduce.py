@@ -38,6 +38,7 @@ from carousel.experiments.report import (
 from carousel.experiments.suite import Experiment, experiment
 from carousel.experiments.trial import run_faithful, run_trainer
 from carousel.tasks import build_task
+from carousel.train.run_dir import RunLock
 
 CONFIGS = ("faithful", "modern", "elman", "gru", "slstm")
 """The configurations ``carousel reproduce --config`` takes."""
@@ -161,7 +162,8 @@ def reproduce(
         trials: trials per row.
         seed: the run's seed (see :func:`trial_seed`).
         out_dir: where the tables go (created; existing result files are refused unless
-            ``resume``).
+            ``resume``), locked for this call: a second process gets a ``CheckpointError``
+            naming the holder's pid.
         processes: trials run at once (each with one thread).
         budget: the most training sequences per trial instead of each row's own.
         quiet: no progress bar.
@@ -178,38 +180,38 @@ def reproduce(
         raise ValueError(f"trials and processes must be >= 1; got {trials}, {processes}")
     out_dir = Path(out_dir)
     trials_path = out_dir / "trials.csv"
-    jobs = [(row.name, config, k, seed, budget) for row in rows for k in range(trials)]
-    done: list[dict] = []
-    if resume and trials_path.exists():
-        done = read_trials(trials_path)
-        wanted = {_key(job): job for job in jobs}
-        strangers = [t for t in done if _result_key(t) not in wanted]
-        if strangers:
-            t = strangers[0]
-            raise ValueError(
-                f"{str(trials_path)!r} holds trials of another run (e.g. row {t['row']}, config "
-                f"{t['config']}, trial {t['trial']}, seed {t['seed']}, budget {t['budget']}); "
-                "resume with that run's settings or choose another out_dir"
-            )
-    else:
-        existing = [name for name in ("trials.csv", "results.md") if (out_dir / name).exists()]
-        if existing:
-            raise ValueError(
-                f"out_dir {str(out_dir)!r} already holds {', '.join(existing)}; choose another "
-                "or resume it (--resume)"
-            )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    finished = {_result_key(t) for t in done}
-    todo = [job for job in jobs if _key(job) not in finished]
-    with TrialWriter(trials_path, append=bool(done)) as writer:
-        results = done + _run_jobs(todo, processes, quiet, writer.write)
-    order = {_key(job): index for index, job in enumerate(jobs)}
-    results.sort(key=lambda r: order[_result_key(r)])
-    summaries = [
-        summarise(row, config, [r for r in results if r["row"] == row.name]) for row in rows
-    ]
-    write_results(out_dir, summaries, replace=resume)
-    return summaries
+    with RunLock(out_dir):  # one process per out_dir (an OS lock, gone with the process)
+        jobs = [(row.name, config, k, seed, budget) for row in rows for k in range(trials)]
+        done: list[dict] = []
+        if resume and trials_path.exists():
+            done = read_trials(trials_path)
+            wanted = {_key(job): job for job in jobs}
+            strangers = [t for t in done if _result_key(t) not in wanted]
+            if strangers:
+                t = strangers[0]
+                raise ValueError(
+                    f"{str(trials_path)!r} holds trials of another run (e.g. row {t['row']}, config "
+                    f"{t['config']}, trial {t['trial']}, seed {t['seed']}, budget {t['budget']}); "
+                    "resume with that run's settings or choose another out_dir"
+                )
+        else:
+            existing = [name for name in ("trials.csv", "results.md") if (out_dir / name).exists()]
+            if existing:
+                raise ValueError(
+                    f"out_dir {str(out_dir)!r} already holds {', '.join(existing)}; choose another "
+                    "or resume it (--resume)"
+                )
+        finished = {_result_key(t) for t in done}
+        todo = [job for job in jobs if _key(job) not in finished]
+        with TrialWriter(trials_path, append=bool(done)) as writer:
+            results = done + _run_jobs(todo, processes, quiet, writer.write)
+        order = {_key(job): index for index, job in enumerate(jobs)}
+        results.sort(key=lambda r: order[_result_key(r)])
+        summaries = [
+            summarise(row, config, [r for r in results if r["row"] == row.name]) for row in rows
+        ]
+        write_results(out_dir, summaries, replace=resume)
+        return summaries
 
 
 def _key(job: tuple) -> tuple:

@@ -102,6 +102,12 @@ class RunLock:
             os.close(self.descriptor)
             self.descriptor = None
 
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
 
 def open_run_directory(
     run_dir: Path, config: Config, resume: bool, lock: RunLock | None, vocabulary, context
