@@ -28,7 +28,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 pytest.importorskip("triton", reason="triton is not installed (pip install 'carousel-lstm[gpu]')")
 
 import carousel
-from tests.helpers import assert_same, flatten
+from tests.helpers import assert_same, flatten, run_layer
 from tests.kernels.triton_cases import CELLS, OPTIONS, Shape, compare, layers, split_options
 
 SMALL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=(5, 2, 4))
@@ -250,18 +250,8 @@ def _slstm_compare(dtype, shape, state="random", layer_options=None, **options):
     initial = None if state is None else _slstm_state(reference, dtype, shape.batch)
     if state == "zeros":
         initial = tuple(torch.zeros_like(t).requires_grad_(True) for t in initial)
-    results = []
-    for layer in (reference, fused):
-        layer.zero_grad()
-        for t in (x, *(initial or ())):
-            t.grad = None
-        outputs = flatten(layer(x, initial, lengths=shape.lengths_tensor))
-        upstream = results[0][2] if results else [torch.randn_like(o) for o in outputs]
-        sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
-        grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-        grads |= {f"state{i}": t.grad.clone() for i, t in enumerate(initial or ())}
-        results.append(([o.detach() for o in outputs], grads | {"input": x.grad.clone()}, upstream))
-    (expected, expected_grads, _), (actual, actual_grads, _) = results
+    expected, expected_grads, upstream = run_layer(reference, x, initial, shape.lengths_tensor)
+    actual, actual_grads, _ = run_layer(fused, x, initial, shape.lengths_tensor, upstream)
     assert_same(actual, expected, dtype, "sLSTM outputs and final states (h, c, n, m)")
     assert_same(actual_grads, expected_grads, dtype, "sLSTM gradients")
     return actual, actual_grads
