@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
+from carousel.cells.spec import LAYER_NORM_EPSILON
 from carousel.kernels.triton.common import (
     COMPUTE_TYPES,
     TILE,
@@ -46,6 +47,8 @@ from carousel.kernels.triton.common import (
 from carousel.kernels.triton.plan import FamilyPlan
 
 __all__ = ["lstm_backward_step", "lstm_forward_step", "plan"]
+
+EPSILON: tl.constexpr = tl.constexpr(LAYER_NORM_EPSILON)
 
 
 @triton.jit
@@ -64,6 +67,12 @@ def _tile_indices(
 
 
 @triton.jit
+def _row_sum(values):
+    """The sum over each row's cells of a ``(BLOCK_B, BLOCK_K, LANES)`` tile: ``(BLOCK_B, 1, 1)``."""
+    return tl.sum(tl.sum(values, axis=2, keep_dims=True), axis=1, keep_dims=True)
+
+
+@triton.jit
 def _peephole(
     peephole, ROW: tl.constexpr, hidden, cells, units, unit, BLOCK: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -77,12 +86,13 @@ def lstm_forward_step(
     gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
     lengths, step, batch, hidden,
     units, out_size, source_size, rows_g, row_i, row_f, row_g, row_o, feed_i, feed_f, feed_o,
+    candidate_mask, norm_cell, cell_stats,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, BLOCK: tl.constexpr,
     LANES: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr, PEEP_O: tl.constexpr,
     FEEDBACK: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, CELL_NORM: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """One LSTM step after its recurrent GEMM (see the module docstring for the buffers).
 
@@ -120,7 +130,10 @@ def lstm_forward_step(
     net_z += load(net + packed + row_g + cells, cell_mask, COMPUTE)
     candidate = activate(net_z, CANDIDATE)
     tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
-    c = forget_gate * c_prev + input_gate * candidate
+    written = candidate
+    if CANDIDATE_DROP:  # the candidate dropout's mask, where z enters c
+        written = candidate * load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
+    c = forget_gate * c_prev + input_gate * written
     if HAS_O:
         net_o = load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
         net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
@@ -129,7 +142,16 @@ def lstm_forward_step(
             net_o += tl.sum(p_o * c, axis=2, keep_dims=True)
         output_gate = activate(net_o, GATE)
         tl.store(saved + packed + row_o + unit, output_gate, mask=gate_mask)
-    y = output_gate * activate(c, OUTPUT)
+    shown = c
+    if CELL_NORM:  # h(LN(c_t)); this program covers whole rows
+        mean = _row_sum(tl.where(cell_mask, c, 0.0)) / hidden
+        deviation = tl.where(cell_mask, c - mean, 0.0)
+        inverse = 1.0 / tl.sqrt(_row_sum(deviation * deviation) / hidden + EPSILON)
+        gain = load(norm_cell + cells, cell_mask, COMPUTE)
+        shown = gain * (deviation * inverse) + load(norm_cell + hidden + cells, cell_mask, COMPUTE)
+        tl.store(cell_stats + rows * 2, mean, mask=rows < batch)
+        tl.store(cell_stats + rows * 2 + 1, inverse, mask=rows < batch)
+    y = output_gate * activate(shown, OUTPUT)
     tl.store(cell_next + rows * hidden + cells, tl.where(active, c, c_prev), mask=cell_mask)
     if PROJECT:  # h_t = W_hr y_t follows on cuBLAS; y at held rows is zero (adds nothing to dW_hr)
         tl.store(y_out + rows * hidden + cells, tl.where(active, y, 0.0), mask=cell_mask)
@@ -155,12 +177,13 @@ def lstm_backward_step(
     saved, source, source_next, cell, cell_next, d_source, d_output, d_y, d_cell, d_net,
     d_recurrent, peephole, lengths, step, batch, hidden,
     units, out_size, source_size, rows_g, row_i, row_f, row_g, row_o, feed_i, feed_f, feed_o,
+    candidate_mask, norm_cell, cell_stats, d_shown,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, BLOCK: tl.constexpr,
     LANES: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr, PEEP_O: tl.constexpr,
     FEEDBACK: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, CELL_NORM: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     r"""The chain rule back through one LSTM step.
 
@@ -209,14 +232,32 @@ def lstm_backward_step(
         if FEEDBACK:
             fed_o = load(d_source + fed + feed_o, gate_mask, COMPUTE)
     candidate = load(saved + packed + row_g + cells, cell_mask, COMPUTE)
-    squashed = activate(c, OUTPUT)
+    written, slope = candidate, derivative(candidate, CANDIDATE)
+    if CANDIDATE_DROP:
+        drop = load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
+        written, slope = candidate * drop, slope * drop
+    shown = c
+    if CELL_NORM:
+        mean = load(cell_stats + rows * 2, rows < batch, COMPUTE)
+        inverse = load(cell_stats + rows * 2 + 1, rows < batch, COMPUTE)
+        hat = tl.where(cell_mask, (c - mean) * inverse, 0.0)
+        gain = load(norm_cell + cells, cell_mask, COMPUTE)
+        shown = gain * hat + load(norm_cell + hidden + cells, cell_mask, COMPUTE)
+    squashed = activate(shown, OUTPUT)
     if PROJECT:
         dy = load(d_y + rows * hidden + cells, cell_mask, COMPUTE)
     else:
         dy = load(d_source + rows * source_size + cells, cell_mask, COMPUTE)
         dy += load(d_output + rows * out_size + cells, cell_mask, COMPUTE)
     d_c_later = load(d_cell + rows * hidden + cells, cell_mask, COMPUTE)
-    d_c = d_c_later + dy * output_gate * derivative(squashed, OUTPUT)
+    d_c = dy * output_gate * derivative(squashed, OUTPUT)  # at h's argument
+    if CELL_NORM:  # back through LN: (g - mean(g) - hat mean(g hat)) / sigma, g = gain d
+        tl.store(d_shown + rows * hidden + cells, tl.where(active, d_c, 0.0), mask=cell_mask)
+        scaled = tl.where(cell_mask, d_c * gain, 0.0)
+        total = _row_sum(scaled) / hidden
+        weighted = _row_sum(scaled * hat) / hidden
+        d_c = tl.where(cell_mask, inverse * (scaled - total - hat * weighted), 0.0)
+    d_c += d_c_later
     if HAS_O:
         d_o = tl.sum(dy * squashed, axis=2, keep_dims=True) + fed_o
         d_o = d_o * derivative(output_gate, GATE)
@@ -225,12 +266,12 @@ def lstm_backward_step(
             if not TRUNCATE:
                 p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
                 d_c += p_o * d_o
-    d_z = d_c * input_gate * derivative(candidate, CANDIDATE)
+    d_z = d_c * input_gate * slope
     tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
     d_c_prev = d_c * forget_gate
     d_f = tl.sum(d_c * c_prev, axis=2, keep_dims=True) + fed_f
     if HAS_I:
-        d_i = tl.sum(d_c * candidate, axis=2, keep_dims=True) + fed_i
+        d_i = tl.sum(d_c * written, axis=2, keep_dims=True) + fed_i
         if COUPLED:
             d_i -= d_f
         d_i = d_i * derivative(input_gate, GATE)
@@ -250,9 +291,12 @@ def lstm_backward_step(
 
 
 def plan(
-    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
-) -> FamilyPlan:
-    """The sizes, grid, runtime arguments and constexpr flags of ``spec``'s kernels."""
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool,
+    features: frozenset[str] = frozenset(),
+) -> FamilyPlan:  # fmt: skip
+    """The sizes, grid, runtime arguments and constexpr flags of ``spec``'s kernels; ``features``
+    what they compute beyond the cell (``candidate``: candidate dropout, ``layer_norm``: the cell
+    state's normalisation, with programs that cover whole rows)."""
     slices = spec.gate_slices(hidden)
     units = hidden // spec.block_size
     rows = spec.num_gate_rows(hidden)
@@ -263,7 +307,8 @@ def plan(
         offset += spec.gate_size(gate, hidden)
     source_size = out_size + offset
     lanes = triton.next_power_of_2(spec.block_size)
-    block_k = tile(units, max(1, 128 // lanes))
+    norm = "layer_norm" in features
+    block_k = triton.next_power_of_2(units) if norm else tile(units, max(1, 128 // lanes))
     block_b = tile(batch, max(1, TILE // (block_k * lanes)))
     peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
     runtime = (
@@ -290,6 +335,8 @@ def plan(
         FEEDBACK=bool(feedback),
         PROJECT=project,
         TRUNCATE=spec.truncate_gradient,
+        CANDIDATE_DROP="candidate" in features,
+        CELL_NORM=norm,
         COMPUTE=COMPUTE_TYPES[dtype],
         BLOCK_B=block_b,
         BLOCK_K=block_k,
@@ -305,4 +352,6 @@ def plan(
         constants=constants,
         forward=lstm_forward_step,
         backward=lstm_backward_step,
+        extra_forward=("candidate", "norm_cell", "cell_stats"),
+        extra_backward=("candidate", "norm_cell", "cell_stats", "d_shown"),
     )
