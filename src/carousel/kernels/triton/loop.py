@@ -34,7 +34,7 @@ zoneout of the cell ``fresh (T, B, C)`` the cell state before zoneout (else ``ce
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -63,7 +63,7 @@ class Call:
     lengths: Tensor | None
     active: Tensor | None
     widths: tuple[int, ...]
-    options: Options = Options()
+    options: Options = field(default_factory=Options)
 
     def constants(self) -> dict:
         """The kernels' constexpr keyword arguments, and the compile option that keeps
@@ -225,7 +225,7 @@ def backward(
     in ``wanted`` (:data:`GRADIENTS`; ``None`` for absent or unwanted weights: their GEMMs and
     reductions are skipped).
     """
-    plan, hidden, spec, options = call.plan, call.hidden, call.spec, call.options
+    plan, hidden, options = call.plan, call.hidden, call.options
     steps, batch, out_size = d_output.shape
     empty = d_output.new_empty
     d_output = d_output.contiguous()
@@ -300,7 +300,7 @@ def backward(
 
 
 def _recurrent_error(call, d_source, current, d_raw, weight_hh, mask, back, inactive, t) -> None:
-    """``d_source`` becomes the error reaching the source step ``t`` entered: the GEMM
+    r"""``d_source`` becomes the error reaching the source step ``t`` entered: the GEMM
     :math:`\partial net\, W_{hh}` (times the recurrent dropout's mask) plus, at rows past their
     length, ``current`` (the error reaching the state it held), or the GRU's direct part."""
     if call.plan.recurrent_gradient:  # the kernel wrote the direct part into d_source
@@ -352,9 +352,7 @@ def _weight_gradients(
     if "norm_hh" in wanted and options.layer_norm:
         stats = saved.raw_stats
         hat = (saved.raw - stats[..., :1]) * stats[..., 1:]
-        grads["norm_hh"] = torch.stack(
-            [(d_recurrent * hat).sum((0, 1)), d_recurrent.sum((0, 1))]
-        )
+        grads["norm_hh"] = torch.stack([(d_recurrent * hat).sum((0, 1)), d_recurrent.sum((0, 1))])
     if "norm_cell" in wanted and d_shown is not None:
         stats = saved.cell_stats
         hat = (saved.fresh - stats[..., :1]) * stats[..., 1:]

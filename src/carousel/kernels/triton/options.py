@@ -36,6 +36,7 @@ from torch import Tensor
 from carousel.cells.regularizers import Masks
 from carousel.kernels import reference
 
+
 @dataclass(frozen=True, eq=False)
 class Options:
     """One direction's masks in processing order (``None``: not used); shapes with ``T`` steps,
