@@ -123,5 +123,5 @@ def plan(
     )
     return unit_plan(
         gru_forward_step, gru_backward_step, hidden, batch, dtype, constants,
-        gates=3, saved=4, recurrent_gradient=True, extras=("candidate",),
+        gates=3, saved=4, recurrent_gradient=True, extras=("candidate_mask",),
     )  # fmt: skip

@@ -158,7 +158,11 @@ def forward(
         placeholder if bias_hh is None else bias_hh,
         placeholder if call.lengths is None else call.lengths,
     )
-    buffers = {"candidate": options.candidate, "norm_cell": norm_cell, "cell_stats": cell_stats}
+    buffers = {
+        "candidate_mask": options.candidate,
+        "norm_cell": norm_cell,
+        "cell_stats": cell_stats,
+    }
     weight_hh_t = weight_hh.t()
     weight_hr_t = None if weight_hr is None else weight_hr.t()
     constants = call.constants()
@@ -246,7 +250,7 @@ def backward(
     if saved.cell_stats is not None:
         d_shown = empty(steps, batch, hidden)
     buffers = {
-        "candidate": options.candidate, "norm_cell": norm_cell, "cell_stats": saved.cell_stats,
+        "candidate_mask": options.candidate, "norm_cell": norm_cell, "cell_stats": saved.cell_stats,
         "d_shown": d_shown,
     }  # fmt: skip
     placeholder = d_source

@@ -352,6 +352,6 @@ def plan(
         constants=constants,
         forward=lstm_forward_step,
         backward=lstm_backward_step,
-        extra_forward=("candidate", "norm_cell", "cell_stats"),
-        extra_backward=("candidate", "norm_cell", "cell_stats", "d_shown"),
+        extra_forward=("candidate_mask", "norm_cell", "cell_stats"),
+        extra_backward=("candidate_mask", "norm_cell", "cell_stats", "d_shown"),
     )

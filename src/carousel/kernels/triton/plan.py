@@ -15,7 +15,7 @@ backward: ``saved (B, A)``, ``source (B, R)``, ``source_next (B, R)``, ``cell (B
 ``step, batch, hidden``, then ``plan.runtime``;
 
 each followed by the buffers named in ``plan.extra_forward`` / ``plan.extra_backward`` (the
-regularisers' and layer normalisation's, see :mod:`.loop`: ``candidate (B, H)`` the candidate
+regularisers' and layer normalisation's, see :mod:`.loop`: ``candidate_mask (B, H)`` the candidate
 dropout's mask, ``norm_cell (2, H)`` the cell state's gain and shift, ``cell_stats (B, 2)`` its
 rows' mean and inverse deviation, ``d_shown (B, H)`` the error at the normalised cell state; a
 placeholder where the call does not use one), then by ``plan.constants`` as keyword arguments
