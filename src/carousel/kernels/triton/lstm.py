@@ -7,11 +7,17 @@ input projection :math:`W_{ih} x_t + b`:
 
 .. math::
     i, f &= \sigma(a_{i,f} + net_{i,f} + p_{i,f} \odot c_{t-1}), \quad z = g(a_g + net_g) \\
-    c_t &= f_{k(j)} c_{t-1} + i_{k(j)} z, \quad o = \sigma(a_o + net_o + p_o \odot c_t), \quad
-    y_t = o_{k(j)} h(c_t)
+    c_t &= f_{k(j)} c_{t-1} + i_{k(j)} (\kappa \odot z), \quad
+    o = \sigma(a_o + net_o + p_o \odot c_t), \quad y_t = o_{k(j)} h(\mathrm{LN}(c_t))
 
 and :math:`h_t = y_t` (or :math:`W_{hr} y_t`, a cuBLAS GEMM after the kernel). An absent gate
-reads one (NIG, NFG, NOG), CIFG reads :math:`f = 1 - i`. :func:`lstm_backward_step` is the chain
+reads one (NIG, NFG, NOG), CIFG reads :math:`f = 1 - i`. :math:`\kappa` is the candidate
+dropout's mask (``CANDIDATE_DROP``; 1 without), :math:`\mathrm{LN}` the cell state's layer
+normalisation (``CELL_NORM``; the identity without): :math:`\gamma \odot (c_t - \mu) / \sqrt{
+\sigma^2 + \epsilon} + \beta` over each row's ``H`` cells, for which a program covers whole rows
+(``BLOCK_K`` covers every gate unit) and reduces with ``tl.sum``. With ``layer_norm`` :math:`net`
+is the normalised recurrent GEMM and :math:`a_t` the normalised input projection plus the bias
+(the loop's, :mod:`.options`); zoneout, resets and recurrent dropout are the loop's too. :func:`lstm_backward_step` is the chain
 rule back through the same step (see its docstring); the GEMM :math:`\partial net\, W_{hh}` that
 carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs on cuBLAS after it.
 
@@ -24,7 +30,11 @@ two >= ``S``): gate values are ``(BLOCK_B, BLOCK_K, 1)`` tiles, cell values
 Buffers (row-major, one step's slice of the loop's time-major buffers): ``gates_x``, ``net``,
 ``saved`` and ``d_net`` ``(B, G)`` in the packed gate layout; ``source`` ``(B, R)``, ``R = P + F``:
 :math:`[h_{t-1}, \gamma_{t-1}]`; ``cell`` ``(B, H)``; ``y`` ``(B, H)`` (with a projection).
-``saved`` holds the step's activations :math:`i, f, z, o` in their packed rows.
+``saved`` holds the step's activations :math:`i, f, z, o` in their packed rows. After the
+runtime arguments: ``candidate_mask`` ``(B, H)``, ``norm_cell`` ``(2, H)`` (:math:`\gamma`,
+:math:`\beta`), ``cell_stats`` ``(B, 2)`` (each row's :math:`\mu` and
+:math:`1 / \sqrt{\sigma^2 + \epsilon}`, written forward, read backward) and, backward,
+``d_shown`` ``(B, H)``, the error at :math:`\mathrm{LN}(c_t)` for the gain's gradient.
 """
 
 from __future__ import annotations
@@ -200,7 +210,11 @@ def lstm_backward_step(
         \partial net_f = \big(\textstyle\sum \delta c_t c_{t-1} + \delta\gamma_f\big)\, \sigma'(f) \\
         \delta c_{t-1} &= \delta c_t f + p_i\, \partial net_i + p_f\, \partial net_f
 
-    (CIFG: :math:`\partial net_i` takes :math:`-\sum \delta c_t c_{t-1}` too.) ``TRUNCATE`` (the
+    (CIFG: :math:`\partial net_i` takes :math:`-\sum \delta c_t c_{t-1}` too; with candidate
+    dropout :math:`z` reads :math:`\kappa z` where it meets :math:`\delta c_t` and
+    :math:`\partial net_g` takes a factor :math:`\kappa`; with ``CELL_NORM`` the term
+    :math:`\delta y\, o\, h'` is taken back through the normalisation, see
+    :mod:`carousel.kernels.numba_cpu.layer_norm`.) ``TRUNCATE`` (the
     1997 truncated gradient) drops the peephole terms of :math:`\delta c`. Writes
     :math:`\partial net` into ``d_net`` (zero at rows past their length) and
     :math:`\delta c_{t-1}` into ``d_cell`` (unchanged at those rows).
