@@ -188,18 +188,20 @@ def _seeded_run(layer, x, state, call, upstream=None):
 
 def compare_regularized(
     variant, dtype, shape, *, training=True, reset=None, layer_options=None, tolerance=None,
-    **options,
+    device="cpu", **options,
 ):  # fmt: skip
     """:func:`compare` for layers with regularisers (``options`` holds the cell's and the
     layer's: ``layer_norm``, ``recurrent_dropout``, ``zoneout``, ...) in training or evaluation
     mode, with ``reset`` ``(T, B)`` or ``None``; the masks are drawn from the same seed for both
     backends."""
     layer_options = {"bidirectional": True} | (layer_options or {})
-    reference, fused = layers(variant, dtype, options, layer_options, shape, "cpu")
+    reference, fused = layers(variant, dtype, options, layer_options, shape, device)
     reference.train(training)
     fused.train(training)
-    x = torch.randn(shape.steps, shape.batch, shape.input, dtype=dtype, requires_grad=True)
-    state = _initial_state(reference, dtype, shape.batch, "cpu")
+    x = torch.randn(shape.steps, shape.batch, shape.input, dtype=dtype, device=device)
+    x.requires_grad_(True)
+    state = _initial_state(reference, dtype, shape.batch, device)
+    reset = None if reset is None else reset.to(device)
     call = {"lengths": shape.lengths_tensor, "reset": reset}
     expected, expected_grads, upstream = _seeded_run(reference, x, state, call)
     actual, actual_grads, _ = _seeded_run(fused, x, state, call, upstream)
