@@ -309,7 +309,7 @@ def test_layer_norm_over_whole_rows_with_remainders_matches_reference(variant, o
     over 3 programs; memory blocks of 3 cells in 4 lanes."""
     shape = Shape(batch=5, steps=2, input=2, hidden=hidden, lengths=(2, 1, 2, 2, 1))
     compare_regularized(
-        variant, torch.float64, shape, reset=torch.tensor([[0, 0, 0, 0, 0], [1, 0, 1, 0, 0]], dtype=torch.bool),
+        variant, torch.float64, shape, reset=torch.tensor([[0] * 5, [1, 0, 1, 0, 0]]).bool(),
         layer_options={"bidirectional": False}, **every_option(variant) | options,
     )  # fmt: skip
 

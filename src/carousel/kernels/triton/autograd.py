@@ -42,7 +42,9 @@ def _on_device(tensor: Tensor):
 
 class TritonDirection(torch.autograd.Function):
     """``apply(call, gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh,
-    norm_hh, norm_cell)`` (the last two: ``layer_norm_hh``, ``layer_norm_cell`` or ``None``) returns ``output (T, B, P)``, ``source_n (B, R)`` and ``cell_n (B, C)``, in processing order."""
+    norm_hh, norm_cell)`` (the last two: ``layer_norm_hh``, ``layer_norm_cell`` or ``None``)
+    returns ``output (T, B, P)``, ``source_n (B, R)`` and ``cell_n (B, C)``, in processing
+    order."""
 
     @staticmethod
     def forward(ctx, call: Call, *inputs):

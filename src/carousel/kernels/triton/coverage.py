@@ -11,7 +11,8 @@ Fields the kernels do not know are recognised generically: a spec field or workl
 after this table is accepted only at its default, the value under which the cell computes what it
 computed before the field existed; at any other value the call is refused. Teaching the kernels a
 new option is adding it to :data:`SPEC_VALUES` or :data:`WORKLOAD_FIELDS` together with the kernel
-code; a new mask, to :data:`MASKS` (the layer passes the masks it draws, :attr:`~carousel.kernels.Workload.masks`).
+code; a new mask, to :data:`MASKS` (the layer names the masks it draws in
+:attr:`~carousel.kernels.Workload.masks`).
 
 Implemented options of :mod:`carousel.cells.regularizers` (see :mod:`.options` for how):
 ``layer_norm`` (LSTM, GRU: the spec allows it nowhere else), the weight drop (applied to the

@@ -9,11 +9,13 @@ GEMM :math:`h_{t-1} W_{hh}^T` (cuBLAS, before the kernel):
     n &= \phi(a_n + r \odot m), \quad h_t = (1 - u) \odot (\kappa \odot n) + u \odot h_{t-1}
 
 (:math:`u` is torch's ``z``; :math:`\kappa` the candidate dropout's mask, 1 without it; with
-``layer_norm`` :math:`net` is the normalised GEMM, see :mod:`.options`.) Backward, with :math:`\delta` the error at :math:`h_t`:
+``layer_norm`` :math:`net` is the normalised GEMM, see :mod:`.options`.) Backward, with
+:math:`\delta` the error at :math:`h_t`:
 
 .. math::
-    \partial a_n &= \delta (1 - u) \kappa \phi'(n), \quad \partial a_z = \delta (h_{t-1} - \kappa n)\,
-    \sigma'(u), \quad \partial a_r = \partial a_n\, m\, \sigma'(r) \\
+    \partial a_n &= \delta (1 - u) \kappa \phi'(n), \quad
+    \partial a_z = \delta (h_{t-1} - \kappa n)\, \sigma'(u), \quad
+    \partial a_r = \partial a_n\, m\, \sigma'(r) \\
     \partial net &= [\partial a_r, \partial a_z, r\, \partial a_n], \quad
     \delta h_{t-1} = \delta u + \partial net\, W_{hh}
 
@@ -40,7 +42,8 @@ def gru_forward_step(
     gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
     lengths, step, batch, hidden, candidate_mask,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
-    CANDIDATE_DROP: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """One GRU step after its recurrent GEMM: ``source_next`` (:math:`h_t`) and ``saved``."""
@@ -76,7 +79,8 @@ def gru_backward_step(
     saved, source, source_next, cell, cell_next, d_source, d_output, d_y, d_cell, d_net,
     d_recurrent, peephole, lengths, step, batch, hidden, candidate_mask,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
-    CANDIDATE_DROP: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """The chain rule back through one GRU step (equations in the module docstring); rows past

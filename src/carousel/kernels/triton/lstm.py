@@ -17,9 +17,10 @@ normalisation (``CELL_NORM``; the identity without): :math:`\gamma \odot (c_t - 
 \sigma^2 + \epsilon} + \beta` over each row's ``H`` cells, for which a program covers whole rows
 (``BLOCK_K`` covers every gate unit) and reduces with ``tl.sum``. With ``layer_norm`` :math:`net`
 is the normalised recurrent GEMM and :math:`a_t` the normalised input projection plus the bias
-(the loop's, :mod:`.options`); zoneout, resets and recurrent dropout are the loop's too. :func:`lstm_backward_step` is the chain
-rule back through the same step (see its docstring); the GEMM :math:`\partial net\, W_{hh}` that
-carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs on cuBLAS after it.
+(the loop's, :mod:`.options`); zoneout, resets and recurrent dropout are the loop's too.
+:func:`lstm_backward_step` is the chain rule back through the same step (see its docstring); the
+GEMM :math:`\partial net\, W_{hh}` that carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs
+on cuBLAS after it.
 
 Variants are ``tl.constexpr`` flags (:func:`plan`), so each compiles to a kernel with only its own
 arithmetic, the Triton counterpart of the numba backend's configuration vector. A program covers
@@ -78,7 +79,7 @@ def _tile_indices(
 
 @triton.jit
 def _row_sum(values):
-    """The sum over each row's cells of a ``(BLOCK_B, BLOCK_K, LANES)`` tile: ``(BLOCK_B, 1, 1)``."""
+    """Each row's sum over the cells of a ``(BLOCK_B, BLOCK_K, LANES)`` tile: ``(BLOCK_B, 1, 1)``."""
     return tl.sum(tl.sum(values, axis=2, keep_dims=True), axis=1, keep_dims=True)
 
 

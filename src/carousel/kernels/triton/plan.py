@@ -80,8 +80,8 @@ def unit_plan(
     ``(B, H)`` grid and whose recurrent source is :math:`h` (``R = H``): GRU, Elman, sLSTM.
 
     ``gates``, ``cells`` and ``saved`` are ``G``, ``C`` and ``A`` in units of ``H``; ``constants``
-    the family's ``tl.constexpr`` flags, to which ``COMPUTE``, ``BLOCK_B`` and ``BLOCK_H`` are added;
-    ``extras`` the buffers both kernels take after the runtime arguments.
+    the family's ``tl.constexpr`` flags, to which ``COMPUTE``, ``BLOCK_B`` and ``BLOCK_H`` are
+    added; ``extras`` the buffers both kernels take after the runtime arguments.
     """
     block_h = tile(hidden, 128)
     block_b = tile(batch, max(1, TILE // block_h))
