@@ -124,6 +124,13 @@ def forward(
             else:
                 torch.mm(y[t], weight_hr_t, out=projected)
                 torch.where(call.active[t], projected, source[t], out=source[t + 1])
+    return finish_forward(call, source, cell, saved, y)
+
+
+def finish_forward(call: Call, source: Tensor, cell: Tensor, saved: Tensor, y: Tensor) -> Forward:
+    """The :class:`Forward` of filled buffers: the output (zero past each length) and the final
+    states as tensors of their own (shared with the persistent kernels of :mod:`.persistent`)."""
+    steps = saved.shape[0]
     output = source[1:, :, : call.out_size]
     output = output.clone() if call.active is None else output * call.active
     return Forward(output, source[steps].clone(), cell[steps].clone(), source, cell, saved, y)
@@ -190,12 +197,32 @@ def backward(
         else:
             torch.mul(current, inactive[t], out=d_source)
             d_source.addmm_(d_recurrent[t], weight_hh)
-
-    flat = steps * batch
-    grads = {
+    return {
         "gates_x": d_net,
         "source0": d_source,
         "cell0": d_cell,
+        **weight_gradients(call, saved, weight_peephole, d_net, d_recurrent, d_h, wanted),
+    }
+
+
+def weight_gradients(
+    call: Call,
+    saved: Forward,
+    weight_peephole: Tensor | None,
+    d_net: Tensor,
+    d_recurrent: Tensor,
+    d_h: Tensor | None,
+    wanted: frozenset[str],
+) -> dict[str, Tensor | None]:
+    r"""The gradients of the recurrent weights after the loop, as large GEMMs and reductions over
+    all ``T B`` rows: ``weight_hh`` (:math:`\sum_t \partial net_t^T [h_{t-1}, \gamma_{t-1}]`),
+    ``bias_hh`` (GRU), ``weight_peephole``, ``weight_hr``, each ``None`` unless in ``wanted`` and
+    present. ``d_net``/``d_recurrent`` ``(T, B, G)``, ``d_h`` ``(T, B, P)`` the error at each
+    :math:`h_t` (projection only). Shared by both levels (:mod:`.persistent`)."""
+    plan, hidden, spec = call.plan, call.hidden, call.spec
+    steps, batch = d_net.shape[0], d_net.shape[1]
+    flat = steps * batch
+    grads = {
         "weight_hh": None,
         "weight_peephole": None,
         "weight_hr": None,

@@ -49,6 +49,8 @@ class FamilyPlan:
         runtime: the family's runtime integer arguments, after ``step, batch, hidden``.
         constants: the ``tl.constexpr`` keyword arguments of both kernels.
         forward, backward: the two kernels.
+        level: 1 for the per-step kernels of this module's families, 2 for the persistent
+            kernels of :mod:`.persistent` (``forward``/``backward`` then run the whole loop).
     """
 
     rows: int
@@ -61,6 +63,7 @@ class FamilyPlan:
     constants: dict
     forward: object
     backward: object
+    level: int = 1
 
 
 def unit_plan(

@@ -1,0 +1,223 @@
+r"""Level 2 of the triton backend: persistent kernels that run a direction's whole time loop in one
+launch, for hidden sizes whose recurrent weights fit on chip.
+
+Level 1 (:mod:`.loop`) launches a cuBLAS GEMM and a Triton kernel per step, so a short step costs
+the launches, not the arithmetic. Here one forward and one backward launch cover all steps: a
+program owns ``BLOCK_B`` (16) batch rows, loads its cell's :math:`W_{hh}` once, one
+``(BLOCK_H, BLOCK_H)`` tile per gate block, and keeps the recurrent state in registers; per step it
+does the recurrent product with ``tl.dot`` and the family's pointwise step
+(:mod:`.persistent_lstm`, :mod:`.persistent_units`). Batch rows are independent, so programs never
+synchronise: ``ceil(B / 16)`` programs run side by side, each through all ``T`` steps. The
+backward kernel walks the steps back, writes each step's :math:`\partial net`, and carries the
+error to :math:`h_{t-1}` with ``tl.dot`` on the same tiles; the weight gradients stay large GEMMs
+after the loop (:func:`.loop.weight_gradients`), and the input projection stays one GEMM before
+it (:mod:`.autograd`). The buffers are level 1's (:class:`.loop.Forward`): both levels compute
+the same numbers, up to the order of the sums in the recurrent product.
+
+**The on-chip budget** (:data:`ON_CHIP_BYTES`, 64 KiB): the weight tiles of one kernel,
+``gate blocks x BLOCK_H^2 x`` the element size, ``BLOCK_H`` the hidden size padded to a power of
+two >= 16 (``tl.dot`` on sm80/sm90 needs operands of at least 16 in every dimension). An SM of
+sm80 (A100) and sm90 (H100) has 256 KiB of registers (64 K 32-bit registers, at most 255 per
+thread) and 164 / 228 KiB of shared memory; the tiles live in registers (or shared memory, where
+Triton stages a ``tl.dot`` operand), so 64 KiB is a quarter of the register file: with 8 warps
+64 registers a thread, which leaves room for the state, the gates and the ``tl.dot``
+accumulators of a ``16 x BLOCK_H`` row block. What fits:
+
+======  =============  ==============  ===========
+cell    gate blocks    float32         float64
+======  =============  ==============  ===========
+LSTM    4 (fewer for   H <= 64         H <= 32
+        NIG/NFG/NOG:
+        3)
+GRU     3              H <= 64         H <= 32
+Elman   1              H <= 128        H <= 64
+======  =============  ==============  ===========
+
+What level 2 runs (:func:`unsupported` says why not otherwise): the LSTM variants with one cell per
+memory block, no gate feedback and no projection (vanilla, peephole, NIG, NFG, NOG, NIAF, NOAF,
+NP, CIFG, any activations, the truncated gradient), the GRU, Elman; float32 and float64 (float16
+and bfloat16 layers reach the backend as float32); lengths (rows past their length keep their
+state) and both directions, as level 1. Everything else runs on level 1.
+
+**Choosing the level**: ``CAROUSEL_TRITON_LEVEL`` (:data:`LEVEL_VARIABLE`), read at each call:
+``auto`` (or unset) runs level 2 where it applies and level 1 otherwise; ``1`` always level 1;
+``2`` level 2, and a call level 2 does not run raises ``ValueError`` with the reason (for tests
+and benchmarks, never a silent fall-back). Its GPU speed is not measured yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+from carousel.cells import CellSpec
+from carousel.kernels.triton import persistent_lstm, persistent_units
+from carousel.kernels.triton.loop import Call, Forward, finish_forward, weight_gradients
+from carousel.kernels.triton.plan import FamilyPlan
+
+LEVEL_VARIABLE = "CAROUSEL_TRITON_LEVEL"
+"""Environment variable choosing the level: ``auto`` (default), ``1`` or ``2``."""
+
+LEVELS = ("auto", "1", "2")
+
+ON_CHIP_BYTES = 64 * 1024
+"""The most bytes of recurrent weight tiles a persistent kernel holds (see the module docstring)."""
+
+BLOCK_B = 16
+"""Batch rows per program: the smallest ``tl.dot`` tile, so that as many programs as possible share
+a batch (a persistent program is bound by its step's latency, not by arithmetic)."""
+
+KERNELS = {
+    "lstm": (persistent_lstm, "lstm_persistent_forward", "lstm_persistent_backward"),
+    "gru": (persistent_units, "gru_persistent_forward", "gru_persistent_backward"),
+    "elman": (persistent_units, "elman_persistent_forward", "elman_persistent_backward"),
+}
+"""The families with persistent kernels: their module and kernel names."""
+
+
+def padded(hidden: int) -> int:
+    """``BLOCK_H``: the hidden size padded to a power of two, at least 16."""
+    return max(16, triton.next_power_of_2(hidden))
+
+
+def weight_bytes(spec: CellSpec, hidden: int, dtype: torch.dtype) -> int:
+    """Bytes of the weight tiles a persistent kernel of ``spec`` holds on chip."""
+    blocks = spec.num_gate_rows(hidden) // hidden  # LSTM: 3 or 4, GRU: 3, Elman: 1
+    return blocks * padded(hidden) ** 2 * torch.empty(0, dtype=dtype).element_size()
+
+
+def unsupported(spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool) -> str | None:
+    """Why the persistent kernels do not run this call (``dtype`` the compute dtype, float32 or
+    float64), or ``None``."""
+    if spec.family not in KERNELS:
+        return f"no persistent kernel for the {spec.family!r} family (variant {spec.variant!r})"
+    if spec.family == "lstm":
+        if spec.block_size != 1:
+            return f"memory blocks of {spec.block_size} cells (the persistent LSTM has 1 a block)"
+        if spec.feedback_gates:
+            return f"gate feedback ({spec.gate_feedback!r}) is not in the persistent LSTM"
+        if project:
+            return "projections (proj_size > 0) are not in the persistent LSTM"
+    needed = weight_bytes(spec, hidden, dtype)
+    if needed > ON_CHIP_BYTES:
+        return (
+            f"the recurrent weights need {needed} bytes on chip (hidden size {hidden} padded to "
+            f"{padded(hidden)}, {dtype}); the budget is {ON_CHIP_BYTES}"
+        )
+    return None
+
+
+def requested_level() -> str:
+    """The level :data:`LEVEL_VARIABLE` asks for: ``auto``, ``1`` or ``2``."""
+    value = os.environ.get(LEVEL_VARIABLE, "").strip().lower() or "auto"
+    if value not in LEVELS:
+        raise ValueError(
+            f"{LEVEL_VARIABLE} must be one of {', '.join(LEVELS)} (or unset); got {value!r}"
+        )
+    return value
+
+
+def choose_level(spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool) -> int:
+    """1 or 2 for this call, by :func:`requested_level` and :func:`unsupported`; raises
+    ``ValueError`` if level 2 is asked for and cannot run the call."""
+    requested = requested_level()
+    if requested == "1":
+        return 1
+    reason = unsupported(spec, hidden, dtype, project)
+    if reason is None:
+        return 2
+    if requested == "2":
+        raise ValueError(f"{LEVEL_VARIABLE}=2 asks for the persistent kernels, but: {reason}")
+    return 1
+
+
+def plan(level_one: FamilyPlan, spec: CellSpec, hidden: int, batch: int, dtype, bias_hh: bool):
+    """``level_one`` (the family's level-1 plan, for the buffer sizes) turned into the persistent
+    kernels' plan: one program per ``BLOCK_B`` rows, ``BLOCK_H`` units, 4 or 8 warps."""
+    module, forward, backward = KERNELS[spec.family]
+    runtime, constants = module.plan(spec, hidden, dtype, bias_hh)
+    block_h = padded(hidden)
+    warps = 8 if weight_bytes(spec, hidden, dtype) > 16 * 1024 else 4
+    return dataclasses.replace(
+        level_one,
+        grid=(triton.cdiv(batch, BLOCK_B),),
+        runtime=runtime,
+        constants={**constants, "BLOCK_B": BLOCK_B, "BLOCK_H": block_h, "num_warps": warps},
+        forward=getattr(module, forward),
+        backward=getattr(module, backward),
+        level=2,
+    )
+
+
+def forward(
+    call: Call,
+    gates_x: Tensor,
+    source0: Tensor,
+    cell0: Tensor,
+    weight_hh: Tensor,
+    weight_peephole: Tensor | None,
+    weight_hr: Tensor | None,
+    bias_hh: Tensor | None,
+) -> Forward:
+    """:func:`.loop.forward`'s contract in one launch (no projection: ``weight_hr`` is ``None``)."""
+    plan = call.plan
+    steps, batch, _ = gates_x.shape
+    empty = gates_x.new_empty
+    source = empty(steps + 1, batch, plan.source_size)
+    source[0] = source0
+    cell = empty(steps + 1, batch, plan.cell_size)
+    cell[0] = cell0
+    saved = empty(steps, batch, plan.saved_size)
+    placeholder = source
+    if steps > 0:
+        plan.forward[plan.grid](
+            gates_x, source, cell, saved, weight_hh.contiguous(),
+            placeholder if weight_peephole is None else weight_peephole,
+            placeholder if bias_hh is None else bias_hh,
+            placeholder if call.lengths is None else call.lengths,
+            steps, batch, call.hidden, *plan.runtime, **call.constants(),
+        )  # fmt: skip
+    return finish_forward(call, source, cell, saved, empty(0))
+
+
+def backward(
+    call: Call,
+    saved: Forward,
+    weight_hh: Tensor,
+    weight_peephole: Tensor | None,
+    weight_hr: Tensor | None,
+    d_output: Tensor,
+    d_source_n: Tensor,
+    d_cell_n: Tensor,
+    wanted: frozenset[str] = frozenset({"weight_hh", "weight_peephole", "bias_hh"}),
+) -> dict[str, Tensor | None]:
+    """:func:`.loop.backward`'s contract: the loop in one launch, then the weight gradients."""
+    plan = call.plan
+    steps, batch, _ = d_output.shape
+    d_output = d_output.contiguous()
+    if call.active is not None:  # outputs past a length are constant zeros
+        d_output = d_output * call.active
+    d_source = d_source_n.contiguous().clone()  # in: error reaching source[T]; out: source[0]
+    d_cell = d_cell_n.contiguous().clone()
+    d_net = d_output.new_empty(steps, batch, plan.rows)
+    d_recurrent = d_output.new_empty(steps, batch, plan.rows) if plan.recurrent_gradient else d_net
+    placeholder = d_source
+    if steps > 0:
+        last = steps - 1
+        plan.backward[plan.grid](
+            saved.saved[last], saved.source[last], saved.cell[last], d_output[last], d_source,
+            d_cell, d_net[last], d_recurrent[last], weight_hh.contiguous(),
+            placeholder if weight_peephole is None else weight_peephole,
+            placeholder if call.lengths is None else call.lengths,
+            steps, batch, call.hidden, *plan.runtime, **call.constants(),
+        )  # fmt: skip
+    return {
+        "gates_x": d_net,
+        "source0": d_source,
+        "cell0": d_cell,
+        **weight_gradients(call, saved, weight_peephole, d_net, d_recurrent, None, wanted),
+    }
