@@ -40,6 +40,7 @@ def test_interpreter_suite():
     result = subprocess.run(
         [
             *(sys.executable, "-m", "pytest", "tests/kernels/test_triton_interpreter.py"),
+            "tests/kernels/test_triton_persistent_interpreter.py",
             *("-p", "no:cacheprovider", "--durations=3"),
         ],
         cwd=ROOT,

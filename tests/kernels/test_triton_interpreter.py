@@ -6,6 +6,9 @@ every cell, option, stacking, direction and lengths; float64 to 1e-10, float32 t
 kernels are the ones compiled for GPUs, executed by NumPy (``TRITON_INTERPRET=1``), so shapes are
 small (T <= 5, B <= 5, H <= 12) except where tiles with remainders are the point.
 
+Level 1 of the backend (the per-step kernels, ``CAROUSEL_TRITON_LEVEL=1`` in every test); the
+persistent kernels of level 2 are checked in ``test_triton_persistent_interpreter.py``.
+
 The interpreter must be chosen before the kernels are first imported, so this module runs in a
 subprocess with ``TRITON_INTERPRET=1`` in its environment, started by
 ``test_triton.py::test_interpreter_suite``; in any other process it skips with that reason. To
@@ -32,6 +35,15 @@ from tests.helpers import assert_same, flatten, run_layer
 from tests.kernels.triton_cases import CELLS, OPTIONS, Shape, compare, layers, split_options
 
 SMALL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=(5, 2, 4))
+
+
+@pytest.fixture(autouse=True)
+def _level_one(monkeypatch):
+    """These tests check level 1, the per-step kernels, which ``auto`` would replace by the
+    persistent kernels at these sizes; level 2 has test_triton_persistent_interpreter.py."""
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "1")
+
+
 FULL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=None)
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 

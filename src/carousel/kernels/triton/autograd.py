@@ -23,8 +23,7 @@ from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
 from carousel.kernels import reference
-from carousel.kernels.triton import FAMILIES, coverage
-from carousel.kernels.triton import loop, persistent
+from carousel.kernels.triton import FAMILIES, coverage, loop, persistent
 from carousel.kernels.triton.loop import Call
 
 _INPUTS = ("gates_x", "source0", "cell0", "weight_hh", "weight_peephole", "weight_hr", "bias_hh")

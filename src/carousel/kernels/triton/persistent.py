@@ -14,24 +14,32 @@ after the loop (:func:`.loop.weight_gradients`), and the input projection stays 
 it (:mod:`.autograd`). The buffers are level 1's (:class:`.loop.Forward`): both levels compute
 the same numbers, up to the order of the sums in the recurrent product.
 
-**The on-chip budget** (:data:`ON_CHIP_BYTES`, 64 KiB): the weight tiles of one kernel,
-``gate blocks x BLOCK_H^2 x`` the element size, ``BLOCK_H`` the hidden size padded to a power of
-two >= 16 (``tl.dot`` on sm80/sm90 needs operands of at least 16 in every dimension). An SM of
-sm80 (A100) and sm90 (H100) has 256 KiB of registers (64 K 32-bit registers, at most 255 per
-thread) and 164 / 228 KiB of shared memory; the tiles live in registers (or shared memory, where
-Triton stages a ``tl.dot`` operand), so 64 KiB is a quarter of the register file: with 8 warps
-64 registers a thread, which leaves room for the state, the gates and the ``tl.dot``
-accumulators of a ``16 x BLOCK_H`` row block. What fits:
+**The on-chip budget** (:data:`ON_CHIP_BYTES`, 64 KiB, and :data:`MAX_BLOCK_H`, 64): the weight
+tiles of one kernel, ``gate blocks x BLOCK_H^2 x`` the element size, at most 64 KiB, and a tile
+side ``BLOCK_H`` (the hidden size padded to a power of two >= 16, as ``tl.dot`` on sm80/sm90 needs
+operands of at least 16 in every dimension) of at most 64. Why: an SM of sm80 (A100) and sm90
+(H100) has 256 KiB of registers (64 K 32-bit registers, at most 255 a thread) and 164 / 228 KiB
+of shared memory, and a program of 8 warps (256 threads) holding 64 KiB of weights spends 64
+registers a thread on them. A float32 ``tl.dot`` in ``ieee`` precision does not use the tensor
+cores (they multiply float32 as TF32 only), so Triton computes it with FMAs in a layout that
+spreads a tile's rows over each thread's registers: what ptxas reports for sm80/sm90 (with
+lengths, in the number of registers a thread and bytes spilled, forward / backward) sets the
+limits. LSTM float32 ``H = 64``: 255 (60 bytes spilled) / 176-184; ``H = 32``: 150 / 102. GRU
+float32 ``H = 64``: 248-250 / 184-190. Elman float32 ``H = 64``: 174 / 80; ``H = 128``
+(64 KiB, within the bytes) spills 5.7 KB in the forward kernel, hence the tile limit. float64
+(``tl.dot`` on the float64 tensor cores): LSTM ``H = 32`` 186-194 / 178-190, Elman ``H = 64``
+102 / 118. Shared memory (operands staged for ``tl.dot``) stays under 124 KiB (LSTM ``H = 64``
+backward), within both GPUs' limits. Programs of at least 16 KiB of weights run 8 warps, smaller
+ones 4. What fits:
 
-======  =============  ==============  ===========
-cell    gate blocks    float32         float64
-======  =============  ==============  ===========
-LSTM    4 (fewer for   H <= 64         H <= 32
-        NIG/NFG/NOG:
-        3)
-GRU     3              H <= 64         H <= 32
-Elman   1              H <= 128        H <= 64
-======  =============  ==============  ===========
+======  ===========  ==========  ==========
+cell    gate blocks  float32     float64
+======  ===========  ==========  ==========
+LSTM    4 (3 for     H <= 64     H <= 32
+        NIG/NFG/NOG)
+GRU     3            H <= 64     H <= 32
+Elman   1            H <= 64     H <= 64
+======  ===========  ==========  ==========
 
 What level 2 runs (:func:`unsupported` says why not otherwise): the LSTM variants with one cell per
 memory block, no gate feedback and no projection (vanilla, peephole, NIG, NFG, NOG, NIAF, NOAF,
@@ -66,6 +74,9 @@ LEVELS = ("auto", "1", "2")
 
 ON_CHIP_BYTES = 64 * 1024
 """The most bytes of recurrent weight tiles a persistent kernel holds (see the module docstring)."""
+
+MAX_BLOCK_H = 64
+"""The largest tile side: at 128 a float32 ``tl.dot`` in FMAs spills (see the module docstring)."""
 
 BLOCK_B = 16
 """Batch rows per program: the smallest ``tl.dot`` tile, so that as many programs as possible share
@@ -102,6 +113,11 @@ def unsupported(spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool) 
             return f"gate feedback ({spec.gate_feedback!r}) is not in the persistent LSTM"
         if project:
             return "projections (proj_size > 0) are not in the persistent LSTM"
+    if padded(hidden) > MAX_BLOCK_H:
+        return (
+            f"hidden size {hidden} (padded to {padded(hidden)}) is over the persistent kernels' "
+            f"tile limit of {MAX_BLOCK_H}"
+        )
     needed = weight_bytes(spec, hidden, dtype)
     if needed > ON_CHIP_BYTES:
         return (
@@ -141,7 +157,7 @@ def plan(level_one: FamilyPlan, spec: CellSpec, hidden: int, batch: int, dtype, 
     module, forward, backward = KERNELS[spec.family]
     runtime, constants = module.plan(spec, hidden, dtype, bias_hh)
     block_h = padded(hidden)
-    warps = 8 if weight_bytes(spec, hidden, dtype) > 16 * 1024 else 4
+    warps = 8 if weight_bytes(spec, hidden, dtype) >= 16 * 1024 else 4
     return dataclasses.replace(
         level_one,
         grid=(triton.cdiv(batch, BLOCK_B),),
