@@ -75,22 +75,34 @@ COMPILE_CASES |= {
 }
 
 
-def _compile(spec, project: bool, dtype: torch.dtype, has_lengths: bool, capability: int):
-    """Compile both kernels of ``spec`` for ``sm{capability}``; returns their cubin sizes."""
+def _compile(
+    spec, project: bool, dtype: torch.dtype, has_lengths: bool, capability: int, hidden=512,
+    level=1,
+):  # fmt: skip
+    """Compile both kernels of ``spec`` (level 1's per-step kernels, or level 2's persistent
+    ones) for ``sm{capability}``; returns the compiled kernels."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    hidden, batch = 512, 64
+    from carousel.kernels.triton import persistent
+
+    batch = 64
     plan = triton_backend.FAMILIES[spec.family].plan(
         spec, hidden, 256 if project else hidden, batch, dtype, project, spec.family == "gru"
     )
+    if level == 2:
+        plan = persistent.plan(plan, spec, hidden, batch, dtype, spec.family == "gru")
+    options = {"enable_fp_fusion": True}
+    if "num_warps" in plan.constants:
+        options["num_warps"] = plan.constants["num_warps"]
     element = {torch.float32: "fp32", torch.float64: "fp64"}[dtype]
-    sizes = []
+    compiled = []
     for kernel in (plan.forward, plan.backward):
-        constants = {**plan.constants, "HAS_LENGTHS": has_lengths}
+        constants = {k: v for k, v in plan.constants.items() if k != "num_warps"}
+        constants["HAS_LENGTHS"] = has_lengths
         names = kernel.arg_names
-        pointers = names[: names.index("step")]
+        pointers = names[: names.index("step" if level == 1 else "steps")]
         signature = {
             name: "constexpr"
             if name in constants
@@ -101,11 +113,8 @@ def _compile(spec, project: bool, dtype: torch.dtype, has_lengths: bool, capabil
         }
         constexprs = {(names.index(name),): value for name, value in constants.items()}
         source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        compiled = triton.compile(
-            source, target=GPUTarget("cuda", capability, 32), options={"enable_fp_fusion": True}
-        )
-        sizes.append(len(compiled.asm["cubin"]))
-    return sizes
+        compiled.append(triton.compile(source, GPUTarget("cuda", capability, 32), options))
+    return compiled
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +132,50 @@ def compiled_kernels():
 def test_kernels_compile_for_sm80(variant, options, project, compiled_kernels):
     """What the interpreter runs must also compile for a real GPU: power-of-two tiles, no
     interpreter-only constructs; Triton's compiler and ptxas emit a cubin for sm80."""
-    sizes = _compile(make_spec(variant, **options), project, torch.float32, True, 80)
-    assert all(size > 0 for size in sizes)
+    compiled = _compile(make_spec(variant, **options), project, torch.float32, True, 80)
+    assert all(len(kernel.asm["cubin"]) > 0 for kernel in compiled)
 
 
 @pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm"])
 def test_kernels_compile_for_sm90_in_float64_without_lengths(variant, compiled_kernels):
     spec = make_spec(variant, **({"block_size": 2} if variant == "1997" else {}))
-    assert all(size > 0 for size in _compile(spec, False, torch.float64, False, 90))
+    compiled = _compile(spec, False, torch.float64, False, 90)
+    assert all(len(kernel.asm["cubin"]) > 0 for kernel in compiled)
+
+
+PERSISTENT_CASES = {
+    # name: variant, options, hidden, dtype, capability; the largest sizes the budget admits
+    "vanilla-H64-f32-sm80": ("vanilla", {}, 64, torch.float32, 80),
+    "peephole-truncate-H20-f32-sm80": ("peephole", {"truncate_gradient": True}, 20, torch.float32,
+                                       80),
+    "cifg-hard_sigmoid-H16-f32-sm90": ("cifg", {"gate_activation": "hard_sigmoid"}, 16,
+                                       torch.float32, 90),
+    "gru-H64-f32-sm90": ("gru", {}, 64, torch.float32, 90),
+    "elman-relu-H64-f32-sm80": ("elman", {"nonlinearity": "relu"}, 64, torch.float32, 80),
+    "vanilla-H32-f64-sm90": ("vanilla", {}, 32, torch.float64, 90),
+    "gru-H32-f64-sm80": ("gru", {}, 32, torch.float64, 80),
+    "elman-H64-f64-sm90": ("elman", {}, 64, torch.float64, 90),
+}  # fmt: skip
+
+SHARED_MEMORY = {80: 163 * 1024, 90: 227 * 1024}
+"""The most shared memory a block may use (opt-in) on sm80 (A100) and sm90 (H100)."""
+
+
+@pytest.mark.parametrize(
+    ("variant", "options", "hidden", "dtype", "capability"),
+    PERSISTENT_CASES.values(),
+    ids=PERSISTENT_CASES.keys(),
+)
+def test_persistent_kernels_compile_within_shared_memory(
+    variant, options, hidden, dtype, capability, compiled_kernels
+):
+    """Level 2's kernels (``tl.dot`` tiles of 16 and more, a runtime loop over the steps) compile
+    for sm80/sm90 at the sizes the on-chip budget admits, within the GPU's shared memory."""
+    spec = make_spec(variant, **options)
+    compiled = _compile(spec, False, dtype, True, capability, hidden=hidden, level=2)
+    for kernel in compiled:
+        assert len(kernel.asm["cubin"]) > 0
+        assert kernel.metadata.shared <= SHARED_MEMORY[capability]  # none without tl.dot
 
 
 # ---- registry ---------------------------------------------------------------------------------

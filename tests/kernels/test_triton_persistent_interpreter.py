@@ -193,6 +193,6 @@ def test_the_level_decision_follows_the_budget(monkeypatch):
 
 def test_forcing_level_two_on_a_call_it_does_not_run_raises_by_name():
     layer = carousel.LSTM(SMALL.input, 4, proj_size=2, backend="triton")
-    with pytest.raises(ValueError, match="CAROUSEL_TRITON_LEVEL=2 .*projections") as error:
+    with pytest.raises(ValueError, match=r"CAROUSEL_TRITON_LEVEL=2 .*projections") as error:
         layer(torch.randn(2, 2, SMALL.input))
     assert "\n" not in str(error.value)
