@@ -187,6 +187,8 @@ def test_the_cuda_benchmark_runs_its_contenders(capsys):
         assert len(values) == columns and values[0] == cell
         assert values[7].endswith("x") and values[9].endswith("x")  # / cuDNN LSTM, vs reference
     assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[6].endswith("x")  # torch.nn GRU
+    for row in rows:  # level 2 runs both at H = 4: its times and the ratio to level 1
+        assert row.split(" | ")[11] != "" and row.split(" | ")[13].endswith("x")
     assert "flashrnn" in capsys.readouterr().out  # why its column is empty
 
 
