@@ -77,7 +77,7 @@ COMPILE_CASES |= {
 
 def _compile(
     spec, project: bool, dtype: torch.dtype, has_lengths: bool, capability: int, hidden=512,
-    level=1,
+    level=1, out_size=None,
 ):  # fmt: skip
     """Compile both kernels of ``spec`` (level 1's per-step kernels, or level 2's persistent
     ones) for ``sm{capability}``; returns the compiled kernels."""
@@ -88,11 +88,13 @@ def _compile(
     from carousel.kernels.triton import persistent
 
     batch = 64
+    out_size = out_size or (256 if project else hidden)
+    bias_hh = spec.family == "gru"
     plan = triton_backend.FAMILIES[spec.family].plan(
-        spec, hidden, 256 if project else hidden, batch, dtype, project, spec.family == "gru"
+        spec, hidden, out_size, batch, dtype, project, bias_hh
     )
     if level == 2:
-        plan = persistent.plan(plan, spec, hidden, batch, dtype, spec.family == "gru")
+        plan = persistent.plan(plan, spec, hidden, out_size, batch, dtype, project, bias_hh)
     options = {"enable_fp_fusion": True}
     if "num_warps" in plan.constants:
         options["num_warps"] = plan.constants["num_warps"]
@@ -144,8 +146,11 @@ def test_kernels_compile_for_sm90_in_float64_without_lengths(variant, compiled_k
 
 
 PERSISTENT_CASES = {
-    # name: variant, options, hidden, dtype, capability; the largest sizes the budget admits
+    # name: variant, options, hidden, dtype, capability, projection; the largest sizes the budget
+    # admits
     "vanilla-H64-f32-sm80": ("vanilla", {}, 64, torch.float32, 80),
+    "nog-H64-P32-f32-sm90": ("nog", {}, 64, torch.float32, 90, 32),
+    "vanilla-H32-P16-f64-sm80": ("vanilla", {}, 32, torch.float64, 80, 16),
     "peephole-truncate-H20-f32-sm80": ("peephole", {"truncate_gradient": True}, 20, torch.float32,
                                        80),
     "cifg-hard_sigmoid-H16-f32-sm90": ("cifg", {"gate_activation": "hard_sigmoid"}, 16,
@@ -161,18 +166,14 @@ SHARED_MEMORY = {80: 163 * 1024, 90: 227 * 1024}
 """The most shared memory a block may use (opt-in) on sm80 (A100) and sm90 (H100)."""
 
 
-@pytest.mark.parametrize(
-    ("variant", "options", "hidden", "dtype", "capability"),
-    PERSISTENT_CASES.values(),
-    ids=PERSISTENT_CASES.keys(),
-)
-def test_persistent_kernels_compile_within_shared_memory(
-    variant, options, hidden, dtype, capability, compiled_kernels
-):
+@pytest.mark.parametrize("case", PERSISTENT_CASES.values(), ids=PERSISTENT_CASES.keys())
+def test_persistent_kernels_compile_within_shared_memory(case, compiled_kernels):
     """Level 2's kernels (``tl.dot`` tiles of 16 and more, a runtime loop over the steps) compile
     for sm80/sm90 at the sizes the on-chip budget admits, within the GPU's shared memory."""
-    spec = make_spec(variant, **options)
-    compiled = _compile(spec, False, dtype, True, capability, hidden=hidden, level=2)
+    variant, options, hidden, dtype, capability, *projection = case
+    spec, project = make_spec(variant, **options), bool(projection)
+    out_size = projection[0] if project else None
+    compiled = _compile(spec, project, dtype, True, capability, hidden, 2, out_size)
     for kernel in compiled:
         assert len(kernel.asm["cubin"]) > 0
         assert kernel.metadata.shared <= SHARED_MEMORY[capability]  # none without tl.dot

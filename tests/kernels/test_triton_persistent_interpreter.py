@@ -47,7 +47,8 @@ DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id=
 
 def _runs_on_level_two(variant, options=None, layer_options=None, hidden=4, dtype=torch.float64):
     spec = make_spec(variant, **(options or {}))
-    return persistent.unsupported(spec, hidden, dtype, bool((layer_options or {}).get("proj_size")))
+    projection = (layer_options or {}).get("proj_size", 0)
+    return persistent.unsupported(spec, hidden, dtype, projection > 0, projection or None)
 
 
 CELLS_TWO = [v for v in CELLS if _runs_on_level_two(v) is None]
@@ -69,6 +70,7 @@ def test_level_two_covers_the_cells_it_is_meant_to():
         "vanilla", "peephole", "nig", "nfg", "nog", "niaf", "noaf", "np", "cifg", "gru", "elman",
     ]  # fmt: skip
     assert {"peephole-truncate", "cifg-hard_sigmoid-truncate", "gru-no-bias"} <= set(OPTIONS_TWO)
+    assert {"vanilla-proj2", "peephole-proj3-no-bias", "vanilla-proj3-truncate"} <= set(OPTIONS_TWO)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -116,17 +118,25 @@ def test_several_programs_and_padded_tiles_match_reference(variant, hidden, dtyp
     compare(variant, dtype, shape, layer_options={"num_layers": 1})
 
 
-@pytest.mark.parametrize("variant", ["peephole", "gru", "elman"])
-def test_level_two_equals_level_one(variant, monkeypatch):
+def test_a_projection_with_tiles_of_two_sizes_matches_reference():
+    """24 cells padded to 32, projected to 12 padded to 16: rectangular tiles, 37 rows."""
+    lengths = tuple(1 + (row * 5) % 4 for row in range(37))
+    shape = Shape(batch=37, steps=4, input=3, hidden=24, lengths=lengths)
+    compare("peephole", torch.float64, shape, layer_options={"num_layers": 1, "proj_size": 12})
+
+
+@pytest.mark.parametrize(("variant", "projection"), [("peephole", 0), ("gru", 0), ("elman", 0),
+                                                     ("vanilla", 3)])  # fmt: skip
+def test_level_two_equals_level_one(variant, projection, monkeypatch):
     """The same layer and upstream gradients on both levels: equal up to the order of the sums in
     the recurrent product (float64)."""
-    options = {"num_layers": 2, "bidirectional": True}
+    options = {"num_layers": 2, "bidirectional": True, "proj_size": projection}
     _, layer = layers(variant, torch.float64, {}, options, SMALL, "cpu")
     x = torch.randn(SMALL.steps, SMALL.batch, SMALL.input, dtype=torch.float64)
     x.requires_grad_(True)
     state = tuple(
         torch.randn(4, SMALL.batch, s, dtype=torch.float64, requires_grad=True)
-        for s in layer.spec.state_sizes(SMALL.hidden, 0)
+        for s in layer.spec.state_sizes(SMALL.hidden, projection)
     )
     results, upstream = [], None
     for level in ("1", "2"):
@@ -161,7 +171,7 @@ def test_auto_runs_level_two_where_it_applies_and_level_one_elsewhere(monkeypatc
     x = torch.randn(2, 2, SMALL.input)
     for layer, expected in (
         (carousel.LSTM(SMALL.input, 4, backend="triton"), ["forward", "backward"]),
-        (carousel.LSTM(SMALL.input, 4, proj_size=2, backend="triton"), []),
+        (carousel.LSTM(SMALL.input, 4, proj_size=2, backend="triton"), ["forward", "backward"]),
         (carousel.LSTM(SMALL.input, 4, variant="1997", backend="triton"), []),
         (carousel.GRU(SMALL.input, 80, backend="triton"), []),  # 80 pads to 128 > 64
     ):
@@ -192,7 +202,7 @@ def test_the_level_decision_follows_the_budget(monkeypatch):
 
 
 def test_forcing_level_two_on_a_call_it_does_not_run_raises_by_name():
-    layer = carousel.LSTM(SMALL.input, 4, proj_size=2, backend="triton")
-    with pytest.raises(ValueError, match=r"CAROUSEL_TRITON_LEVEL=2 .*projections") as error:
+    layer = carousel.LSTM(SMALL.input, 4, variant="1997", backend="triton")
+    with pytest.raises(ValueError, match=r"CAROUSEL_TRITON_LEVEL=2 .*gate feedback") as error:
         layer(torch.randn(2, 2, SMALL.input))
     assert "\n" not in str(error.value)

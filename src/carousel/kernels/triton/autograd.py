@@ -218,8 +218,11 @@ def run_direction(
         weights.weight_hr is not None,
         weights.bias_hh is not None,
     )
-    if persistent.choose_level(spec, hidden, compute, weights.weight_hr is not None) == 2:
-        plan = persistent.plan(plan, spec, hidden, batch, compute, weights.bias_hh is not None)
+    project = weights.weight_hr is not None
+    if persistent.choose_level(spec, hidden, compute, project, out_size) == 2:
+        plan = persistent.plan(
+            plan, spec, hidden, out_size, batch, compute, project, weights.bias_hh is not None
+        )
     widths = tuple(s.shape[-1] for s in state)
     call = Call(
         spec, plan, hidden, out_size, weights.weight_hr is not None, device_lengths, active, widths

@@ -65,6 +65,7 @@ from torch import Tensor
 from carousel.cells import CellSpec
 from carousel.kernels.triton import persistent_lstm, persistent_units
 from carousel.kernels.triton.loop import Call, Forward, finish_forward, weight_gradients
+from carousel.kernels.triton.persistent_common import padded
 from carousel.kernels.triton.plan import FamilyPlan
 
 LEVEL_VARIABLE = "CAROUSEL_TRITON_LEVEL"
@@ -90,35 +91,37 @@ KERNELS = {
 """The families with persistent kernels: their module and kernel names."""
 
 
-def padded(hidden: int) -> int:
-    """``BLOCK_H``: the hidden size padded to a power of two, at least 16."""
-    return max(16, triton.next_power_of_2(hidden))
-
-
-def weight_bytes(spec: CellSpec, hidden: int, dtype: torch.dtype) -> int:
-    """Bytes of the weight tiles a persistent kernel of ``spec`` holds on chip."""
+def weight_bytes(spec: CellSpec, hidden: int, out_size: int, dtype: torch.dtype) -> int:
+    """Bytes of the weight tiles a persistent kernel of ``spec`` holds on chip: a
+    ``(BLOCK_H, BLOCK_P)`` tile per gate block of :math:`W_{hh}` and, with a projection
+    (``out_size < hidden``), one of :math:`W_{hr}`."""
     blocks = spec.num_gate_rows(hidden) // hidden  # LSTM: 3 or 4, GRU: 3, Elman: 1
-    return blocks * padded(hidden) ** 2 * torch.empty(0, dtype=dtype).element_size()
+    blocks += out_size != hidden
+    tile = padded(hidden) * padded(out_size)
+    return blocks * tile * torch.empty(0, dtype=dtype).element_size()
 
 
-def unsupported(spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool) -> str | None:
+def unsupported(
+    spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool, out_size: int | None = None
+) -> str | None:
     """Why the persistent kernels do not run this call (``dtype`` the compute dtype, float32 or
-    float64), or ``None``."""
+    float64; ``out_size`` the projection's size, ``hidden`` without one), or ``None``."""
+    out_size = hidden if out_size is None or not project else out_size
     if spec.family not in KERNELS:
         return f"no persistent kernel for the {spec.family!r} family (variant {spec.variant!r})"
+    if project and spec.family != "lstm":
+        return f"projections (proj_size > 0) of the {spec.family!r} family"
     if spec.family == "lstm":
         if spec.block_size != 1:
             return f"memory blocks of {spec.block_size} cells (the persistent LSTM has 1 a block)"
         if spec.feedback_gates:
             return f"gate feedback ({spec.gate_feedback!r}) is not in the persistent LSTM"
-        if project:
-            return "projections (proj_size > 0) are not in the persistent LSTM"
     if padded(hidden) > MAX_BLOCK_H:
         return (
             f"hidden size {hidden} (padded to {padded(hidden)}) is over the persistent kernels' "
             f"tile limit of {MAX_BLOCK_H}"
         )
-    needed = weight_bytes(spec, hidden, dtype)
+    needed = weight_bytes(spec, hidden, out_size, dtype)
     if needed > ON_CHIP_BYTES:
         return (
             f"the recurrent weights need {needed} bytes on chip (hidden size {hidden} padded to "
@@ -137,13 +140,15 @@ def requested_level() -> str:
     return value
 
 
-def choose_level(spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool) -> int:
+def choose_level(
+    spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool, out_size: int | None = None
+) -> int:
     """1 or 2 for this call, by :func:`requested_level` and :func:`unsupported`; raises
     ``ValueError`` if level 2 is asked for and cannot run the call."""
     requested = requested_level()
     if requested == "1":
         return 1
-    reason = unsupported(spec, hidden, dtype, project)
+    reason = unsupported(spec, hidden, dtype, project, out_size)
     if reason is None:
         return 2
     if requested == "2":
@@ -151,13 +156,16 @@ def choose_level(spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool)
     return 1
 
 
-def plan(level_one: FamilyPlan, spec: CellSpec, hidden: int, batch: int, dtype, bias_hh: bool):
+def plan(
+    level_one: FamilyPlan, spec: CellSpec, hidden: int, out_size: int, batch: int, dtype,
+    project: bool, bias_hh: bool,
+) -> FamilyPlan:  # fmt: skip
     """``level_one`` (the family's level-1 plan, for the buffer sizes) turned into the persistent
     kernels' plan: one program per ``BLOCK_B`` rows, ``BLOCK_H`` units, 4 or 8 warps."""
     module, forward, backward = KERNELS[spec.family]
-    runtime, constants = module.plan(spec, hidden, dtype, bias_hh)
+    runtime, constants = module.plan(spec, hidden, out_size, dtype, project, bias_hh)
     block_h = padded(hidden)
-    warps = 8 if weight_bytes(spec, hidden, dtype) >= 16 * 1024 else 4
+    warps = 8 if weight_bytes(spec, hidden, out_size, dtype) >= 16 * 1024 else 4
     return dataclasses.replace(
         level_one,
         grid=(triton.cdiv(batch, BLOCK_B),),
@@ -179,7 +187,7 @@ def forward(
     weight_hr: Tensor | None,
     bias_hh: Tensor | None,
 ) -> Forward:
-    """:func:`.loop.forward`'s contract in one launch (no projection: ``weight_hr`` is ``None``)."""
+    """:func:`.loop.forward`'s contract in one launch."""
     plan = call.plan
     steps, batch, _ = gates_x.shape
     empty = gates_x.new_empty
@@ -188,16 +196,18 @@ def forward(
     cell = empty(steps + 1, batch, plan.cell_size)
     cell[0] = cell0
     saved = empty(steps, batch, plan.saved_size)
+    y = empty(steps, batch, call.hidden) if call.project else empty(0)
     placeholder = source
     if steps > 0:
         plan.forward[plan.grid](
-            gates_x, source, cell, saved, weight_hh.contiguous(),
+            gates_x, source, cell, saved, y if call.project else placeholder,
+            weight_hh.contiguous(), placeholder if weight_hr is None else weight_hr.contiguous(),
             placeholder if weight_peephole is None else weight_peephole,
             placeholder if bias_hh is None else bias_hh,
             placeholder if call.lengths is None else call.lengths,
             steps, batch, call.hidden, *plan.runtime, **call.constants(),
         )  # fmt: skip
-    return finish_forward(call, source, cell, saved, empty(0))
+    return finish_forward(call, source, cell, saved, y)
 
 
 def backward(
@@ -209,7 +219,7 @@ def backward(
     d_output: Tensor,
     d_source_n: Tensor,
     d_cell_n: Tensor,
-    wanted: frozenset[str] = frozenset({"weight_hh", "weight_peephole", "bias_hh"}),
+    wanted: frozenset[str] = frozenset({"weight_hh", "weight_peephole", "weight_hr", "bias_hh"}),
 ) -> dict[str, Tensor | None]:
     """:func:`.loop.backward`'s contract: the loop in one launch, then the weight gradients."""
     plan = call.plan
@@ -221,12 +231,14 @@ def backward(
     d_cell = d_cell_n.contiguous().clone()
     d_net = d_output.new_empty(steps, batch, plan.rows)
     d_recurrent = d_output.new_empty(steps, batch, plan.rows) if plan.recurrent_gradient else d_net
+    d_h = d_output.new_empty(steps, batch, call.out_size) if call.project else None
     placeholder = d_source
     if steps > 0:
         last = steps - 1
         plan.backward[plan.grid](
             saved.saved[last], saved.source[last], saved.cell[last], d_output[last], d_source,
-            d_cell, d_net[last], d_recurrent[last], weight_hh.contiguous(),
+            d_cell, d_net[last], d_recurrent[last], placeholder if d_h is None else d_h[last],
+            weight_hh.contiguous(), placeholder if weight_hr is None else weight_hr.contiguous(),
             placeholder if weight_peephole is None else weight_peephole,
             placeholder if call.lengths is None else call.lengths,
             steps, batch, call.hidden, *plan.runtime, **call.constants(),
@@ -235,5 +247,5 @@ def backward(
         "gates_x": d_net,
         "source0": d_source,
         "cell0": d_cell,
-        **weight_gradients(call, saved, weight_peephole, d_net, d_recurrent, None, wanted),
+        **weight_gradients(call, saved, weight_peephole, d_net, d_recurrent, d_h, wanted),
     }

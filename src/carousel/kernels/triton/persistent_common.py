@@ -20,6 +20,11 @@ jit_loop = triton.jit(do_not_specialize=["steps"])
 (a value of 1 or a multiple of 16 would otherwise compile a kernel of its own)."""
 
 
+def padded(size: int) -> int:
+    """A tile side: ``size`` padded to a power of two, at least 16."""
+    return max(16, triton.next_power_of_2(size))
+
+
 @triton.jit
 def matmul(a, b):
     """``a @ b`` by ``tl.dot`` in the operands' precision: ``ieee`` for float32 (no TF32, so the
@@ -57,16 +62,17 @@ def step_mask(length, rows, mask, step, HAS_LENGTHS: tl.constexpr):
 
 @triton.jit
 def weight_tile(
-    weight, row, columns, TRANSPOSE: tl.constexpr, BLOCK_H: tl.constexpr, COMPUTE: tl.constexpr
+    weight, row, rows, columns, TRANSPOSE: tl.constexpr, BLOCK_ROWS: tl.constexpr,
+    BLOCK_COLUMNS: tl.constexpr, COMPUTE: tl.constexpr,
 ):  # fmt: skip
-    """Rows ``row .. row + columns`` of the row-major ``weight (G, columns)`` (one gate's block of
-    :math:`W_{hh}`) as a zero-padded ``(BLOCK_H, BLOCK_H)`` tile: transposed (``[k, j] =
-    W[row + j, k]``, for :math:`h W^T`) if ``TRANSPOSE``, else as stored (``[j, k]``, for
-    :math:`\\partial net\\, W`)."""
-    first = tl.arange(0, BLOCK_H)[:, None]
-    second = tl.arange(0, BLOCK_H)[None, :]
+    """Rows ``row .. row + rows`` of the row-major ``weight (G, columns)`` (one gate's block of
+    :math:`W_{hh}`, or :math:`W_{hr}`) as a zero-padded tile: transposed, ``(BLOCK_COLUMNS,
+    BLOCK_ROWS)`` with ``[k, j] = W[row + j, k]`` (for :math:`h W^T`), if ``TRANSPOSE``; else as
+    stored, ``(BLOCK_ROWS, BLOCK_COLUMNS)`` (for :math:`\\partial net\\, W`)."""
     if TRANSPOSE:
-        at = (row + second) * columns + first
+        k = tl.arange(0, BLOCK_COLUMNS)[:, None]
+        j = tl.arange(0, BLOCK_ROWS)[None, :]
     else:
-        at = (row + first) * columns + second
-    return load(weight + at, (first < columns) & (second < columns), COMPUTE)
+        j = tl.arange(0, BLOCK_ROWS)[:, None]
+        k = tl.arange(0, BLOCK_COLUMNS)[None, :]
+    return load(weight + (row + j) * columns + k, (j < rows) & (k < columns), COMPUTE)

@@ -39,6 +39,7 @@ from carousel.kernels.triton.common import COMPUTE_TYPES, activate, code, deriva
 from carousel.kernels.triton.persistent_common import (
     jit_loop,
     matmul,
+    padded,
     row_tile,
     step_mask,
     weight_tile,
@@ -49,29 +50,36 @@ __all__ = ["lstm_persistent_backward", "lstm_persistent_forward", "plan"]
 
 @jit_loop
 def lstm_persistent_forward(
-    gates_x, source, cell, saved, weight_hh, peephole, bias_hh, lengths, steps, batch, hidden,
-    rows_g, row_i, row_f, row_g, row_o,
+    gates_x, source, cell, saved, y_out, weight_hh, weight_hr, peephole, bias_hh, lengths, steps,
+    batch, hidden,
+    out_size, rows_g, row_i, row_f, row_g, row_o,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, HAS_I: tl.constexpr,
     HAS_F: tl.constexpr, HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr,
-    PEEP_F: tl.constexpr, PEEP_O: tl.constexpr, TRUNCATE: tl.constexpr,
+    PEEP_F: tl.constexpr, PEEP_O: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     """All ``steps`` LSTM steps of ``BLOCK_B`` rows: writes ``source[1:]`` (:math:`h_t`),
-    ``cell[1:]`` (:math:`c_t`) and the activations into ``saved``; rows past their length keep
-    their state."""
+    ``cell[1:]`` (:math:`c_t`), the activations into ``saved`` and, with ``PROJECT``,
+    :math:`y_t` into ``y_out`` (zero at held rows) and :math:`h_t = y_t W_{hr}^T`; rows past
+    their length keep their state."""
     rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
+    outs = tl.arange(0, BLOCK_P)[None, :]
+    out_mask = (rows < batch) & (outs < out_size)
     at = rows * hidden + units  # (BLOCK_B, BLOCK_H) in a (B, H) buffer
+    at_out = rows * out_size + outs  # (BLOCK_B, BLOCK_P) in a (B, P) buffer
     packed = rows * rows_g + units  # in a (B, G) buffer, plus the gate's first row
-    h = load(source + at, mask, COMPUTE)
+    h = load(source + at_out, out_mask, COMPUTE)
     c = load(cell + at, mask, COMPUTE)
-    w_g = weight_tile(weight_hh, row_g, hidden, True, BLOCK_H, COMPUTE)
+    w_g = weight_tile(weight_hh, row_g, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
     if HAS_I:
-        w_i = weight_tile(weight_hh, row_i, hidden, True, BLOCK_H, COMPUTE)
+        w_i = weight_tile(weight_hh, row_i, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
     if HAS_F:
-        w_f = weight_tile(weight_hh, row_f, hidden, True, BLOCK_H, COMPUTE)
+        w_f = weight_tile(weight_hh, row_f, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
     if HAS_O:
-        w_o = weight_tile(weight_hh, row_o, hidden, True, BLOCK_H, COMPUTE)
+        w_o = weight_tile(weight_hh, row_o, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
+    if PROJECT:
+        w_r = weight_tile(weight_hr, 0, out_size, hidden, True, BLOCK_P, BLOCK_H, COMPUTE)
     if PEEP_I >= 0:
         p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
     if PEEP_F >= 0:
@@ -81,8 +89,9 @@ def lstm_persistent_forward(
     one = tl.full([BLOCK_B, BLOCK_H], 1.0, COMPUTE)
     step_gates = gates_x
     step_saved = saved
-    step_source = source + batch * hidden  # source[t + 1]
+    step_source = source + batch * out_size  # source[t + 1]
     step_cell = cell + batch * hidden
+    step_y = y_out
     for t in range(steps):
         keep = step_mask(length, rows, mask, t, HAS_LENGTHS)
         input_gate = one
@@ -114,46 +123,60 @@ def lstm_persistent_forward(
             tl.store(step_saved + packed + row_o, output_gate, mask=mask)
         y = output_gate * activate(c_new, OUTPUT)
         c = tl.where(keep, c_new, c)  # padded units stay zero, held rows keep their state
-        h = tl.where(keep, y, h)
+        if PROJECT:  # y at held rows is zero (adds nothing to the gradient of W_hr)
+            y = tl.where(keep, y, 0.0)
+            tl.store(step_y + at, y, mask=mask)
+            h = tl.where(step_mask(length, rows, out_mask, t, HAS_LENGTHS), matmul(y, w_r), h)
+            step_y += batch * hidden
+        else:
+            h = tl.where(keep, y, h)
         tl.store(step_cell + at, c, mask=mask)
-        tl.store(step_source + at, h, mask=mask)
+        tl.store(step_source + at_out, h, mask=out_mask)
         step_gates += batch * rows_g
         step_saved += batch * rows_g
-        step_source += batch * hidden
+        step_source += batch * out_size
         step_cell += batch * hidden
 
 
 @jit_loop
 def lstm_persistent_backward(
-    saved, source, cell, d_output, d_source, d_cell, d_net, d_recurrent, weight_hh, peephole,
-    lengths, steps, batch, hidden,
-    rows_g, row_i, row_f, row_g, row_o,
+    saved, source, cell, d_output, d_source, d_cell, d_net, d_recurrent, d_h_out, weight_hh,
+    weight_hr, peephole, lengths, steps, batch, hidden,
+    out_size, rows_g, row_i, row_f, row_g, row_o,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, HAS_I: tl.constexpr,
     HAS_F: tl.constexpr, HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr,
-    PEEP_F: tl.constexpr, PEEP_O: tl.constexpr, TRUNCATE: tl.constexpr,
+    PEEP_F: tl.constexpr, PEEP_O: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_H: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
     r"""Backpropagation through all steps of ``BLOCK_B`` rows, from the last.
 
-    ``saved``, ``cell`` (:math:`c_{t-1}`; :math:`c_t` one slice on), ``d_output`` and ``d_net``
-    point at step ``T - 1``. The equations are :func:`.lstm.lstm_backward_step`'s with one cell
-    per block; then :math:`\delta h_{t-1} = \sum_{gate} \partial net_{gate} W_{gate}` (only the
-    error held at rows past their length under ``TRUNCATE``). ``d_net`` is zero at those rows.
+    ``saved``, ``cell`` (:math:`c_{t-1}`; :math:`c_t` one slice on), ``d_output``, ``d_net`` and
+    ``d_h_out`` point at step ``T - 1``. With :math:`\delta h` the error at :math:`h_t`, the error
+    at :math:`y_t` is :math:`\delta h` (or :math:`\delta h\, W_{hr}` with ``PROJECT``, which also
+    writes :math:`\delta h` into ``d_h_out`` for the gradient of :math:`W_{hr}`); then the
+    equations of :func:`.lstm.lstm_backward_step` with one cell per block, and
+    :math:`\delta h_{t-1} = \sum_{gate} \partial net_{gate} W_{gate}` (only the error held at
+    rows past their length under ``TRUNCATE``). ``d_net`` is zero at those rows.
     """
     rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
+    outs = tl.arange(0, BLOCK_P)[None, :]
+    out_mask = (rows < batch) & (outs < out_size)
     at = rows * hidden + units
+    at_out = rows * out_size + outs
     packed = rows * rows_g + units
-    d_h = load(d_source + at, mask, COMPUTE)  # the error reaching h_t from later steps
+    d_h = load(d_source + at_out, out_mask, COMPUTE)  # the error reaching h_t from later steps
     d_c = load(d_cell + at, mask, COMPUTE)  # the error reaching c_t from later steps
     if not TRUNCATE:
-        w_g = weight_tile(weight_hh, row_g, hidden, False, BLOCK_H, COMPUTE)
+        w_g = weight_tile(weight_hh, row_g, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
         if HAS_I:
-            w_i = weight_tile(weight_hh, row_i, hidden, False, BLOCK_H, COMPUTE)
+            w_i = weight_tile(weight_hh, row_i, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
         if HAS_F:
-            w_f = weight_tile(weight_hh, row_f, hidden, False, BLOCK_H, COMPUTE)
+            w_f = weight_tile(weight_hh, row_f, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
         if HAS_O:
-            w_o = weight_tile(weight_hh, row_o, hidden, False, BLOCK_H, COMPUTE)
+            w_o = weight_tile(weight_hh, row_o, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
+    if PROJECT:
+        w_r = weight_tile(weight_hr, 0, out_size, hidden, False, BLOCK_P, BLOCK_H, COMPUTE)
     if PEEP_I >= 0:
         p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
     if PEEP_F >= 0:
@@ -165,8 +188,10 @@ def lstm_persistent_backward(
     step_cell = cell
     step_d_output = d_output
     step_d_net = d_net
+    step_d_h = d_h_out
     for s in range(steps):
-        keep = step_mask(length, rows, mask, steps - 1 - s, HAS_LENGTHS)
+        step = steps - 1 - s
+        keep = step_mask(length, rows, mask, step, HAS_LENGTHS)
         c_prev = load(step_cell + at, mask, COMPUTE)
         c = load(step_cell + batch * hidden + at, mask, COMPUTE)
         input_gate = one
@@ -182,7 +207,13 @@ def lstm_persistent_backward(
             output_gate = load(step_saved + packed + row_o, mask, COMPUTE)
         candidate = load(step_saved + packed + row_g, mask, COMPUTE)
         squashed = activate(c, OUTPUT)
-        dy = d_h + load(step_d_output + at, mask, COMPUTE)
+        current = d_h + load(step_d_output + at_out, out_mask, COMPUTE)  # the error at h_t
+        if PROJECT:
+            tl.store(step_d_h + at_out, current, mask=out_mask)
+            dy = matmul(current, w_r)
+            step_d_h -= batch * out_size
+        else:
+            dy = current
         d_c_t = d_c + dy * output_gate * derivative(squashed, OUTPUT)
         if HAS_O:
             d_o = tl.where(keep, dy * squashed * derivative(output_gate, GATE), 0.0)
@@ -210,7 +241,8 @@ def lstm_persistent_backward(
                 if not TRUNCATE:
                     d_c_prev += p_f * d_f
         d_c = tl.where(keep, d_c_prev, d_c)
-        d_h = tl.where(keep, 0.0, d_h)  # held rows pass their error on unchanged
+        # held rows pass their error on unchanged
+        d_h = tl.where(step_mask(length, rows, out_mask, step, HAS_LENGTHS), 0.0, d_h)
         if not TRUNCATE:
             d_h += matmul(d_z, w_g)
             if HAS_I:
@@ -221,18 +253,21 @@ def lstm_persistent_backward(
                 d_h += matmul(d_o, w_o)
         step_saved -= batch * rows_g
         step_cell -= batch * hidden
-        step_d_output -= batch * hidden
+        step_d_output -= batch * out_size
         step_d_net -= batch * rows_g
-    tl.store(d_source + at, d_h, mask=mask)
+    tl.store(d_source + at_out, d_h, mask=out_mask)
     tl.store(d_cell + at, d_c, mask=mask)
 
 
-def plan(spec: CellSpec, hidden: int, dtype, bias_hh: bool) -> tuple[tuple[int, ...], dict]:
+def plan(
+    spec: CellSpec, hidden: int, out_size: int, dtype, project: bool, bias_hh: bool
+) -> tuple[tuple[int, ...], dict]:
     """The runtime arguments (after ``steps, batch, hidden``) and constexpr flags of ``spec``'s
-    persistent kernels; ``COMPUTE``, ``BLOCK_B`` and ``BLOCK_H`` are added by :mod:`.persistent`."""
+    persistent kernels; ``BLOCK_B`` and ``BLOCK_H`` are added by :mod:`.persistent`."""
     slices = spec.gate_slices(hidden)
     peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
     runtime = (
+        out_size,
         spec.num_gate_rows(hidden),
         *(slices[g].start if g in slices else -1 for g in "ifgo"),
     )
@@ -247,7 +282,9 @@ def plan(spec: CellSpec, hidden: int, dtype, bias_hh: bool) -> tuple[tuple[int, 
         PEEP_I=peephole_row.get("i", -1),
         PEEP_F=peephole_row.get("f", -1),
         PEEP_O=peephole_row.get("o", -1),
+        PROJECT=project,
         TRUNCATE=spec.truncate_gradient,
         COMPUTE=COMPUTE_TYPES[dtype],
+        BLOCK_P=padded(out_size),
     )
     return runtime, constants

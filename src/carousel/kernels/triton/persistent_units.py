@@ -34,7 +34,8 @@ __all__ = [
 
 @jit_loop
 def gru_persistent_forward(
-    gates_x, source, cell, saved, weight_hh, peephole, bias_hh, lengths, steps, batch, hidden,
+    gates_x, source, cell, saved, y, weight_hh, weight_hr, peephole, bias_hh, lengths, steps,
+    batch, hidden,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -45,9 +46,9 @@ def gru_persistent_forward(
     at = rows * hidden + units
     packed = rows * 3 * hidden + units
     kept = rows * 4 * hidden + units
-    w_r = weight_tile(weight_hh, 0, hidden, True, BLOCK_H, COMPUTE)
-    w_z = weight_tile(weight_hh, hidden, hidden, True, BLOCK_H, COMPUTE)
-    w_n = weight_tile(weight_hh, 2 * hidden, hidden, True, BLOCK_H, COMPUTE)
+    w_r = weight_tile(weight_hh, 0, hidden, hidden, True, BLOCK_H, BLOCK_H, COMPUTE)
+    w_z = weight_tile(weight_hh, hidden, hidden, hidden, True, BLOCK_H, BLOCK_H, COMPUTE)
+    w_n = weight_tile(weight_hh, 2 * hidden, hidden, hidden, True, BLOCK_H, BLOCK_H, COMPUTE)
     if HAS_BIAS_HH:
         b_r = load(bias_hh + units, units < hidden, COMPUTE)
         b_z = load(bias_hh + hidden + units, units < hidden, COMPUTE)
@@ -82,8 +83,8 @@ def gru_persistent_forward(
 
 @jit_loop
 def gru_persistent_backward(
-    saved, source, cell, d_output, d_source, d_cell, d_net, d_recurrent, weight_hh, peephole,
-    lengths, steps, batch, hidden,
+    saved, source, cell, d_output, d_source, d_cell, d_net, d_recurrent, d_h_out, weight_hh,
+    weight_hr, peephole, lengths, steps, batch, hidden,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
     HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
@@ -95,9 +96,9 @@ def gru_persistent_backward(
     at = rows * hidden + units
     packed = rows * 3 * hidden + units
     kept = rows * 4 * hidden + units
-    w_r = weight_tile(weight_hh, 0, hidden, False, BLOCK_H, COMPUTE)
-    w_z = weight_tile(weight_hh, hidden, hidden, False, BLOCK_H, COMPUTE)
-    w_n = weight_tile(weight_hh, 2 * hidden, hidden, False, BLOCK_H, COMPUTE)
+    w_r = weight_tile(weight_hh, 0, hidden, hidden, False, BLOCK_H, BLOCK_H, COMPUTE)
+    w_z = weight_tile(weight_hh, hidden, hidden, hidden, False, BLOCK_H, BLOCK_H, COMPUTE)
+    w_n = weight_tile(weight_hh, 2 * hidden, hidden, hidden, False, BLOCK_H, BLOCK_H, COMPUTE)
     d_h = load(d_source + at, mask, COMPUTE)
     step_saved = saved
     step_source = source
@@ -137,7 +138,8 @@ def gru_persistent_backward(
 
 @jit_loop
 def elman_persistent_forward(
-    gates_x, source, cell, saved, weight_hh, peephole, bias_hh, lengths, steps, batch, hidden,
+    gates_x, source, cell, saved, y, weight_hh, weight_hr, peephole, bias_hh, lengths, steps,
+    batch, hidden,
     CANDIDATE: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
@@ -145,7 +147,7 @@ def elman_persistent_forward(
     ``source[1:]``."""
     rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
     at = rows * hidden + units
-    weight = weight_tile(weight_hh, 0, hidden, True, BLOCK_H, COMPUTE)
+    weight = weight_tile(weight_hh, 0, hidden, hidden, True, BLOCK_H, BLOCK_H, COMPUTE)
     h = load(source + at, mask, COMPUTE)
     step_gates = gates_x
     step_source = source + batch * hidden
@@ -160,8 +162,8 @@ def elman_persistent_forward(
 
 @jit_loop
 def elman_persistent_backward(
-    saved, source, cell, d_output, d_source, d_cell, d_net, d_recurrent, weight_hh, peephole,
-    lengths, steps, batch, hidden,
+    saved, source, cell, d_output, d_source, d_cell, d_net, d_recurrent, d_h_out, weight_hh,
+    weight_hr, peephole, lengths, steps, batch, hidden,
     CANDIDATE: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
 ):  # fmt: skip
@@ -169,7 +171,7 @@ def elman_persistent_backward(
     :math:`h_{T-1}` (step ``T - 1``'s input), :math:`h_t` is one slice on."""
     rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
     at = rows * hidden + units
-    weight = weight_tile(weight_hh, 0, hidden, False, BLOCK_H, COMPUTE)
+    weight = weight_tile(weight_hh, 0, hidden, hidden, False, BLOCK_H, BLOCK_H, COMPUTE)
     d_h = load(d_source + at, mask, COMPUTE)
     step_source = source
     step_d_output = d_output
@@ -187,7 +189,9 @@ def elman_persistent_backward(
     tl.store(d_source + at, d_h, mask=mask)
 
 
-def plan(spec: CellSpec, hidden: int, dtype, bias_hh: bool) -> tuple[tuple[int, ...], dict]:
+def plan(
+    spec: CellSpec, hidden: int, out_size: int, dtype, project: bool, bias_hh: bool
+) -> tuple[tuple[int, ...], dict]:
     """The runtime arguments and constexpr flags of the GRU's or Elman's persistent kernels."""
     if spec.family == "gru":
         constants = dict(
