@@ -111,3 +111,10 @@ def test_level_two_truncated_gradient_and_elman_relu_on_the_gpu(monkeypatch):
     shape = Shape(37, 23, 7, 64, tuple(1 + (r * 7) % 23 for r in range(37)))
     compare("peephole", torch.float32, shape, "cuda", {}, FLOAT32, truncate_gradient=True)
     compare("elman", torch.float64, shape, "cuda", {}, None, nonlinearity="relu")
+
+
+def test_level_two_with_a_projection_on_the_gpu(monkeypatch):
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, 64, tuple(1 + (r * 7) % 23 for r in range(37)))
+    layer_options = {"num_layers": 2, "proj_size": 24}
+    compare("peephole", torch.float32, shape, "cuda", layer_options, FLOAT32)

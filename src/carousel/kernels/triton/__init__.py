@@ -11,8 +11,8 @@ kernels (:mod:`.lstm` covers every LSTM variant through ``tl.constexpr`` flags, 
 layers are cast up by the layer, as for every backend) or float64.
 
 Level 2 (:mod:`.persistent`): where the recurrent weights fit on chip (LSTM and GRU up to 64
-units in float32, Elman up to 64; the LSTM variants with one cell a block, no gate feedback and
-no projection), one persistent kernel runs a direction's whole time loop, forward and backward,
+units in float32, Elman up to 64; the LSTM variants with one cell a block and no gate feedback,
+projected or not), one persistent kernel runs a direction's whole time loop, forward and backward,
 in one launch each, with ``tl.dot`` for the recurrent products (:mod:`.persistent_lstm`,
 :mod:`.persistent_units`). ``auto`` picks it where it applies; ``CAROUSEL_TRITON_LEVEL`` (``1``,
 ``2``) forces a level.

@@ -42,8 +42,10 @@ Elman   1            H <= 64     H <= 64
 ======  ===========  ==========  ==========
 
 What level 2 runs (:func:`unsupported` says why not otherwise): the LSTM variants with one cell per
-memory block, no gate feedback and no projection (vanilla, peephole, NIG, NFG, NOG, NIAF, NOAF,
-NP, CIFG, any activations, the truncated gradient), the GRU, Elman; float32 and float64 (float16
+memory block and no gate feedback (vanilla, peephole, NIG, NFG, NOG, NIAF, NOAF, NP, CIFG, any
+activations, the truncated gradient), with or without a projection (``proj_size``: one more tile,
+``(BLOCK_H, BLOCK_P)``, of :math:`W_{hr}`, and the recurrent tiles ``(BLOCK_P, BLOCK_H)``), the
+GRU, Elman; float32 and float64 (float16
 and bfloat16 layers reach the backend as float32); lengths (rows past their length keep their
 state) and both directions, as level 1. Everything else runs on level 1.
 

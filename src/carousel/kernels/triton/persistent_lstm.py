@@ -19,15 +19,18 @@ gradient). Rows are independent, so programs never wait for each other.
 
 Variants are the ``tl.constexpr`` flags of :mod:`.lstm` that cost nothing here: which gates exist,
 coupled input and forget gates, peepholes, the activations, the truncated gradient, lengths.
-Memory blocks of more than one cell, gate feedback and projections stay on level 1
+With a projection (``PROJECT``) :math:`h_t = y_t W_{hr}^T` is one more ``tl.dot`` per step
+(``BLOCK_P``: the projection's size padded like ``BLOCK_H``), and the error at :math:`y_t` is
+:math:`\delta h_t W_{hr}`. Memory blocks of more than one cell and gate feedback stay on level 1
 (:func:`.persistent.unsupported`).
 
-Buffers are the loop's (:mod:`.loop`), whole: ``gates_x``, ``saved`` ``(T, B, G)``, ``source``,
-``cell`` ``(T + 1, B, H)``; backward reads them from the last step back (its pointers arrive at
-step ``T - 1``) and writes ``d_net (T, B, G)``, and the errors reaching the initial state into
-``d_source``/``d_cell`` ``(B, H)``, which hold the errors reaching the final state on entry.
-Pointers move by one step's slice per iteration (64-bit pointer arithmetic: no int32 offset of
-``t B G`` that could overflow).
+Buffers are the loop's (:mod:`.loop`), whole: ``gates_x``, ``saved`` ``(T, B, G)``, ``source``
+``(T + 1, B, P)`` (``P = H`` without a projection), ``cell`` ``(T + 1, B, H)``, ``y_out``
+``(T, B, H)`` and ``d_h_out`` ``(T, B, P)`` with a projection; backward reads them from the last
+step back (its pointers arrive at step ``T - 1``) and writes ``d_net (T, B, G)``, and the errors
+reaching the initial state into ``d_source`` ``(B, P)`` and ``d_cell`` ``(B, H)``, which hold the
+errors reaching the final state on entry. Pointers move by one step's slice per iteration
+(64-bit pointer arithmetic: no int32 offset of ``t B G`` that could overflow).
 """
 
 from __future__ import annotations

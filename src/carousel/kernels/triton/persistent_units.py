@@ -1,4 +1,4 @@
-r"""The GRU's and the Elman network's persistent kernels (level 2): the whole time loop in one launch.
+r"""The persistent kernels (level 2) of the GRU and the Elman network: the whole loop in one launch.
 
 Programs as in :mod:`.persistent_lstm`: ``BLOCK_B`` rows x all units, :math:`W_{hh}`'s gate blocks
 on chip as ``(BLOCK_H, BLOCK_H)`` tiles, :math:`h` in registers; per step one ``tl.dot`` per gate
