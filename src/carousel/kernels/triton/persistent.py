@@ -15,22 +15,23 @@ it (:mod:`.autograd`). The buffers are level 1's (:class:`.loop.Forward`): both 
 the same numbers, up to the order of the sums in the recurrent product.
 
 **The on-chip budget** (:data:`ON_CHIP_BYTES`, 64 KiB, and :data:`MAX_BLOCK_H`, 64): the weight
-tiles of one kernel, ``gate blocks x BLOCK_H^2 x`` the element size, at most 64 KiB, and a tile
-side ``BLOCK_H`` (the hidden size padded to a power of two >= 16, as ``tl.dot`` on sm80/sm90 needs
-operands of at least 16 in every dimension) of at most 64. Why: an SM of sm80 (A100) and sm90
+tiles of one kernel, ``(gate blocks + 1 with a projection) x BLOCK_H x BLOCK_P x`` the element
+size, at most 64 KiB, and a tile side ``BLOCK_H`` (the hidden size padded to a power of two >= 16,
+as ``tl.dot`` on sm80/sm90 needs operands of at least 16 in every dimension; ``BLOCK_P`` likewise
+the projection's size, ``BLOCK_H`` without one) of at most 64. Why: an SM of sm80 (A100) and sm90
 (H100) has 256 KiB of registers (64 K 32-bit registers, at most 255 a thread) and 164 / 228 KiB
 of shared memory, and a program of 8 warps (256 threads) holding 64 KiB of weights spends 64
 registers a thread on them. A float32 ``tl.dot`` in ``ieee`` precision does not use the tensor
 cores (they multiply float32 as TF32 only), so Triton computes it with FMAs in a layout that
 spreads a tile's rows over each thread's registers: what ptxas reports for sm80/sm90 (with
 lengths, in the number of registers a thread and bytes spilled, forward / backward) sets the
-limits. LSTM float32 ``H = 64``: 255 (60 bytes spilled) / 176-184; ``H = 32``: 150 / 102. GRU
-float32 ``H = 64``: 248-250 / 184-190. Elman float32 ``H = 64``: 174 / 80; ``H = 128``
-(64 KiB, within the bytes) spills 5.7 KB in the forward kernel, hence the tile limit. float64
-(``tl.dot`` on the float64 tensor cores): LSTM ``H = 32`` 186-194 / 178-190, Elman ``H = 64``
-102 / 118. Shared memory (operands staged for ``tl.dot``) stays under 124 KiB (LSTM ``H = 64``
-backward), within both GPUs' limits. Programs of at least 16 KiB of weights run 8 warps, smaller
-ones 4. What fits:
+limits. LSTM float32 ``H = 64``: 255 (60-76 bytes spilled) / 176-184; ``H = 32``: 150 / 102;
+``H = 64`` projected to 32: 255 (8-16 bytes spilled) / 186-190. GRU float32 ``H = 64``: 248-250
+/ 184-190. Elman float32 ``H = 64``: 174 / 80; ``H = 128`` (64 KiB, within the bytes) spills
+5.7 KB in the forward kernel, hence the tile limit. float64: LSTM ``H = 32`` 186-194 / 178-190,
+Elman ``H = 64`` 102 / 118. Shared memory (operands staged for ``tl.dot``) stays under 124 KiB
+(LSTM ``H = 64`` backward), within both GPUs' limits. Programs of at least 16 KiB of weights run
+8 warps, smaller ones 4. What fits:
 
 ======  ===========  ==========  ==========
 cell    gate blocks  float32     float64
@@ -45,9 +46,9 @@ What level 2 runs (:func:`unsupported` says why not otherwise): the LSTM variant
 memory block and no gate feedback (vanilla, peephole, NIG, NFG, NOG, NIAF, NOAF, NP, CIFG, any
 activations, the truncated gradient), with or without a projection (``proj_size``: one more tile,
 ``(BLOCK_H, BLOCK_P)``, of :math:`W_{hr}`, and the recurrent tiles ``(BLOCK_P, BLOCK_H)``), the
-GRU, Elman; float32 and float64 (float16
-and bfloat16 layers reach the backend as float32); lengths (rows past their length keep their
-state) and both directions, as level 1. Everything else runs on level 1.
+GRU, Elman; float32 and float64 (float16 and bfloat16 layers reach the backend as float32);
+lengths (rows past their length keep their state) and both directions, as level 1. Everything
+else runs on level 1.
 
 **Choosing the level**: ``CAROUSEL_TRITON_LEVEL`` (:data:`LEVEL_VARIABLE`), read at each call:
 ``auto`` (or unset) runs level 2 where it applies and level 1 otherwise; ``1`` always level 1;
