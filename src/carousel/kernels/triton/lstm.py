@@ -15,6 +15,11 @@ reads one (NIG, NFG, NOG), CIFG reads :math:`f = 1 - i`. :func:`lstm_backward_st
 rule back through the same step (see its docstring); the GEMM :math:`\partial net\, W_{hh}` that
 carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs on cuBLAS after it.
 
+The step's arithmetic from the net inputs on is :func:`lstm_cell` and its chain rule
+:func:`lstm_cell_backward`, ``@triton.jit`` functions that the persistent kernels of level 2
+(:mod:`.persistent_lstm`) call too, on 2-d tiles with one cell a block (``BLOCKED`` false:
+:func:`block_sum` is then the identity).
+
 Variants are ``tl.constexpr`` flags (:func:`plan`), so each compiles to a kernel with only its own
 arithmetic, the Triton counterpart of the numba backend's configuration vector. A program covers
 ``BLOCK_B`` batch rows x ``BLOCK_K`` gate units x ``LANES`` cells per unit (``LANES`` the power of
@@ -45,7 +50,14 @@ from carousel.kernels.triton.common import (
 )
 from carousel.kernels.triton.plan import FamilyPlan
 
-__all__ = ["lstm_backward_step", "lstm_forward_step", "plan"]
+__all__ = [
+    "block_sum",
+    "lstm_backward_step",
+    "lstm_cell",
+    "lstm_cell_backward",
+    "lstm_forward_step",
+    "plan",
+]
 
 
 @triton.jit
@@ -70,6 +82,95 @@ def _peephole(
 ):  # fmt: skip
     """Row ``ROW`` of the peephole weights at this tile's cells, ``(1, BLOCK_K, LANES)``."""
     return load(peephole + ROW * hidden + cells, (unit < units) & (cells < hidden), COMPUTE)
+
+
+@triton.jit
+def block_sum(x, BLOCKED: tl.constexpr):
+    """The sum over each memory block's cells: the last axis of a ``(BLOCK_B, BLOCK_K, LANES)``
+    tile if ``BLOCKED`` (level 1), else ``x`` itself (one cell a block, level 2's 2-d tiles)."""
+    if BLOCKED:
+        total = tl.sum(x, axis=2, keep_dims=True)
+    else:
+        total = x
+    return total
+
+
+@triton.jit
+def lstm_cell(
+    net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, one,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, HAS_I: tl.constexpr,
+    HAS_F: tl.constexpr, HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr,
+    PEEP_F: tl.constexpr, PEEP_O: tl.constexpr, BLOCKED: tl.constexpr,
+):  # fmt: skip
+    """The LSTM step from its net inputs (input projection plus recurrent product, without the
+    peephole terms), shared by level 1's kernels and level 2's (:mod:`.persistent_lstm`).
+
+    Returns :math:`i, f, z, c_t, o, y_t` (the module docstring's equations); an absent gate is
+    ``one``, as are the arguments of absent gates and peepholes (never read)."""
+    input_gate = one
+    forget_gate = one
+    output_gate = one
+    if HAS_I:
+        if PEEP_I >= 0:
+            net_i += block_sum(p_i * c_prev, BLOCKED)
+        input_gate = activate(net_i, GATE)
+    if HAS_F:
+        if PEEP_F >= 0:
+            net_f += block_sum(p_f * c_prev, BLOCKED)
+        forget_gate = activate(net_f, GATE)
+    elif COUPLED:
+        forget_gate = 1.0 - input_gate
+    candidate = activate(net_z, CANDIDATE)
+    c = forget_gate * c_prev + input_gate * candidate
+    if HAS_O:
+        if PEEP_O >= 0:
+            net_o += block_sum(p_o * c, BLOCKED)
+        output_gate = activate(net_o, GATE)
+    y = output_gate * activate(c, OUTPUT)
+    return input_gate, forget_gate, candidate, c, output_gate, y
+
+
+@triton.jit
+def lstm_cell_backward(
+    dy, d_c_later, input_gate, forget_gate, candidate, output_gate, c_prev, squashed, fed_i,
+    fed_f, fed_o, p_i, p_f, p_o,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, HAS_I: tl.constexpr,
+    HAS_F: tl.constexpr, HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr,
+    PEEP_F: tl.constexpr, PEEP_O: tl.constexpr, TRUNCATE: tl.constexpr, BLOCKED: tl.constexpr,
+):  # fmt: skip
+    """The chain rule back through :func:`lstm_cell` (the equations of
+    :func:`lstm_backward_step`), given the error ``dy`` at :math:`y_t`, ``d_c_later`` reaching
+    :math:`c_t` from later steps, the step's activations, :math:`c_{t-1}`, :math:`h(c_t)`
+    (``squashed``) and the errors at the fed-back gates (zeros without feedback).
+
+    Returns :math:`\\partial net_{i,f,g,o}` (zeros for absent gates; not yet zeroed at rows past
+    their length) and :math:`\\delta c_{t-1}`."""
+    d_c = d_c_later + dy * output_gate * derivative(squashed, OUTPUT)
+    d_o = tl.zeros_like(output_gate)
+    d_i = tl.zeros_like(input_gate)
+    if HAS_O:
+        d_o = block_sum(dy * squashed, BLOCKED) + fed_o
+        d_o = d_o * derivative(output_gate, GATE)
+        if PEEP_O >= 0:
+            if not TRUNCATE:
+                d_c += p_o * d_o
+    d_z = d_c * input_gate * derivative(candidate, CANDIDATE)
+    d_c_prev = d_c * forget_gate
+    d_f = block_sum(d_c * c_prev, BLOCKED) + fed_f
+    if HAS_I:
+        d_i = block_sum(d_c * candidate, BLOCKED) + fed_i
+        if COUPLED:
+            d_i -= d_f
+        d_i = d_i * derivative(input_gate, GATE)
+        if PEEP_I >= 0:
+            if not TRUNCATE:
+                d_c_prev += p_i * d_i
+    if HAS_F:
+        d_f = d_f * derivative(forget_gate, GATE)
+        if PEEP_F >= 0:
+            if not TRUNCATE:
+                d_c_prev += p_f * d_f
+    return d_i, d_f, d_z, d_o, d_c_prev
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -97,39 +198,35 @@ def lstm_forward_step(
     packed = rows * rows_g
     c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
-    input_gate, forget_gate, output_gate = one, one, one
+    net_i, net_f, net_o, p_i, p_f, p_o = one, one, one, one, one, one
     if HAS_I:
         net_i = load(gates_x + packed + row_i + unit, gate_mask, COMPUTE)
         net_i += load(net + packed + row_i + unit, gate_mask, COMPUTE)
         if PEEP_I >= 0:
             p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-            net_i += tl.sum(p_i * c_prev, axis=2, keep_dims=True)
-        input_gate = activate(net_i, GATE)
-        tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
     if HAS_F:
         net_f = load(gates_x + packed + row_f + unit, gate_mask, COMPUTE)
         net_f += load(net + packed + row_f + unit, gate_mask, COMPUTE)
         if PEEP_F >= 0:
             p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-            net_f += tl.sum(p_f * c_prev, axis=2, keep_dims=True)
-        forget_gate = activate(net_f, GATE)
-        tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
-    elif COUPLED:
-        forget_gate = 1.0 - input_gate
     net_z = load(gates_x + packed + row_g + cells, cell_mask, COMPUTE)
     net_z += load(net + packed + row_g + cells, cell_mask, COMPUTE)
-    candidate = activate(net_z, CANDIDATE)
-    tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
-    c = forget_gate * c_prev + input_gate * candidate
     if HAS_O:
         net_o = load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
         net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
         if PEEP_O >= 0:
             p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
-            net_o += tl.sum(p_o * c, axis=2, keep_dims=True)
-        output_gate = activate(net_o, GATE)
+    input_gate, forget_gate, candidate, c, output_gate, y = lstm_cell(
+        net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, one, GATE, CANDIDATE, OUTPUT, HAS_I,
+        HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, True,
+    )  # fmt: skip
+    if HAS_I:
+        tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
+    if HAS_F:
+        tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
+    tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
+    if HAS_O:
         tl.store(saved + packed + row_o + unit, output_gate, mask=gate_mask)
-    y = output_gate * activate(c, OUTPUT)
     tl.store(cell_next + rows * hidden + cells, tl.where(active, c, c_prev), mask=cell_mask)
     if PROJECT:  # h_t = W_hr y_t follows on cuBLAS; y at held rows is zero (adds nothing to dW_hr)
         tl.store(y_out + rows * hidden + cells, tl.where(active, y, 0.0), mask=cell_mask)
@@ -216,36 +313,26 @@ def lstm_backward_step(
         dy = load(d_source + rows * source_size + cells, cell_mask, COMPUTE)
         dy += load(d_output + rows * out_size + cells, cell_mask, COMPUTE)
     d_c_later = load(d_cell + rows * hidden + cells, cell_mask, COMPUTE)
-    d_c = d_c_later + dy * output_gate * derivative(squashed, OUTPUT)
-    if HAS_O:
-        d_o = tl.sum(dy * squashed, axis=2, keep_dims=True) + fed_o
-        d_o = d_o * derivative(output_gate, GATE)
-        tl.store(d_net + packed + row_o + unit, tl.where(active, d_o, 0.0), mask=gate_mask)
-        if PEEP_O >= 0:
-            if not TRUNCATE:
-                p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
-                d_c += p_o * d_o
-    d_z = d_c * input_gate * derivative(candidate, CANDIDATE)
-    tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
-    d_c_prev = d_c * forget_gate
-    d_f = tl.sum(d_c * c_prev, axis=2, keep_dims=True) + fed_f
-    if HAS_I:
-        d_i = tl.sum(d_c * candidate, axis=2, keep_dims=True) + fed_i
-        if COUPLED:
-            d_i -= d_f
-        d_i = d_i * derivative(input_gate, GATE)
-        tl.store(d_net + packed + row_i + unit, tl.where(active, d_i, 0.0), mask=gate_mask)
+    p_i, p_f, p_o = one, one, one
+    if not TRUNCATE:
         if PEEP_I >= 0:
-            if not TRUNCATE:
-                p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-                d_c_prev += p_i * d_i
-    if HAS_F:
-        d_f = d_f * derivative(forget_gate, GATE)
-        tl.store(d_net + packed + row_f + unit, tl.where(active, d_f, 0.0), mask=gate_mask)
+            p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
         if PEEP_F >= 0:
-            if not TRUNCATE:
-                p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-                d_c_prev += p_f * d_f
+            p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
+        if PEEP_O >= 0:
+            p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+    d_i, d_f, d_z, d_o, d_c_prev = lstm_cell_backward(
+        dy, d_c_later, input_gate, forget_gate, candidate, output_gate, c_prev, squashed, fed_i,
+        fed_f, fed_o, p_i, p_f, p_o, GATE, CANDIDATE, OUTPUT, HAS_I, HAS_F, HAS_O, COUPLED,
+        PEEP_I, PEEP_F, PEEP_O, TRUNCATE, True,
+    )  # fmt: skip
+    if HAS_O:
+        tl.store(d_net + packed + row_o + unit, tl.where(active, d_o, 0.0), mask=gate_mask)
+    tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
+    if HAS_I:
+        tl.store(d_net + packed + row_i + unit, tl.where(active, d_i, 0.0), mask=gate_mask)
+    if HAS_F:
+        tl.store(d_net + packed + row_f + unit, tl.where(active, d_f, 0.0), mask=gate_mask)
     tl.store(d_cell + rows * hidden + cells, tl.where(active, d_c_prev, d_c_later), cell_mask)
 
 
