@@ -32,9 +32,11 @@ from tests.helpers import TOLERANCE, run_layer
 from tests.kernels.triton_cases import (
     CELLS,
     OPTIONS,
+    RESET,
     Shape,
     assert_close,
     compare,
+    compare_regularized,
     layers,
     split_options,
 )
@@ -206,3 +208,37 @@ def test_forcing_level_two_on_a_call_it_does_not_run_raises_by_name():
     with pytest.raises(ValueError, match=r"CAROUSEL_TRITON_LEVEL=2 .*gate feedback") as error:
         layer(torch.randn(2, 2, SMALL.input))
     assert "\n" not in str(error.value)
+
+
+REGULARISERS = {
+    "recurrent_dropout": ({"recurrent_dropout": 0.3}, "recurrent"),
+    "candidate_dropout": ({"candidate_dropout": 0.3}, "candidate"),
+    "zoneout": ({"zoneout": (0.3, 0.2)}, "keep_cell"),
+    "layer_norm": ({"layer_norm": True}, "layer_norm"),
+    "reset": ({}, "reset"),
+}
+
+
+@pytest.mark.parametrize(("options", "named"), REGULARISERS.values(), ids=REGULARISERS.keys())
+def test_regularisers_resets_and_layer_norm_stay_on_level_one(options, named, monkeypatch):
+    """``auto`` runs them on level 1 (right, against the reference); a forced level 2 refuses
+    them by name."""
+    reset = RESET if named == "reset" else None
+    monkeypatch.delenv(LEVEL)
+    ran = []
+    original = persistent.forward
+    monkeypatch.setattr(persistent, "forward", lambda *a, **k: ran.append(1) or original(*a, **k))
+    compare_regularized(
+        "peephole", torch.float64, SMALL, reset=reset, layer_options={"num_layers": 1}, **options
+    )
+    assert ran == []
+    monkeypatch.setenv(LEVEL, "2")
+    with pytest.raises(ValueError, match=f"CAROUSEL_TRITON_LEVEL=2 .*{named}"):
+        compare_regularized("peephole", torch.float64, SMALL, reset=reset, **options)
+
+
+def test_weight_drop_runs_on_level_two():
+    """The weight drop masks the weights before the kernels see them: level 2 runs it."""
+    compare_regularized(
+        "gru", torch.float64, SMALL, layer_options={"num_layers": 1}, weight_drop=0.3
+    )

@@ -29,7 +29,8 @@ Where it runs:
   and ``auto`` never picks it (its cost on the CPU is infinite).
 
 What the kernels compute is a whitelist (:mod:`.coverage`): the LSTM variants, the sLSTM, GRU and
-Elman with every option the reference backend has for them, float32/float64/float16/bfloat16.
+Elman with every option the reference backend has for them (the regularisers, resets and layer
+normalisation included, :mod:`.options`), float32/float64/float16/bfloat16.
 Anything else (a family without kernels here, a cell or layer option the kernels do not know,
 triton missing, another device, a graph capture or ``torch.func`` transform) is reported by
 :func:`unsupported` with the reason, and handed over or refused by the registry.
@@ -152,11 +153,11 @@ def cost(work) -> float:
     return 2.0 * work.steps * work.num_layers * work.num_directions
 
 
-def run_direction(spec, x, state, weights, lengths=None, reverse=False):
+def run_direction(spec, x, state, weights, lengths=None, reverse=False, masks=None):
     """Run one direction of one layer; see :func:`carousel.kernels.triton.autograd.run_direction`."""
     from carousel.kernels.triton.autograd import run_direction as run
 
-    return run(spec, x, state, weights, lengths, reverse)
+    return run(spec, x, state, weights, lengths, reverse, masks)
 
 
 register(
@@ -166,5 +167,6 @@ register(
         unsupported=unsupported,
         cost=cost,
         run_direction=run_direction,
+        features=coverage.FEATURES,
     )
 )

@@ -10,7 +10,7 @@ does the recurrent product with ``tl.dot`` and the family's pointwise step
 synchronise: ``ceil(B / 16)`` programs run side by side, each through all ``T`` steps. The
 backward kernel walks the steps back, writes each step's :math:`\partial net`, and carries the
 error to :math:`h_{t-1}` with ``tl.dot`` on the same tiles; the weight gradients stay large GEMMs
-after the loop (:func:`.loop.weight_gradients`), and the input projection stays one GEMM before
+after the loop (level 1's, :func:`.loop._weight_gradients`), and the input projection stays one GEMM before
 it (:mod:`.autograd`). The buffers are level 1's (:class:`.loop.Forward`): both levels compute
 the same numbers, up to the order of the sums in the recurrent product.
 
@@ -48,8 +48,10 @@ memory block and no gate feedback (vanilla, peephole, NIG, NFG, NOG, NIAF, NOAF,
 activations, the truncated gradient), with or without a projection (``proj_size``: one more tile,
 ``(BLOCK_H, BLOCK_P)``, of :math:`W_{hr}`, and the recurrent tiles ``(BLOCK_P, BLOCK_H)``), the
 GRU, Elman; float32 and float64 (float16 and bfloat16 layers reach the backend as float32);
-lengths (rows past their length keep their state) and both directions, as level 1. Everything
-else runs on level 1.
+lengths (rows past their length keep their state) and both directions, as level 1; the weight
+drop (the layer masks the weights before the kernels see them). Everything else runs on level 1:
+recurrent and candidate dropout, zoneout, resets and layer normalisation (:mod:`.options`; any
+field of :class:`~.options.Options` in use sends a call there) among them.
 
 **Choosing the level**: ``CAROUSEL_TRITON_LEVEL`` (:data:`LEVEL_VARIABLE`), read at each call:
 ``auto`` (or unset) runs level 2 where it applies and level 1 otherwise; ``1`` always level 1;
@@ -67,8 +69,9 @@ import triton
 from torch import Tensor
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton import persistent_lstm, persistent_units
-from carousel.kernels.triton.loop import Call, Forward, finish_forward, weight_gradients
+from carousel.kernels.triton import coverage, persistent_lstm, persistent_units
+from carousel.kernels.triton.loop import GRADIENTS, Call, Forward, _weight_gradients
+from carousel.kernels.triton.options import Options
 from carousel.kernels.triton.persistent_common import padded
 from carousel.kernels.triton.plan import FamilyPlan
 
@@ -105,14 +108,47 @@ def weight_bytes(spec: CellSpec, hidden: int, out_size: int, dtype: torch.dtype)
     return blocks * tile * torch.empty(0, dtype=dtype).element_size()
 
 
+SPEC_FIELDS = frozenset(
+    {
+        "family", "variant", "gates", "gate_activation", "candidate_activation",
+        "output_activation", "peepholes", "coupled_input_forget", "gate_feedback", "block_size",
+        "truncate_gradient", "num_biases", "cell_bias", "num_heads", "forget_activation",
+        "reference",
+    }
+)  # fmt: skip
+"""The :class:`~carousel.cells.CellSpec` fields the persistent kernels know (``gate_feedback`` and
+``block_size`` only at one value, see :func:`unsupported`); any other field, e.g.
+``layer_norm``, only at its default."""
+
+
+def _options_reason(spec: CellSpec, options: Options | None) -> str | None:
+    """The cell option or call option (masks, resets, layer norm) the persistent kernels do not
+    implement, or ``None``; every field of ``options`` counts, so a new one is refused too."""
+    for field in dataclasses.fields(spec):
+        value = getattr(spec, field.name)
+        if field.name not in SPEC_FIELDS and not coverage._at_default(field, value):
+            return f"the cell option {field.name}={value!r} is not in the persistent kernels"
+    if options is not None:
+        for field in dataclasses.fields(options):
+            value = getattr(options, field.name)
+            if value is not None and value is not False:
+                return f"the call's {field.name} is not in the persistent kernels (level 1 runs it)"
+    return None
+
+
 def unsupported(
-    spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool, out_size: int | None = None
-) -> str | None:
+    spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool, out_size: int | None = None,
+    options: Options | None = None,
+) -> str | None:  # fmt: skip
     """Why the persistent kernels do not run this call (``dtype`` the compute dtype, float32 or
-    float64; ``out_size`` the projection's size, ``hidden`` without one), or ``None``."""
+    float64; ``out_size`` the projection's size, ``hidden`` without one; ``options`` the call's
+    masks, resets and layer normalisation), or ``None``."""
     out_size = hidden if out_size is None or not project else out_size
     if spec.family not in KERNELS:
         return f"no persistent kernel for the {spec.family!r} family (variant {spec.variant!r})"
+    reason = _options_reason(spec, options)
+    if reason is not None:
+        return reason
     if project and spec.family != "lstm":
         return f"projections (proj_size > 0) of the {spec.family!r} family"
     if spec.family == "lstm":
@@ -145,14 +181,15 @@ def requested_level() -> str:
 
 
 def choose_level(
-    spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool, out_size: int | None = None
-) -> int:
+    spec: CellSpec, hidden: int, dtype: torch.dtype, project: bool, out_size: int | None = None,
+    options: Options | None = None,
+) -> int:  # fmt: skip
     """1 or 2 for this call, by :func:`requested_level` and :func:`unsupported`; raises
     ``ValueError`` if level 2 is asked for and cannot run the call."""
     requested = requested_level()
     if requested == "1":
         return 1
-    reason = unsupported(spec, hidden, dtype, project, out_size)
+    reason = unsupported(spec, hidden, dtype, project, out_size, options)
     if reason is None:
         return 2
     if requested == "2":
@@ -190,8 +227,13 @@ def forward(
     weight_peephole: Tensor | None,
     weight_hr: Tensor | None,
     bias_hh: Tensor | None,
+    norm_hh: Tensor | None = None,
+    norm_cell: Tensor | None = None,
 ) -> Forward:
-    """:func:`.loop.forward`'s contract in one launch."""
+    """:func:`.loop.forward`'s contract in one launch (no layer normalisation: ``norm_hh`` and
+    ``norm_cell`` are ``None``, see :func:`unsupported`)."""
+    if norm_hh is not None or norm_cell is not None:  # unreachable past choose_level
+        raise ValueError("the persistent kernels do not implement layer normalisation")
     plan = call.plan
     steps, batch, _ = gates_x.shape
     empty = gates_x.new_empty
@@ -211,7 +253,12 @@ def forward(
             placeholder if call.lengths is None else call.lengths,
             steps, batch, call.hidden, *plan.runtime, **call.constants(),
         )  # fmt: skip
-    return finish_forward(call, source, cell, saved, y)
+    output = source[1:, :, : call.out_size]
+    output = output.clone() if call.active is None else output * call.active
+    return Forward(
+        output, source[steps].clone(), cell[steps].clone(), source, cell, saved, y,
+        source[:steps], cell[:steps], cell[1:], None, None, None,
+    )  # fmt: skip
 
 
 def backward(
@@ -223,7 +270,9 @@ def backward(
     d_output: Tensor,
     d_source_n: Tensor,
     d_cell_n: Tensor,
-    wanted: frozenset[str] = frozenset({"weight_hh", "weight_peephole", "weight_hr", "bias_hh"}),
+    wanted: frozenset[str] = frozenset(GRADIENTS),
+    norm_hh: Tensor | None = None,
+    norm_cell: Tensor | None = None,
 ) -> dict[str, Tensor | None]:
     """:func:`.loop.backward`'s contract: the loop in one launch, then the weight gradients."""
     plan = call.plan
@@ -247,9 +296,8 @@ def backward(
             placeholder if call.lengths is None else call.lengths,
             steps, batch, call.hidden, *plan.runtime, **call.constants(),
         )  # fmt: skip
-    return {
-        "gates_x": d_net,
-        "source0": d_source,
-        "cell0": d_cell,
-        **weight_gradients(call, saved, weight_peephole, d_net, d_recurrent, d_h, wanted),
-    }
+    grads = {"gates_x": d_net, "source0": d_source, "cell0": d_cell}
+    grads |= _weight_gradients(
+        call, saved, wanted, d_net, d_recurrent, d_recurrent, d_h, None, weight_peephole
+    )  # level 1's GEMMs and reductions after the loop
+    return grads

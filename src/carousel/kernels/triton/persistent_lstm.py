@@ -4,8 +4,7 @@ A program owns ``BLOCK_B`` batch rows and every unit of them (``BLOCK_H``: the h
 to a power of two >= 16), loads each gate's block of :math:`W_{hh}` once into a
 ``(BLOCK_H, BLOCK_H)`` tile, and keeps :math:`h` and :math:`c` in registers across the steps;
 per step the recurrent product is one ``tl.dot`` per gate, followed by the pointwise step of
-level 1, :func:`.lstm.lstm_cell` (the same ``@triton.jit`` function, here on 2-d tiles with one
-cell per memory block):
+:mod:`.lstm` (the same equations, here with one cell per memory block):
 
 .. math::
     i, f &= \sigma(a_{i,f} + h_{t-1} W_{i,f}^T + p_{i,f} \odot c_{t-1}), \quad
@@ -13,8 +12,8 @@ cell per memory block):
     c_t &= f \odot c_{t-1} + i \odot z, \quad o = \sigma(a_o + h_{t-1} W_o^T + p_o \odot c_t),
     \quad h_t = o \odot h(c_t)
 
-:func:`lstm_persistent_backward` runs the steps backwards with level 1's chain rule,
-:func:`.lstm.lstm_cell_backward`, and carries the error to :math:`h_{t-1}` as
+:func:`lstm_persistent_backward` runs the steps backwards with the chain rule of
+:func:`.lstm.lstm_backward_step` and carries the error to :math:`h_{t-1}` as
 :math:`\sum_{gate} \partial net_{gate} W_{gate}` (one ``tl.dot`` per gate; none under the truncated
 gradient). Rows are independent, so programs never wait for each other.
 
@@ -36,12 +35,10 @@ errors reaching the final state on entry. Pointers move by one step's slice per 
 
 from __future__ import annotations
 
-import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import COMPUTE_TYPES, activate, code, load
-from carousel.kernels.triton.lstm import lstm_cell, lstm_cell_backward
+from carousel.kernels.triton.common import COMPUTE_TYPES, activate, code, derivative, load
 from carousel.kernels.triton.persistent_common import (
     jit_loop,
     matmul,
@@ -52,23 +49,6 @@ from carousel.kernels.triton.persistent_common import (
 )
 
 __all__ = ["lstm_persistent_backward", "lstm_persistent_forward", "plan"]
-
-
-@triton.jit
-def _peepholes(
-    peephole, hidden, units, one, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
-    PEEP_O: tl.constexpr, COMPUTE: tl.constexpr,
-):  # fmt: skip
-    """The peephole rows of the gates that have one, ``(1, BLOCK_H)`` each; ``one`` for the
-    others (never read)."""
-    p_i, p_f, p_o = one, one, one
-    if PEEP_I >= 0:
-        p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
-    if PEEP_F >= 0:
-        p_f = load(peephole + PEEP_F * hidden + units, units < hidden, COMPUTE)
-    if PEEP_O >= 0:
-        p_o = load(peephole + PEEP_O * hidden + units, units < hidden, COMPUTE)
-    return p_i, p_f, p_o
 
 
 @jit_loop
@@ -103,8 +83,13 @@ def lstm_persistent_forward(
         w_o = weight_tile(weight_hh, row_o, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
     if PROJECT:
         w_r = weight_tile(weight_hr, 0, out_size, hidden, True, BLOCK_P, BLOCK_H, COMPUTE)
+    if PEEP_I >= 0:
+        p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
+    if PEEP_F >= 0:
+        p_f = load(peephole + PEEP_F * hidden + units, units < hidden, COMPUTE)
+    if PEEP_O >= 0:
+        p_o = load(peephole + PEEP_O * hidden + units, units < hidden, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_H], 1.0, COMPUTE)
-    p_i, p_f, p_o = _peepholes(peephole, hidden, units, one, PEEP_I, PEEP_F, PEEP_O, COMPUTE)
     step_gates = gates_x
     step_saved = saved
     step_source = source + batch * out_size  # source[t + 1]
@@ -112,27 +97,34 @@ def lstm_persistent_forward(
     step_y = y_out
     for t in range(steps):
         keep = step_mask(length, rows, mask, t, HAS_LENGTHS)
-        net_i = one
-        net_f = one
-        net_o = one
+        input_gate = one
+        forget_gate = one
+        output_gate = one
         if HAS_I:
             net_i = load(step_gates + packed + row_i, mask, COMPUTE) + matmul(h, w_i)
-        if HAS_F:
-            net_f = load(step_gates + packed + row_f, mask, COMPUTE) + matmul(h, w_f)
-        net_z = load(step_gates + packed + row_g, mask, COMPUTE) + matmul(h, w_g)
-        if HAS_O:
-            net_o = load(step_gates + packed + row_o, mask, COMPUTE) + matmul(h, w_o)
-        input_gate, forget_gate, candidate, c_new, output_gate, y = lstm_cell(
-            net_i, net_f, net_z, net_o, c, p_i, p_f, p_o, one, GATE, CANDIDATE, OUTPUT, HAS_I,
-            HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, False,
-        )  # fmt: skip
-        if HAS_I:
+            if PEEP_I >= 0:
+                net_i += p_i * c
+            input_gate = activate(net_i, GATE)
             tl.store(step_saved + packed + row_i, input_gate, mask=mask)
         if HAS_F:
+            net_f = load(step_gates + packed + row_f, mask, COMPUTE) + matmul(h, w_f)
+            if PEEP_F >= 0:
+                net_f += p_f * c
+            forget_gate = activate(net_f, GATE)
             tl.store(step_saved + packed + row_f, forget_gate, mask=mask)
+        elif COUPLED:
+            forget_gate = 1.0 - input_gate
+        net_z = load(step_gates + packed + row_g, mask, COMPUTE) + matmul(h, w_g)
+        candidate = activate(net_z, CANDIDATE)
         tl.store(step_saved + packed + row_g, candidate, mask=mask)
+        c_new = forget_gate * c + input_gate * candidate
         if HAS_O:
+            net_o = load(step_gates + packed + row_o, mask, COMPUTE) + matmul(h, w_o)
+            if PEEP_O >= 0:
+                net_o += p_o * c_new
+            output_gate = activate(net_o, GATE)
             tl.store(step_saved + packed + row_o, output_gate, mask=mask)
+        y = output_gate * activate(c_new, OUTPUT)
         c = tl.where(keep, c_new, c)  # padded units stay zero, held rows keep their state
         if PROJECT:  # y at held rows is zero (adds nothing to the gradient of W_hr)
             y = tl.where(keep, y, 0.0)
@@ -188,9 +180,13 @@ def lstm_persistent_backward(
             w_o = weight_tile(weight_hh, row_o, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
     if PROJECT:
         w_r = weight_tile(weight_hr, 0, out_size, hidden, False, BLOCK_P, BLOCK_H, COMPUTE)
+    if PEEP_I >= 0:
+        p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
+    if PEEP_F >= 0:
+        p_f = load(peephole + PEEP_F * hidden + units, units < hidden, COMPUTE)
+    if PEEP_O >= 0:
+        p_o = load(peephole + PEEP_O * hidden + units, units < hidden, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_H], 1.0, COMPUTE)
-    zero = tl.zeros([BLOCK_B, BLOCK_H], COMPUTE)
-    p_i, p_f, p_o = _peepholes(peephole, hidden, units, one, PEEP_I, PEEP_F, PEEP_O, COMPUTE)
     step_saved = saved
     step_cell = cell
     step_d_output = d_output
@@ -221,22 +217,32 @@ def lstm_persistent_backward(
             step_d_h -= batch * out_size
         else:
             dy = current
-        d_i, d_f, d_z, d_o, d_c_prev = lstm_cell_backward(
-            dy, d_c, input_gate, forget_gate, candidate, output_gate, c_prev, squashed, zero,
-            zero, zero, p_i, p_f, p_o, GATE, CANDIDATE, OUTPUT, HAS_I, HAS_F, HAS_O, COUPLED,
-            PEEP_I, PEEP_F, PEEP_O, TRUNCATE, False,
-        )  # fmt: skip
-        d_z = tl.where(keep, d_z, 0.0)  # zero past the length, also in the products below
-        tl.store(step_d_net + packed + row_g, d_z, mask=mask)
-        if HAS_I:
-            d_i = tl.where(keep, d_i, 0.0)
-            tl.store(step_d_net + packed + row_i, d_i, mask=mask)
-        if HAS_F:
-            d_f = tl.where(keep, d_f, 0.0)
-            tl.store(step_d_net + packed + row_f, d_f, mask=mask)
+        d_c_t = d_c + dy * output_gate * derivative(squashed, OUTPUT)
         if HAS_O:
-            d_o = tl.where(keep, d_o, 0.0)
+            d_o = tl.where(keep, dy * squashed * derivative(output_gate, GATE), 0.0)
             tl.store(step_d_net + packed + row_o, d_o, mask=mask)
+            if PEEP_O >= 0:
+                if not TRUNCATE:
+                    d_c_t += p_o * d_o
+        d_z = tl.where(keep, d_c_t * input_gate * derivative(candidate, CANDIDATE), 0.0)
+        tl.store(step_d_net + packed + row_g, d_z, mask=mask)
+        d_c_prev = d_c_t * forget_gate
+        d_f = d_c_t * c_prev
+        if HAS_I:
+            d_i = d_c_t * candidate
+            if COUPLED:
+                d_i -= d_f
+            d_i = tl.where(keep, d_i * derivative(input_gate, GATE), 0.0)
+            tl.store(step_d_net + packed + row_i, d_i, mask=mask)
+            if PEEP_I >= 0:
+                if not TRUNCATE:
+                    d_c_prev += p_i * d_i
+        if HAS_F:
+            d_f = tl.where(keep, d_f * derivative(forget_gate, GATE), 0.0)
+            tl.store(step_d_net + packed + row_f, d_f, mask=mask)
+            if PEEP_F >= 0:
+                if not TRUNCATE:
+                    d_c_prev += p_f * d_f
         d_c = tl.where(keep, d_c_prev, d_c)
         # held rows pass their error on unchanged
         d_h = tl.where(step_mask(length, rows, out_mask, step, HAS_LENGTHS), 0.0, d_h)
