@@ -25,11 +25,10 @@ registers a thread on them. A float32 ``tl.dot`` in ``ieee`` precision does not 
 cores (they multiply float32 as TF32 only), so Triton computes it with FMAs in a layout that
 spreads a tile's rows over each thread's registers: what ptxas reports for sm80/sm90 (with
 lengths, in the number of registers a thread and bytes spilled, forward / backward) sets the
-limits. LSTM float32 ``H = 64``: 255 in the forward kernel with 12-320 bytes spilled (by variant
-and GPU) / 175-254 (at most 24 bytes spilled); ``H = 32``: 86-126 / 106-128; ``H = 64``
-projected to 32: 255 (32-36 bytes spilled) / 190. GRU float32 ``H = 64``: 248-250 / 184-190.
-Elman float32 ``H = 64``: 174 / 80; ``H = 128`` (64 KiB, within the bytes) spills 5.7 KB in the
-forward kernel, hence the tile limit. float64: LSTM ``H = 32`` 180-202 / 184-194,
+limits. LSTM float32 ``H = 64``: 255 (60-76 bytes spilled) / 176-184; ``H = 32``: 150 / 102;
+``H = 64`` projected to 32: 255 (8-16 bytes spilled) / 186-190. GRU float32 ``H = 64``: 248-250
+/ 184-190. Elman float32 ``H = 64``: 174 / 80; ``H = 128`` (64 KiB, within the bytes) spills
+5.7 KB in the forward kernel, hence the tile limit. float64: LSTM ``H = 32`` 186-194 / 178-190,
 Elman ``H = 64`` 102 / 118. Shared memory (operands staged for ``tl.dot``) stays under 124 KiB
 (LSTM ``H = 64`` backward), within both GPUs' limits. Programs of at least 16 KiB of weights run
 8 warps, smaller ones 4. What fits:
