@@ -120,3 +120,33 @@ def test_regularisers_resets_and_layer_norm_match_reference_on_the_gpu(variant, 
         variant, dtype, MEDIUM, reset=reset < 0.1, layer_options=layer_options,
         tolerance=_tolerance(dtype), device="cuda", **every_option(variant) | extra,
     )  # fmt: skip
+
+
+# ---- level 2: the persistent kernels --------------------------------------------------------------
+
+LEVEL_TWO_CELLS = ["vanilla", "peephole", "nig", "cifg", "gru", "elman"]
+LEVEL_TWO_HIDDEN = {torch.float32: 48, torch.float64: 24}  # padded to 64 and 32: the budget's top
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", LEVEL_TWO_CELLS)
+def test_level_two_matches_reference_on_the_gpu(variant, dtype, monkeypatch):
+    """The persistent kernels forced (``CAROUSEL_TRITON_LEVEL=2`` raises rather than fall back):
+    37 rows in three programs, 23 steps, lengths, two layers both ways."""
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, LEVEL_TWO_HIDDEN[dtype], tuple(1 + (r * 7) % 23 for r in range(37)))
+    compare(variant, dtype, shape, "cuda", {"num_layers": 2}, _tolerance(dtype))
+
+
+def test_level_two_truncated_gradient_and_elman_relu_on_the_gpu(monkeypatch):
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, 64, tuple(1 + (r * 7) % 23 for r in range(37)))
+    compare("peephole", torch.float32, shape, "cuda", {}, FLOAT32, truncate_gradient=True)
+    compare("elman", torch.float64, shape, "cuda", {}, None, nonlinearity="relu")
+
+
+def test_level_two_with_a_projection_on_the_gpu(monkeypatch):
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, 64, tuple(1 + (r * 7) % 23 for r in range(37)))
+    layer_options = {"num_layers": 2, "proj_size": 24}
+    compare("peephole", torch.float32, shape, "cuda", layer_options, FLOAT32)

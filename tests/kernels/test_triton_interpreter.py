@@ -7,6 +7,9 @@ normalisation (masks drawn from one seed for both backends); float64 to 1e-10, f
 kernels are the ones compiled for GPUs, executed by NumPy (``TRITON_INTERPRET=1``), so shapes are
 small (T <= 5, B <= 5, H <= 12) except where tiles with remainders are the point.
 
+Level 1 of the backend (the per-step kernels, ``CAROUSEL_TRITON_LEVEL=1`` in every test); the
+persistent kernels of level 2 are checked in ``test_triton_persistent_interpreter.py``.
+
 The interpreter must be chosen before the kernels are first imported, so this module runs in a
 subprocess with ``TRITON_INTERPRET=1`` in its environment, started by
 ``test_triton.py::test_interpreter_suite``; in any other process it skips with that reason. To
@@ -43,6 +46,15 @@ from tests.kernels.triton_cases import (
 )
 
 SMALL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=(5, 2, 4))
+
+
+@pytest.fixture(autouse=True)
+def _level_one(monkeypatch):
+    """These tests check level 1, the per-step kernels, which ``auto`` would replace by the
+    persistent kernels at these sizes; level 2 has test_triton_persistent_interpreter.py."""
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "1")
+
+
 FULL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=None)
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 
@@ -186,6 +198,8 @@ def test_the_cuda_benchmark_runs_its_contenders(capsys):
         assert len(values) == columns and values[0] == cell
         assert values[7].endswith("x") and values[9].endswith("x")  # / cuDNN LSTM, vs reference
     assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[6].endswith("x")  # torch.nn GRU
+    for row in rows:  # level 2 runs both at H = 4: its times and the ratio to level 1
+        assert row.split(" | ")[11] != "" and row.split(" | ")[13].endswith("x")
     assert "flashrnn" in capsys.readouterr().out  # why its column is empty
 
 

@@ -10,6 +10,13 @@ kernels (:mod:`.lstm` covers every LSTM variant through ``tl.constexpr`` flags, 
 ``torch.autograd.Function`` and ``run_direction``. Computed in float32 (float16 and bfloat16
 layers are cast up by the layer, as for every backend) or float64.
 
+Level 2 (:mod:`.persistent`): where the recurrent weights fit on chip (LSTM and GRU up to 64
+units in float32, Elman up to 64; the LSTM variants with one cell a block and no gate feedback,
+projected or not), one persistent kernel runs a direction's whole time loop, forward and backward,
+in one launch each, with ``tl.dot`` for the recurrent products (:mod:`.persistent_lstm`,
+:mod:`.persistent_units`). ``auto`` picks it where it applies; ``CAROUSEL_TRITON_LEVEL`` (``1``,
+``2``) forces a level.
+
 Where it runs:
 
 - CUDA tensors on a GPU of compute capability 8.0 or newer (Ampere, Hopper, ...), with triton

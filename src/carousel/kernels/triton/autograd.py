@@ -24,8 +24,8 @@ from torch import Tensor
 from carousel.cells import CellSpec, CellWeights
 from carousel.cells.regularizers import Masks, reset_state, zoneout
 from carousel.kernels import reference
-from carousel.kernels.triton import FAMILIES, coverage
-from carousel.kernels.triton.loop import Call, backward, forward
+from carousel.kernels.triton import FAMILIES, coverage, loop, persistent
+from carousel.kernels.triton.loop import Call
 from carousel.kernels.triton.options import call_options
 
 _INPUTS = (
@@ -48,7 +48,7 @@ class TritonDirection(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, call: Call, *inputs):
-        result = forward(call, *inputs)
+        result = _level(call).forward(call, *inputs)
         ctx.call, ctx.result = call, result
         ctx.save_for_backward(*inputs)
         return result.output, result.source_n, result.cell_n
@@ -61,7 +61,7 @@ class TritonDirection(torch.autograd.Function):
             return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
         weights = dict(zip(_INPUTS, inputs, strict=True))
         with _on_device(d_output):
-            grads = backward(
+            grads = _level(call).backward(
                 call,
                 ctx.result,
                 weights["weight_hh"],
@@ -78,6 +78,12 @@ class TritonDirection(torch.autograd.Function):
             None,
             *(grads[name] if need else None for name, need in zip(_INPUTS, needed, strict=True)),
         )
+
+
+def _level(call: Call):
+    """The module whose ``forward``/``backward`` run ``call``: :mod:`.loop` (level 1) or
+    :mod:`.persistent` (level 2)."""
+    return persistent if call.plan.level == 2 else loop
 
 
 def _plain(tensor: Tensor) -> bool:
@@ -250,6 +256,11 @@ def run_direction(
         weights.bias_hh is not None,
         options.kernel_features(),
     )
+    project = weights.weight_hr is not None
+    if persistent.choose_level(spec, hidden, compute, project, out_size, options) == 2:
+        plan = persistent.plan(
+            plan, spec, hidden, out_size, batch, compute, project, weights.bias_hh is not None
+        )
     widths = tuple(s.shape[-1] for s in state)
     call = Call(
         spec, plan, hidden, out_size, weights.weight_hr is not None, device_lengths, active, widths,
@@ -270,7 +281,7 @@ def run_direction(
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
             output, source_n, cell_n = TritonDirection.apply(call, *inputs)
         else:
-            result = forward(call, *inputs)
+            result = _level(call).forward(call, *inputs)
             output, source_n, cell_n = result.output, result.source_n, result.cell_n
     if reverse:
         output = reference.reverse_padded(output, lengths)

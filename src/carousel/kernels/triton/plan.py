@@ -56,6 +56,8 @@ class FamilyPlan:
         forward, backward: the two kernels.
         extra_forward, extra_backward: the names of the buffers the kernels take after
             ``runtime`` (see the module docstring), in order.
+        level: 1 for the per-step kernels of this module's families, 2 for the persistent
+            kernels of :mod:`.persistent` (``forward``/``backward`` then run the whole loop).
     """
 
     rows: int
@@ -70,6 +72,7 @@ class FamilyPlan:
     backward: object
     extra_forward: tuple[str, ...] = ()
     extra_backward: tuple[str, ...] = ()
+    level: int = 1
 
 
 def unit_plan(
