@@ -56,6 +56,7 @@ from carousel.kernels.triton.common import (
     tile,
 )
 from carousel.kernels.triton.plan import FamilyPlan
+from carousel.kernels.triton.pointwise import lstm_cell, lstm_cell_backward
 
 __all__ = ["lstm_backward_step", "lstm_forward_step", "plan"]
 
@@ -118,40 +119,36 @@ def lstm_forward_step(
     packed = rows * rows_g
     c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
-    input_gate, forget_gate, output_gate = one, one, one
+    net_i, net_f, net_o, p_i, p_f, p_o, drop = one, one, one, one, one, one, one
     if HAS_I:
         net_i = load(gates_x + packed + row_i + unit, gate_mask, COMPUTE)
         net_i += load(net + packed + row_i + unit, gate_mask, COMPUTE)
         if PEEP_I >= 0:
             p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-            net_i += tl.sum(p_i * c_prev, axis=2, keep_dims=True)
-        input_gate = activate(net_i, GATE)
-        tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
     if HAS_F:
         net_f = load(gates_x + packed + row_f + unit, gate_mask, COMPUTE)
         net_f += load(net + packed + row_f + unit, gate_mask, COMPUTE)
         if PEEP_F >= 0:
             p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-            net_f += tl.sum(p_f * c_prev, axis=2, keep_dims=True)
-        forget_gate = activate(net_f, GATE)
-        tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
-    elif COUPLED:
-        forget_gate = 1.0 - input_gate
     net_z = load(gates_x + packed + row_g + cells, cell_mask, COMPUTE)
     net_z += load(net + packed + row_g + cells, cell_mask, COMPUTE)
-    candidate = activate(net_z, CANDIDATE)
-    tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
-    written = candidate
-    if CANDIDATE_DROP:  # the candidate dropout's mask, where z enters c
-        written = candidate * load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
-    c = forget_gate * c_prev + input_gate * written
+    if CANDIDATE_DROP:
+        drop = load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
     if HAS_O:
         net_o = load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
         net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
         if PEEP_O >= 0:
             p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
-            net_o += tl.sum(p_o * c, axis=2, keep_dims=True)
-        output_gate = activate(net_o, GATE)
+    input_gate, forget_gate, candidate, c, output_gate = lstm_cell(
+        net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one, GATE, CANDIDATE, HAS_I,
+        HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, CANDIDATE_DROP, True,
+    )  # fmt: skip
+    if HAS_I:
+        tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
+    if HAS_F:
+        tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
+    tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
+    if HAS_O:
         tl.store(saved + packed + row_o + unit, output_gate, mask=gate_mask)
     shown = c
     if CELL_NORM:  # h(LN(c_t)); this program covers whole rows
@@ -228,9 +225,8 @@ def lstm_backward_step(
     c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
     c = load(cell_next + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
-    zero = tl.zeros([BLOCK_B, BLOCK_K, 1], COMPUTE)
-    input_gate, forget_gate, output_gate = one, one, one
-    fed_i, fed_f, fed_o = zero, zero, zero
+    input_gate, forget_gate, output_gate, drop = one, one, one, one
+    fed_i, fed_f, fed_o = one, one, one  # read only with FEEDBACK
     fed = rows * source_size + out_size + unit
     if HAS_I:
         input_gate = load(saved + packed + row_i + unit, gate_mask, COMPUTE)
@@ -247,10 +243,8 @@ def lstm_backward_step(
         if FEEDBACK:
             fed_o = load(d_source + fed + feed_o, gate_mask, COMPUTE)
     candidate = load(saved + packed + row_g + cells, cell_mask, COMPUTE)
-    written, slope = candidate, derivative(candidate, CANDIDATE)
     if CANDIDATE_DROP:
         drop = load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
-        written, slope = candidate * drop, slope * drop
     shown = c
     if CELL_NORM:
         mean = load(cell_stats + rows * 2, rows < batch, COMPUTE)
@@ -273,35 +267,26 @@ def lstm_backward_step(
         weighted = _row_sum(scaled * hat) / hidden
         d_c = tl.where(cell_mask, inverse * (scaled - total - hat * weighted), 0.0)
     d_c += d_c_later
-    if HAS_O:
-        d_o = tl.sum(dy * squashed, axis=2, keep_dims=True) + fed_o
-        d_o = d_o * derivative(output_gate, GATE)
-        tl.store(d_net + packed + row_o + unit, tl.where(active, d_o, 0.0), mask=gate_mask)
-        if PEEP_O >= 0:
-            if not TRUNCATE:
-                p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
-                d_c += p_o * d_o
-    d_z = d_c * input_gate * slope
-    tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
-    d_c_prev = d_c * forget_gate
-    d_f = tl.sum(d_c * c_prev, axis=2, keep_dims=True) + fed_f
-    if HAS_I:
-        d_i = tl.sum(d_c * written, axis=2, keep_dims=True) + fed_i
-        if COUPLED:
-            d_i -= d_f
-        d_i = d_i * derivative(input_gate, GATE)
-        tl.store(d_net + packed + row_i + unit, tl.where(active, d_i, 0.0), mask=gate_mask)
+    p_i, p_f, p_o = one, one, one
+    if not TRUNCATE:
         if PEEP_I >= 0:
-            if not TRUNCATE:
-                p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-                d_c_prev += p_i * d_i
-    if HAS_F:
-        d_f = d_f * derivative(forget_gate, GATE)
-        tl.store(d_net + packed + row_f + unit, tl.where(active, d_f, 0.0), mask=gate_mask)
+            p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
         if PEEP_F >= 0:
-            if not TRUNCATE:
-                p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-                d_c_prev += p_f * d_f
+            p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
+        if PEEP_O >= 0:
+            p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+    d_i, d_f, d_z, d_o, d_c_prev = lstm_cell_backward(
+        d_c, dy, squashed, input_gate, forget_gate, candidate, output_gate, c_prev, drop, fed_i,
+        fed_f, fed_o, p_i, p_f, p_o, GATE, CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I,
+        PEEP_F, PEEP_O, TRUNCATE, CANDIDATE_DROP, FEEDBACK, True,
+    )  # fmt: skip
+    if HAS_O:
+        tl.store(d_net + packed + row_o + unit, tl.where(active, d_o, 0.0), mask=gate_mask)
+    tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
+    if HAS_I:
+        tl.store(d_net + packed + row_i + unit, tl.where(active, d_i, 0.0), mask=gate_mask)
+    if HAS_F:
+        tl.store(d_net + packed + row_f + unit, tl.where(active, d_f, 0.0), mask=gate_mask)
     tl.store(d_cell + rows * hidden + cells, tl.where(active, d_c_prev, d_c_later), cell_mask)
 
 

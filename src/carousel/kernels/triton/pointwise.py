@@ -1,0 +1,183 @@
+r"""Each family's pointwise step and its chain rule, once: ``@triton.jit`` functions on tiles that
+both levels' kernels call, level 1's per-step kernels (:mod:`.lstm`, :mod:`.gru`, :mod:`.elman`)
+and level 2's persistent ones (:mod:`.persistent_lstm`, :mod:`.persistent_units`).
+
+The kernels load (or, on level 2, compute with ``tl.dot``) the net inputs, call these functions,
+and store what they return; Triton inlines a jit function into its caller, so the sharing costs
+nothing at run time. The equations are in the docstrings of :mod:`.lstm`, :mod:`.gru` and
+:mod:`.elman`. Arguments of absent gates, peepholes and masks are placeholders (any tile; a
+``tl.constexpr`` flag keeps them from being read), and nothing here masks rows past their length:
+each kernel does that where it stores.
+
+Level 1's LSTM tiles are 3-d, ``(BLOCK_B, BLOCK_K, 1)`` for a gate and ``(BLOCK_B, BLOCK_K,
+LANES)`` for a memory block's cells, and a gate's sum over its block is a sum over the last axis;
+level 2's are 2-d with one cell a block (``BLOCKED`` false: :func:`block_sum` is the identity).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from carousel.kernels.triton.common import activate, derivative
+
+__all__ = [
+    "block_sum",
+    "elman_cell",
+    "elman_cell_backward",
+    "gru_cell",
+    "gru_cell_backward",
+    "lstm_cell",
+    "lstm_cell_backward",
+]
+
+
+@triton.jit
+def block_sum(x, BLOCKED: tl.constexpr):
+    """The sum over each memory block's cells: the last axis of a ``(BLOCK_B, BLOCK_K, LANES)``
+    tile if ``BLOCKED`` (level 1), else ``x`` itself (one cell a block, level 2's 2-d tiles)."""
+    if BLOCKED:
+        total = tl.sum(x, axis=2, keep_dims=True)
+    else:
+        total = x
+    return total
+
+
+@triton.jit
+def lstm_cell(
+    net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr,
+    HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
+    PEEP_O: tl.constexpr, CANDIDATE_DROP: tl.constexpr, BLOCKED: tl.constexpr,
+):  # fmt: skip
+    r"""The LSTM step from its net inputs (input projection plus recurrent product, without the
+    peephole terms) to :math:`i, f, z, c_t, o` (:mod:`.lstm`'s equations): peepholes ``p_*``,
+    the candidate dropout's mask ``drop`` (``CANDIDATE_DROP``), an absent gate reads ``one``,
+    CIFG :math:`f = 1 - i`. :math:`y_t = o\, h(c_t)` (or of :math:`\mathrm{LN}(c_t)`) is the
+    caller's."""
+    input_gate = one
+    forget_gate = one
+    output_gate = one
+    if HAS_I:
+        if PEEP_I >= 0:
+            net_i += block_sum(p_i * c_prev, BLOCKED)
+        input_gate = activate(net_i, GATE)
+    if HAS_F:
+        if PEEP_F >= 0:
+            net_f += block_sum(p_f * c_prev, BLOCKED)
+        forget_gate = activate(net_f, GATE)
+    elif COUPLED:
+        forget_gate = 1.0 - input_gate
+    candidate = activate(net_z, CANDIDATE)
+    written = candidate
+    if CANDIDATE_DROP:  # the candidate dropout's mask, where z enters c
+        written = candidate * drop
+    c = forget_gate * c_prev + input_gate * written
+    if HAS_O:
+        if PEEP_O >= 0:
+            net_o += block_sum(p_o * c, BLOCKED)
+        output_gate = activate(net_o, GATE)
+    return input_gate, forget_gate, candidate, c, output_gate
+
+
+@triton.jit
+def lstm_cell_backward(
+    d_c, dy, squashed, input_gate, forget_gate, candidate, output_gate, c_prev, drop, fed_i,
+    fed_f, fed_o, p_i, p_f, p_o,
+    GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr,
+    HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
+    PEEP_O: tl.constexpr, TRUNCATE: tl.constexpr, CANDIDATE_DROP: tl.constexpr,
+    FEEDBACK: tl.constexpr, BLOCKED: tl.constexpr,
+):  # fmt: skip
+    r"""The chain rule back through :func:`lstm_cell` (the equations of
+    :func:`.lstm.lstm_backward_step`) from ``d_c``, the error at :math:`c_t` from :math:`y_t`
+    and from later steps (without the output gate's peephole term, added here), and ``dy``, the
+    error at :math:`y_t`; ``squashed`` is :math:`h(c_t)` (of :math:`\mathrm{LN}(c_t)`),
+    ``drop`` the candidate dropout's mask :math:`\kappa` (``CANDIDATE_DROP``), ``fed_*`` the
+    errors at fed-back gates (``FEEDBACK``).
+    ``TRUNCATE`` drops the peephole terms of :math:`\delta c`.
+
+    Returns :math:`\partial net_{i,f,g,o}` (placeholders for absent gates) and
+    :math:`\delta c_{t-1}`."""
+    written, slope = candidate, derivative(candidate, CANDIDATE)
+    if CANDIDATE_DROP:
+        written, slope = candidate * drop, slope * drop
+    d_o = output_gate
+    d_i = input_gate
+    if HAS_O:
+        d_o = block_sum(dy * squashed, BLOCKED)
+        if FEEDBACK:
+            d_o += fed_o
+        d_o = d_o * derivative(output_gate, GATE)
+        if PEEP_O >= 0:
+            if not TRUNCATE:
+                d_c += p_o * d_o
+    d_z = d_c * input_gate * slope
+    d_c_prev = d_c * forget_gate
+    d_f = block_sum(d_c * c_prev, BLOCKED)
+    if FEEDBACK:
+        d_f += fed_f
+    if HAS_I:
+        d_i = block_sum(d_c * written, BLOCKED)
+        if FEEDBACK:
+            d_i += fed_i
+        if COUPLED:
+            d_i -= d_f
+        d_i = d_i * derivative(input_gate, GATE)
+        if PEEP_I >= 0:
+            if not TRUNCATE:
+                d_c_prev += p_i * d_i
+    if HAS_F:
+        d_f = d_f * derivative(forget_gate, GATE)
+        if PEEP_F >= 0:
+            if not TRUNCATE:
+                d_c_prev += p_f * d_f
+    return d_i, d_f, d_z, d_o, d_c_prev
+
+
+@triton.jit
+def gru_cell(
+    net_r, net_z, recurrent_n, a_r, a_z, a_n, h_prev, drop, GATE: tl.constexpr,
+    CANDIDATE: tl.constexpr, CANDIDATE_DROP: tl.constexpr,
+):  # fmt: skip
+    r"""The GRU step (:mod:`.gru`'s equations) from the recurrent products (``bias_hh``
+    included; ``recurrent_n`` is :math:`m`) and the input projections :math:`a_{r,z,n}`:
+    returns :math:`r, u, n, h_t`; ``drop`` is the candidate dropout's mask (``CANDIDATE_DROP``)."""
+    reset = activate(net_r + a_r, GATE)
+    update = activate(net_z + a_z, GATE)
+    new = activate(a_n + reset * recurrent_n, CANDIDATE)
+    written = new
+    if CANDIDATE_DROP:  # the candidate dropout's mask, where n enters h
+        written = new * drop
+    h = (1.0 - update) * written + update * h_prev
+    return reset, update, new, h
+
+
+@triton.jit
+def gru_cell_backward(
+    delta, h_prev, reset, update, new, recurrent_n, drop, GATE: tl.constexpr,
+    CANDIDATE: tl.constexpr, CANDIDATE_DROP: tl.constexpr,
+):  # fmt: skip
+    r"""The chain rule back through :func:`gru_cell` from ``delta``, the error at :math:`h_t`:
+    returns :math:`\partial a_r, \partial a_z, \partial a_n` and :math:`\delta u`, the error
+    reaching :math:`h_{t-1}` directly (:math:`\partial net_n = r\, \partial a_n`; the errors
+    through :math:`W_{hh}` are the caller's)."""
+    written, slope = new, derivative(new, CANDIDATE)
+    if CANDIDATE_DROP:
+        written, slope = new * drop, slope * drop
+    d_n = delta * (1.0 - update) * slope
+    d_z = delta * (h_prev - written) * derivative(update, GATE)
+    d_r = d_n * recurrent_n * derivative(reset, GATE)
+    return d_r, d_z, d_n, delta * update
+
+
+@triton.jit
+def elman_cell(total, CANDIDATE: tl.constexpr):
+    r"""The Elman step :math:`h_t = \phi(a_t + net)` from ``total`` :math:`= a_t + net`."""
+    return activate(total, CANDIDATE)
+
+
+@triton.jit
+def elman_cell_backward(delta, h, CANDIDATE: tl.constexpr):
+    r""":math:`\partial a_t = \delta\, \phi'(h_t)`, the derivative read from :math:`h_t`."""
+    return delta * derivative(h, CANDIDATE)
