@@ -139,17 +139,11 @@ def lstm_forward_step(
         net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
         if PEEP_O >= 0:
             p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
-    input_gate, forget_gate, candidate, c, output_gate = lstm_cell(
-        net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one, GATE, CANDIDATE, HAS_I,
-        HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, CANDIDATE_DROP, True,
+    input_gate, forget_gate, c, output_gate = lstm_cell(
+        net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one, saved + packed + unit,
+        saved + packed + cells, gate_mask, cell_mask, row_i, row_f, row_g, row_o, GATE,
+        CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, CANDIDATE_DROP, True,
     )  # fmt: skip
-    if HAS_I:
-        tl.store(saved + packed + row_i + unit, input_gate, mask=gate_mask)
-    if HAS_F:
-        tl.store(saved + packed + row_f + unit, forget_gate, mask=gate_mask)
-    tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
-    if HAS_O:
-        tl.store(saved + packed + row_o + unit, output_gate, mask=gate_mask)
     shown = c
     if CELL_NORM:  # h(LN(c_t)); this program covers whole rows
         mean = _row_sum(tl.where(cell_mask, c, 0.0)) / hidden
@@ -275,18 +269,12 @@ def lstm_backward_step(
             p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
         if PEEP_O >= 0:
             p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
-    d_i, d_f, d_z, d_o, d_c_prev = lstm_cell_backward(
+    d_c_prev = lstm_cell_backward(
         d_c, dy, squashed, input_gate, forget_gate, candidate, output_gate, c_prev, drop, fed_i,
-        fed_f, fed_o, p_i, p_f, p_o, GATE, CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I,
-        PEEP_F, PEEP_O, TRUNCATE, CANDIDATE_DROP, FEEDBACK, True,
-    )  # fmt: skip
-    if HAS_O:
-        tl.store(d_net + packed + row_o + unit, tl.where(active, d_o, 0.0), mask=gate_mask)
-    tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
-    if HAS_I:
-        tl.store(d_net + packed + row_i + unit, tl.where(active, d_i, 0.0), mask=gate_mask)
-    if HAS_F:
-        tl.store(d_net + packed + row_f + unit, tl.where(active, d_f, 0.0), mask=gate_mask)
+        fed_f, fed_o, p_i, p_f, p_o, active, d_net + packed + unit, d_net + packed + cells,
+        gate_mask, cell_mask, row_i, row_f, row_g, row_o, GATE, CANDIDATE, HAS_I, HAS_F, HAS_O,
+        COUPLED, PEEP_I, PEEP_F, PEEP_O, TRUNCATE, CANDIDATE_DROP, FEEDBACK, True,
+    )[4]  # fmt: skip
     tl.store(d_cell + rows * hidden + cells, tl.where(active, d_c_prev, d_c_later), cell_mask)
 
 

@@ -35,6 +35,7 @@ errors reaching the final state on entry. Pointers move by one step's slice per 
 
 from __future__ import annotations
 
+import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
@@ -47,8 +48,62 @@ from carousel.kernels.triton.persistent_common import (
     step_mask,
     weight_tile,
 )
+from carousel.kernels.triton.pointwise import lstm_cell, lstm_cell_backward
 
 __all__ = ["lstm_persistent_backward", "lstm_persistent_forward", "plan"]
+
+
+@triton.jit
+def _tiles(
+    lengths, batch, hidden, out_size, rows_g, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_P: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+):  # fmt: skip
+    """This program's rows and units (:func:`.persistent_common.row_tile`), its projection's
+    outputs ``(1, BLOCK_P)`` and their mask, and its offsets in the ``(B, H)``, ``(B, P)`` and
+    ``(B, G)`` buffers (the last plus the gate's first row)."""
+    rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
+    outs = tl.arange(0, BLOCK_P)[None, :]
+    out_mask = (rows < batch) & (outs < out_size)
+    at = rows * hidden + units
+    at_out = rows * out_size + outs
+    packed = rows * rows_g + units
+    return rows, units, mask, length, out_mask, at, at_out, packed
+
+
+@triton.jit
+def _gate_tiles(
+    weight_hh, row_i, row_f, row_g, row_o, hidden, out_size, TRANSPOSE: tl.constexpr,
+    HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr, BLOCK_H: tl.constexpr,
+    BLOCK_P: tl.constexpr, COMPUTE: tl.constexpr,
+):  # fmt: skip
+    """The tiles of :math:`W_{hh}`'s gate blocks (:func:`.persistent_common.weight_tile`,
+    transposed for the forward product); an absent gate's is the candidate's (never read)."""
+    w_g = weight_tile(weight_hh, row_g, hidden, out_size, TRANSPOSE, BLOCK_H, BLOCK_P, COMPUTE)
+    w_i, w_f, w_o = w_g, w_g, w_g
+    if HAS_I:
+        w_i = weight_tile(weight_hh, row_i, hidden, out_size, TRANSPOSE, BLOCK_H, BLOCK_P, COMPUTE)
+    if HAS_F:
+        w_f = weight_tile(weight_hh, row_f, hidden, out_size, TRANSPOSE, BLOCK_H, BLOCK_P, COMPUTE)
+    if HAS_O:
+        w_o = weight_tile(weight_hh, row_o, hidden, out_size, TRANSPOSE, BLOCK_H, BLOCK_P, COMPUTE)
+    return w_i, w_f, w_g, w_o
+
+
+@triton.jit
+def _peepholes(
+    peephole, hidden, units, absent, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
+    PEEP_O: tl.constexpr, COMPUTE: tl.constexpr,
+):  # fmt: skip
+    """The peephole weights of the input, forget and output gates, ``(1, BLOCK_H)``; ``absent``
+    for a gate without one (never read)."""
+    p_i, p_f, p_o = absent, absent, absent
+    if PEEP_I >= 0:
+        p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
+    if PEEP_F >= 0:
+        p_f = load(peephole + PEEP_F * hidden + units, units < hidden, COMPUTE)
+    if PEEP_O >= 0:
+        p_o = load(peephole + PEEP_O * hidden + units, units < hidden, COMPUTE)
+    return p_i, p_f, p_o
 
 
 @jit_loop
@@ -66,30 +121,19 @@ def lstm_persistent_forward(
     ``cell[1:]`` (:math:`c_t`), the activations into ``saved`` and, with ``PROJECT``,
     :math:`y_t` into ``y_out`` (zero at held rows) and :math:`h_t = y_t W_{hr}^T`; rows past
     their length keep their state."""
-    rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
-    outs = tl.arange(0, BLOCK_P)[None, :]
-    out_mask = (rows < batch) & (outs < out_size)
-    at = rows * hidden + units  # (BLOCK_B, BLOCK_H) in a (B, H) buffer
-    at_out = rows * out_size + outs  # (BLOCK_B, BLOCK_P) in a (B, P) buffer
-    packed = rows * rows_g + units  # in a (B, G) buffer, plus the gate's first row
+    rows, units, mask, length, out_mask, at, at_out, packed = _tiles(
+        lengths, batch, hidden, out_size, rows_g, BLOCK_B, BLOCK_H, BLOCK_P, HAS_LENGTHS
+    )
     h = load(source + at_out, out_mask, COMPUTE)
     c = load(cell + at, mask, COMPUTE)
-    w_g = weight_tile(weight_hh, row_g, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
-    if HAS_I:
-        w_i = weight_tile(weight_hh, row_i, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
-    if HAS_F:
-        w_f = weight_tile(weight_hh, row_f, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
-    if HAS_O:
-        w_o = weight_tile(weight_hh, row_o, hidden, out_size, True, BLOCK_H, BLOCK_P, COMPUTE)
+    w_i, w_f, w_g, w_o = _gate_tiles(
+        weight_hh, row_i, row_f, row_g, row_o, hidden, out_size, True, HAS_I, HAS_F, HAS_O,
+        BLOCK_H, BLOCK_P, COMPUTE,
+    )  # fmt: skip
     if PROJECT:
         w_r = weight_tile(weight_hr, 0, out_size, hidden, True, BLOCK_P, BLOCK_H, COMPUTE)
-    if PEEP_I >= 0:
-        p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
-    if PEEP_F >= 0:
-        p_f = load(peephole + PEEP_F * hidden + units, units < hidden, COMPUTE)
-    if PEEP_O >= 0:
-        p_o = load(peephole + PEEP_O * hidden + units, units < hidden, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_H], 1.0, COMPUTE)
+    p_i, p_f, p_o = _peepholes(peephole, hidden, units, one, PEEP_I, PEEP_F, PEEP_O, COMPUTE)
     step_gates = gates_x
     step_saved = saved
     step_source = source + batch * out_size  # source[t + 1]
@@ -97,33 +141,19 @@ def lstm_persistent_forward(
     step_y = y_out
     for t in range(steps):
         keep = step_mask(length, rows, mask, t, HAS_LENGTHS)
-        input_gate = one
-        forget_gate = one
-        output_gate = one
+        net_i, net_f, net_o = one, one, one
         if HAS_I:
             net_i = load(step_gates + packed + row_i, mask, COMPUTE) + matmul(h, w_i)
-            if PEEP_I >= 0:
-                net_i += p_i * c
-            input_gate = activate(net_i, GATE)
-            tl.store(step_saved + packed + row_i, input_gate, mask=mask)
         if HAS_F:
             net_f = load(step_gates + packed + row_f, mask, COMPUTE) + matmul(h, w_f)
-            if PEEP_F >= 0:
-                net_f += p_f * c
-            forget_gate = activate(net_f, GATE)
-            tl.store(step_saved + packed + row_f, forget_gate, mask=mask)
-        elif COUPLED:
-            forget_gate = 1.0 - input_gate
         net_z = load(step_gates + packed + row_g, mask, COMPUTE) + matmul(h, w_g)
-        candidate = activate(net_z, CANDIDATE)
-        tl.store(step_saved + packed + row_g, candidate, mask=mask)
-        c_new = forget_gate * c + input_gate * candidate
         if HAS_O:
             net_o = load(step_gates + packed + row_o, mask, COMPUTE) + matmul(h, w_o)
-            if PEEP_O >= 0:
-                net_o += p_o * c_new
-            output_gate = activate(net_o, GATE)
-            tl.store(step_saved + packed + row_o, output_gate, mask=mask)
+        _, _, c_new, output_gate = lstm_cell(
+            net_i, net_f, net_z, net_o, c, p_i, p_f, p_o, one, one, step_saved + packed,
+            step_saved + packed, mask, mask, row_i, row_f, row_g, row_o, GATE, CANDIDATE, HAS_I,
+            HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, False, False,
+        )  # fmt: skip
         y = output_gate * activate(c_new, OUTPUT)
         c = tl.where(keep, c_new, c)  # padded units stay zero, held rows keep their state
         if PROJECT:  # y at held rows is zero (adds nothing to the gradient of W_hr)
@@ -157,36 +187,25 @@ def lstm_persistent_backward(
     ``saved``, ``cell`` (:math:`c_{t-1}`; :math:`c_t` one slice on), ``d_output``, ``d_net`` and
     ``d_h_out`` point at step ``T - 1``. With :math:`\delta h` the error at :math:`h_t`, the error
     at :math:`y_t` is :math:`\delta h` (or :math:`\delta h\, W_{hr}` with ``PROJECT``, which also
-    writes :math:`\delta h` into ``d_h_out`` for the gradient of :math:`W_{hr}`); then the
-    equations of :func:`.lstm.lstm_backward_step` with one cell per block, and
+    writes :math:`\delta h` into ``d_h_out`` for the gradient of :math:`W_{hr}`); then
+    :func:`.pointwise.lstm_cell_backward` with one cell per block, and
     :math:`\delta h_{t-1} = \sum_{gate} \partial net_{gate} W_{gate}` (only the error held at
     rows past their length under ``TRUNCATE``). ``d_net`` is zero at those rows.
     """
-    rows, units, mask, length = row_tile(lengths, batch, hidden, BLOCK_B, BLOCK_H, HAS_LENGTHS)
-    outs = tl.arange(0, BLOCK_P)[None, :]
-    out_mask = (rows < batch) & (outs < out_size)
-    at = rows * hidden + units
-    at_out = rows * out_size + outs
-    packed = rows * rows_g + units
+    rows, units, mask, length, out_mask, at, at_out, packed = _tiles(
+        lengths, batch, hidden, out_size, rows_g, BLOCK_B, BLOCK_H, BLOCK_P, HAS_LENGTHS
+    )
     d_h = load(d_source + at_out, out_mask, COMPUTE)  # the error reaching h_t from later steps
     d_c = load(d_cell + at, mask, COMPUTE)  # the error reaching c_t from later steps
     if not TRUNCATE:
-        w_g = weight_tile(weight_hh, row_g, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
-        if HAS_I:
-            w_i = weight_tile(weight_hh, row_i, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
-        if HAS_F:
-            w_f = weight_tile(weight_hh, row_f, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
-        if HAS_O:
-            w_o = weight_tile(weight_hh, row_o, hidden, out_size, False, BLOCK_H, BLOCK_P, COMPUTE)
+        w_i, w_f, w_g, w_o = _gate_tiles(
+            weight_hh, row_i, row_f, row_g, row_o, hidden, out_size, False, HAS_I, HAS_F, HAS_O,
+            BLOCK_H, BLOCK_P, COMPUTE,
+        )  # fmt: skip
     if PROJECT:
         w_r = weight_tile(weight_hr, 0, out_size, hidden, False, BLOCK_P, BLOCK_H, COMPUTE)
-    if PEEP_I >= 0:
-        p_i = load(peephole + PEEP_I * hidden + units, units < hidden, COMPUTE)
-    if PEEP_F >= 0:
-        p_f = load(peephole + PEEP_F * hidden + units, units < hidden, COMPUTE)
-    if PEEP_O >= 0:
-        p_o = load(peephole + PEEP_O * hidden + units, units < hidden, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_H], 1.0, COMPUTE)
+    p_i, p_f, p_o = _peepholes(peephole, hidden, units, one, PEEP_I, PEEP_F, PEEP_O, COMPUTE)
     step_saved = saved
     step_cell = cell
     step_d_output = d_output
@@ -217,32 +236,13 @@ def lstm_persistent_backward(
             step_d_h -= batch * out_size
         else:
             dy = current
-        d_c_t = d_c + dy * output_gate * derivative(squashed, OUTPUT)
-        if HAS_O:
-            d_o = tl.where(keep, dy * squashed * derivative(output_gate, GATE), 0.0)
-            tl.store(step_d_net + packed + row_o, d_o, mask=mask)
-            if PEEP_O >= 0:
-                if not TRUNCATE:
-                    d_c_t += p_o * d_o
-        d_z = tl.where(keep, d_c_t * input_gate * derivative(candidate, CANDIDATE), 0.0)
-        tl.store(step_d_net + packed + row_g, d_z, mask=mask)
-        d_c_prev = d_c_t * forget_gate
-        d_f = d_c_t * c_prev
-        if HAS_I:
-            d_i = d_c_t * candidate
-            if COUPLED:
-                d_i -= d_f
-            d_i = tl.where(keep, d_i * derivative(input_gate, GATE), 0.0)
-            tl.store(step_d_net + packed + row_i, d_i, mask=mask)
-            if PEEP_I >= 0:
-                if not TRUNCATE:
-                    d_c_prev += p_i * d_i
-        if HAS_F:
-            d_f = tl.where(keep, d_f * derivative(forget_gate, GATE), 0.0)
-            tl.store(step_d_net + packed + row_f, d_f, mask=mask)
-            if PEEP_F >= 0:
-                if not TRUNCATE:
-                    d_c_prev += p_f * d_f
+        d_i, d_f, d_z, d_o, d_c_prev = lstm_cell_backward(
+            d_c + dy * output_gate * derivative(squashed, OUTPUT), dy, squashed, input_gate,
+            forget_gate, candidate, output_gate, c_prev, one, one, one, one, p_i, p_f, p_o, keep,
+            step_d_net + packed, step_d_net + packed, mask, mask, row_i, row_f, row_g, row_o, GATE,
+            CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, TRUNCATE, False,
+            False, False,
+        )  # fmt: skip
         d_c = tl.where(keep, d_c_prev, d_c)
         # held rows pass their error on unchanged
         d_h = tl.where(step_mask(length, rows, out_mask, step, HAS_LENGTHS), 0.0, d_h)

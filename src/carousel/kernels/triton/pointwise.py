@@ -6,8 +6,9 @@ The kernels load (or, on level 2, compute with ``tl.dot``) the net inputs, call 
 and store what they return; Triton inlines a jit function into its caller, so the sharing costs
 nothing at run time. The equations are in the docstrings of :mod:`.lstm`, :mod:`.gru` and
 :mod:`.elman`. Arguments of absent gates, peepholes and masks are placeholders (any tile; a
-``tl.constexpr`` flag keeps them from being read), and nothing here masks rows past their length:
-each kernel does that where it stores.
+``tl.constexpr`` flag keeps them from being read). Rows past their length: the LSTM's chain rule
+zeroes their :math:`\partial net` (``active``); the kernels keep their states and do the rest of
+the masking.
 
 Level 1's LSTM tiles are 3-d, ``(BLOCK_B, BLOCK_K, 1)`` for a gate and ``(BLOCK_B, BLOCK_K,
 LANES)`` for a memory block's cells, and a gate's sum over its block is a sum over the last axis;
@@ -45,16 +46,18 @@ def block_sum(x, BLOCKED: tl.constexpr):
 
 @triton.jit
 def lstm_cell(
-    net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one,
+    net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one, saved_gate, saved_cell,
+    gate_mask, cell_mask, row_i, row_f, row_g, row_o,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr,
     HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
     PEEP_O: tl.constexpr, CANDIDATE_DROP: tl.constexpr, BLOCKED: tl.constexpr,
 ):  # fmt: skip
     r"""The LSTM step from its net inputs (input projection plus recurrent product, without the
-    peephole terms) to :math:`i, f, z, c_t, o` (:mod:`.lstm`'s equations): peepholes ``p_*``,
+    peephole terms) to :math:`i, f, c_t, o` (:mod:`.lstm`'s equations): peepholes ``p_*``,
     the candidate dropout's mask ``drop`` (``CANDIDATE_DROP``), an absent gate reads ``one``,
-    CIFG :math:`f = 1 - i`. :math:`y_t = o\, h(c_t)` (or of :math:`\mathrm{LN}(c_t)`) is the
-    caller's."""
+    CIFG :math:`f = 1 - i`. Writes the activations into the packed rows ``row_*`` of ``saved``
+    (``saved_gate``/``saved_cell``: a row's pointers at the gates' and the cells' columns, with
+    their masks). :math:`y_t = o\, h(c_t)` (or of :math:`\mathrm{LN}(c_t)`) is the caller's."""
     input_gate = one
     forget_gate = one
     output_gate = one
@@ -62,13 +65,16 @@ def lstm_cell(
         if PEEP_I >= 0:
             net_i += block_sum(p_i * c_prev, BLOCKED)
         input_gate = activate(net_i, GATE)
+        tl.store(saved_gate + row_i, input_gate, mask=gate_mask)
     if HAS_F:
         if PEEP_F >= 0:
             net_f += block_sum(p_f * c_prev, BLOCKED)
         forget_gate = activate(net_f, GATE)
+        tl.store(saved_gate + row_f, forget_gate, mask=gate_mask)
     elif COUPLED:
         forget_gate = 1.0 - input_gate
     candidate = activate(net_z, CANDIDATE)
+    tl.store(saved_cell + row_g, candidate, mask=cell_mask)
     written = candidate
     if CANDIDATE_DROP:  # the candidate dropout's mask, where z enters c
         written = candidate * drop
@@ -77,13 +83,15 @@ def lstm_cell(
         if PEEP_O >= 0:
             net_o += block_sum(p_o * c, BLOCKED)
         output_gate = activate(net_o, GATE)
-    return input_gate, forget_gate, candidate, c, output_gate
+        tl.store(saved_gate + row_o, output_gate, mask=gate_mask)
+    return input_gate, forget_gate, c, output_gate
 
 
 @triton.jit
 def lstm_cell_backward(
     d_c, dy, squashed, input_gate, forget_gate, candidate, output_gate, c_prev, drop, fed_i,
-    fed_f, fed_o, p_i, p_f, p_o,
+    fed_f, fed_o, p_i, p_f, p_o, active, d_net_gate, d_net_cell, gate_mask, cell_mask, row_i,
+    row_f, row_g, row_o,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr,
     HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
     PEEP_O: tl.constexpr, TRUNCATE: tl.constexpr, CANDIDATE_DROP: tl.constexpr,
@@ -97,8 +105,10 @@ def lstm_cell_backward(
     errors at fed-back gates (``FEEDBACK``).
     ``TRUNCATE`` drops the peephole terms of :math:`\delta c`.
 
-    Returns :math:`\partial net_{i,f,g,o}` (placeholders for absent gates) and
-    :math:`\delta c_{t-1}`."""
+    Writes :math:`\partial net` into the packed rows of ``d_net`` (pointers and masks as
+    :func:`lstm_cell`'s ``saved``) and returns :math:`\partial net_{i,f,g,o}` (placeholders for
+    absent gates), zero where ``active`` is false (rows past their length), and
+    :math:`\delta c_{t-1}` (to be kept only where ``active``)."""
     written, slope = candidate, derivative(candidate, CANDIDATE)
     if CANDIDATE_DROP:
         written, slope = candidate * drop, slope * drop
@@ -108,11 +118,13 @@ def lstm_cell_backward(
         d_o = block_sum(dy * squashed, BLOCKED)
         if FEEDBACK:
             d_o += fed_o
-        d_o = d_o * derivative(output_gate, GATE)
+        d_o = tl.where(active, d_o * derivative(output_gate, GATE), 0.0)
+        tl.store(d_net_gate + row_o, d_o, mask=gate_mask)
         if PEEP_O >= 0:
             if not TRUNCATE:
                 d_c += p_o * d_o
-    d_z = d_c * input_gate * slope
+    d_z = tl.where(active, d_c * input_gate * slope, 0.0)
+    tl.store(d_net_cell + row_g, d_z, mask=cell_mask)
     d_c_prev = d_c * forget_gate
     d_f = block_sum(d_c * c_prev, BLOCKED)
     if FEEDBACK:
@@ -123,12 +135,14 @@ def lstm_cell_backward(
             d_i += fed_i
         if COUPLED:
             d_i -= d_f
-        d_i = d_i * derivative(input_gate, GATE)
+        d_i = tl.where(active, d_i * derivative(input_gate, GATE), 0.0)
+        tl.store(d_net_gate + row_i, d_i, mask=gate_mask)
         if PEEP_I >= 0:
             if not TRUNCATE:
                 d_c_prev += p_i * d_i
     if HAS_F:
-        d_f = d_f * derivative(forget_gate, GATE)
+        d_f = tl.where(active, d_f * derivative(forget_gate, GATE), 0.0)
+        tl.store(d_net_gate + row_f, d_f, mask=gate_mask)
         if PEEP_F >= 0:
             if not TRUNCATE:
                 d_c_prev += p_f * d_f
