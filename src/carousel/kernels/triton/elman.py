@@ -16,8 +16,9 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import activate, code, derivative, load, step_active, unit_tile
+from carousel.kernels.triton.common import code, load, step_active, unit_tile
 from carousel.kernels.triton.plan import FamilyPlan, unit_plan
+from carousel.kernels.triton.pointwise import elman_cell, elman_cell_backward
 
 __all__ = ["elman_backward_step", "elman_forward_step", "plan"]
 
@@ -36,7 +37,7 @@ def elman_forward_step(
     total = load(gates_x + at, mask, COMPUTE)
     total += load(net + at, mask, COMPUTE)
     h_prev = load(source + at, mask, COMPUTE)
-    tl.store(source_next + at, tl.where(active, activate(total, CANDIDATE), h_prev), mask=mask)
+    tl.store(source_next + at, tl.where(active, elman_cell(total, CANDIDATE), h_prev), mask=mask)
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -53,7 +54,8 @@ def elman_backward_step(
     delta = load(d_source + at, mask, COMPUTE)
     delta += load(d_output + at, mask, COMPUTE)
     h = load(source_next + at, mask, COMPUTE)
-    tl.store(d_net + at, tl.where(active, delta * derivative(h, CANDIDATE), 0.0), mask=mask)
+    d_a = elman_cell_backward(delta, h, CANDIDATE)
+    tl.store(d_net + at, tl.where(active, d_a, 0.0), mask=mask)
 
 
 def plan(

@@ -31,8 +31,9 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import activate, code, derivative, load, step_active, unit_tile
+from carousel.kernels.triton.common import code, load, step_active, unit_tile
 from carousel.kernels.triton.plan import FamilyPlan, unit_plan
+from carousel.kernels.triton.pointwise import gru_cell, gru_cell_backward
 
 __all__ = ["gru_backward_step", "gru_forward_step", "plan"]
 
@@ -57,21 +58,22 @@ def gru_forward_step(
         net_r += load(bias_hh + units, units < hidden, COMPUTE)
         net_z += load(bias_hh + hidden + units, units < hidden, COMPUTE)
         recurrent_n += load(bias_hh + 2 * hidden + units, units < hidden, COMPUTE)
-    reset = activate(net_r + load(gates_x + packed, mask, COMPUTE), GATE)
-    update = activate(net_z + load(gates_x + packed + hidden, mask, COMPUTE), GATE)
-    a_n = load(gates_x + packed + 2 * hidden, mask, COMPUTE)
-    new = activate(a_n + reset * recurrent_n, CANDIDATE)
-    h_prev = load(source + rows * hidden + units, mask, COMPUTE)
-    written = new
-    if CANDIDATE_DROP:  # the candidate dropout's mask, where n enters h
-        written = new * load(candidate_mask + rows * hidden + units, mask, COMPUTE)
-    h = (1.0 - update) * written + update * h_prev
-    tl.store(source_next + rows * hidden + units, tl.where(active, h, h_prev), mask=mask)
     kept = rows * 4 * hidden + units
+    tl.store(saved + kept + 3 * hidden, recurrent_n, mask=mask)  # before the loads: 32 registers
+    a_r = load(gates_x + packed, mask, COMPUTE)
+    a_z = load(gates_x + packed + hidden, mask, COMPUTE)
+    a_n = load(gates_x + packed + 2 * hidden, mask, COMPUTE)
+    h_prev = load(source + rows * hidden + units, mask, COMPUTE)
+    drop = h_prev
+    if CANDIDATE_DROP:
+        drop = load(candidate_mask + rows * hidden + units, mask, COMPUTE)
+    reset, update, new, h = gru_cell(
+        net_r, net_z, recurrent_n, a_r, a_z, a_n, h_prev, drop, GATE, CANDIDATE, CANDIDATE_DROP
+    )
+    tl.store(source_next + rows * hidden + units, tl.where(active, h, h_prev), mask=mask)
     tl.store(saved + kept, reset, mask=mask)
     tl.store(saved + kept + hidden, update, mask=mask)
     tl.store(saved + kept + 2 * hidden, new, mask=mask)
-    tl.store(saved + kept + 3 * hidden, recurrent_n, mask=mask)
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -96,13 +98,12 @@ def gru_backward_step(
     h_prev = load(source + at, mask, COMPUTE)
     d_later = load(d_source + at, mask, COMPUTE)
     delta = d_later + load(d_output + at, mask, COMPUTE)
-    written, slope = new, derivative(new, CANDIDATE)
+    drop = delta
     if CANDIDATE_DROP:
         drop = load(candidate_mask + at, mask, COMPUTE)
-        written, slope = new * drop, slope * drop
-    d_n = delta * (1.0 - update) * slope
-    d_z = delta * (h_prev - written) * derivative(update, GATE)
-    d_r = d_n * recurrent_n * derivative(reset, GATE)
+    d_r, d_z, d_n, d_direct = gru_cell_backward(
+        delta, h_prev, reset, update, new, recurrent_n, drop, GATE, CANDIDATE, CANDIDATE_DROP
+    )
     packed = rows * 3 * hidden + units
     tl.store(d_net + packed, tl.where(active, d_r, 0.0), mask=mask)
     tl.store(d_net + packed + hidden, tl.where(active, d_z, 0.0), mask=mask)
@@ -110,7 +111,7 @@ def gru_backward_step(
     tl.store(d_recurrent + packed, tl.where(active, d_r, 0.0), mask=mask)
     tl.store(d_recurrent + packed + hidden, tl.where(active, d_z, 0.0), mask=mask)
     tl.store(d_recurrent + packed + 2 * hidden, tl.where(active, d_n * reset, 0.0), mask=mask)
-    tl.store(d_source + at, tl.where(active, delta * update, d_later), mask=mask)
+    tl.store(d_source + at, tl.where(active, d_direct, d_later), mask=mask)
 
 
 def plan(

@@ -14,13 +14,19 @@ from __future__ import annotations
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import COMPUTE_TYPES, activate, code, derivative, load
+from carousel.kernels.triton.common import COMPUTE_TYPES, code, load
 from carousel.kernels.triton.persistent_common import (
     jit_loop,
     matmul,
     row_tile,
     step_mask,
     weight_tile,
+)
+from carousel.kernels.triton.pointwise import (
+    elman_cell,
+    elman_cell_backward,
+    gru_cell,
+    gru_cell_backward,
 )
 
 __all__ = [
@@ -66,11 +72,13 @@ def gru_persistent_forward(
             net_r += b_r
             net_z += b_z
             recurrent_n += b_n
-        reset = activate(net_r + load(step_gates + packed, mask, COMPUTE), GATE)
-        update = activate(net_z + load(step_gates + packed + hidden, mask, COMPUTE), GATE)
+        a_r = load(step_gates + packed, mask, COMPUTE)
+        a_z = load(step_gates + packed + hidden, mask, COMPUTE)
         a_n = load(step_gates + packed + 2 * hidden, mask, COMPUTE)
-        new = activate(a_n + reset * recurrent_n, CANDIDATE)
-        h = tl.where(keep, (1.0 - update) * new + update * h, h)
+        reset, update, new, h_new = gru_cell(
+            net_r, net_z, recurrent_n, a_r, a_z, a_n, h, h, GATE, CANDIDATE, False
+        )
+        h = tl.where(keep, h_new, h)
         tl.store(step_source + at, h, mask=mask)
         tl.store(step_saved + kept, reset, mask=mask)
         tl.store(step_saved + kept + hidden, update, mask=mask)
@@ -113,9 +121,11 @@ def gru_persistent_backward(
         recurrent_n = load(step_saved + kept + 3 * hidden, mask, COMPUTE)
         h_prev = load(step_source + at, mask, COMPUTE)
         delta = d_h + load(step_d_output + at, mask, COMPUTE)
-        d_n = delta * (1.0 - update) * derivative(new, CANDIDATE)
-        d_z = tl.where(keep, delta * (h_prev - new) * derivative(update, GATE), 0.0)
-        d_r = tl.where(keep, d_n * recurrent_n * derivative(reset, GATE), 0.0)
+        d_r, d_z, d_n, d_direct = gru_cell_backward(
+            delta, h_prev, reset, update, new, recurrent_n, delta, GATE, CANDIDATE, False
+        )
+        d_z = tl.where(keep, d_z, 0.0)
+        d_r = tl.where(keep, d_r, 0.0)
         d_n = tl.where(keep, d_n, 0.0)
         d_recurrent_n = d_n * reset
         tl.store(step_d_net + packed, d_r, mask=mask)
@@ -124,7 +134,7 @@ def gru_persistent_backward(
         tl.store(step_d_recurrent + packed, d_r, mask=mask)
         tl.store(step_d_recurrent + packed + hidden, d_z, mask=mask)
         tl.store(step_d_recurrent + packed + 2 * hidden, d_recurrent_n, mask=mask)
-        d_h = tl.where(keep, delta * update, d_h)
+        d_h = tl.where(keep, d_direct, d_h)
         d_h += matmul(d_r, w_r)
         d_h += matmul(d_z, w_z)
         d_h += matmul(d_recurrent_n, w_n)
@@ -154,7 +164,7 @@ def elman_persistent_forward(
     for t in range(steps):
         keep = step_mask(length, rows, mask, t, HAS_LENGTHS)
         total = load(step_gates + at, mask, COMPUTE) + matmul(h, weight)
-        h = tl.where(keep, activate(total, CANDIDATE), h)
+        h = tl.where(keep, elman_cell(total, CANDIDATE), h)
         tl.store(step_source + at, h, mask=mask)
         step_gates += batch * hidden
         step_source += batch * hidden
@@ -180,7 +190,7 @@ def elman_persistent_backward(
         keep = step_mask(length, rows, mask, steps - 1 - s, HAS_LENGTHS)
         delta = d_h + load(step_d_output + at, mask, COMPUTE)
         h = load(step_source + batch * hidden + at, mask, COMPUTE)
-        d_a = tl.where(keep, delta * derivative(h, CANDIDATE), 0.0)
+        d_a = tl.where(keep, elman_cell_backward(delta, h, CANDIDATE), 0.0)
         tl.store(step_d_net + at, d_a, mask=mask)
         d_h = tl.where(keep, 0.0, d_h) + matmul(d_a, weight)
         step_source -= batch * hidden
