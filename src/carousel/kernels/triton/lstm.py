@@ -58,7 +58,7 @@ from carousel.kernels.triton.common import (
 from carousel.kernels.triton.plan import FamilyPlan
 from carousel.kernels.triton.pointwise import lstm_cell, lstm_cell_backward
 
-__all__ = ["lstm_backward_step", "lstm_forward_step", "plan"]
+__all__ = ["cell_constants", "gate_rows", "lstm_backward_step", "lstm_forward_step", "plan"]
 
 EPSILON: tl.constexpr = tl.constexpr(LAYER_NORM_EPSILON)
 
@@ -278,6 +278,32 @@ def lstm_backward_step(
     tl.store(d_cell + rows * hidden + cells, tl.where(active, d_c_prev, d_c_later), cell_mask)
 
 
+def gate_rows(spec: CellSpec, hidden: int) -> tuple[int, ...]:
+    """The first packed row of the input, forget, candidate and output gates' blocks (-1 for an
+    absent gate), runtime arguments of both levels' LSTM kernels."""
+    slices = spec.gate_slices(hidden)
+    return tuple(slices[g].start if g in slices else -1 for g in "ifgo")
+
+
+def cell_constants(spec: CellSpec) -> dict:
+    """The constexpr flags of ``spec``'s step (:func:`.pointwise.lstm_cell`) that both levels'
+    LSTM kernels take: activations, gates, coupling, peephole rows, the truncated gradient."""
+    peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
+    return dict(
+        GATE=code(spec.gate_activation),
+        CANDIDATE=code(spec.candidate_activation),
+        OUTPUT=code(spec.output_activation),
+        HAS_I="i" in spec.gates,
+        HAS_F="f" in spec.gates,
+        HAS_O="o" in spec.gates,
+        COUPLED=spec.coupled_input_forget,
+        PEEP_I=peephole_row.get("i", -1),
+        PEEP_F=peephole_row.get("f", -1),
+        PEEP_O=peephole_row.get("o", -1),
+        TRUNCATE=spec.truncate_gradient,
+    )
+
+
 def plan(
     spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool,
     features: frozenset[str] = frozenset(),
@@ -285,7 +311,6 @@ def plan(
     """The sizes, grid, runtime arguments and constexpr flags of ``spec``'s kernels; ``features``
     what they compute beyond the cell (``candidate``: candidate dropout, ``layer_norm``: the cell
     state's normalisation, with programs that cover whole rows)."""
-    slices = spec.gate_slices(hidden)
     units = hidden // spec.block_size
     rows = spec.num_gate_rows(hidden)
     feedback = {}
@@ -298,31 +323,20 @@ def plan(
     norm = "layer_norm" in features
     block_k = triton.next_power_of_2(units) if norm else tile(units, max(1, 128 // lanes))
     block_b = tile(batch, max(1, TILE // (block_k * lanes)))
-    peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
     runtime = (
         units,
         out_size,
         source_size,
         rows,
-        *(slices[g].start if g in slices else -1 for g in "ifgo"),
+        *gate_rows(spec, hidden),
         *(feedback.get(g, -1) for g in "ifo"),
     )
     constants = dict(
-        GATE=code(spec.gate_activation),
-        CANDIDATE=code(spec.candidate_activation),
-        OUTPUT=code(spec.output_activation),
+        cell_constants(spec),
         BLOCK=spec.block_size,
         LANES=lanes,
-        HAS_I="i" in spec.gates,
-        HAS_F="f" in spec.gates,
-        HAS_O="o" in spec.gates,
-        COUPLED=spec.coupled_input_forget,
-        PEEP_I=peephole_row.get("i", -1),
-        PEEP_F=peephole_row.get("f", -1),
-        PEEP_O=peephole_row.get("o", -1),
         FEEDBACK=bool(feedback),
         PROJECT=project,
-        TRUNCATE=spec.truncate_gradient,
         CANDIDATE_DROP="candidate" in features,
         CELL_NORM=norm,
         COMPUTE=COMPUTE_TYPES[dtype],

@@ -39,7 +39,8 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
-from carousel.kernels.triton.common import COMPUTE_TYPES, activate, code, derivative, load
+from carousel.kernels.triton.common import COMPUTE_TYPES, activate, derivative, load
+from carousel.kernels.triton.lstm import cell_constants, gate_rows
 from carousel.kernels.triton.persistent_common import (
     jit_loop,
     matmul,
@@ -267,26 +268,10 @@ def plan(
 ) -> tuple[tuple[int, ...], dict]:
     """The runtime arguments (after ``steps, batch, hidden``) and constexpr flags of ``spec``'s
     persistent kernels; ``BLOCK_B`` and ``BLOCK_H`` are added by :mod:`.persistent`."""
-    slices = spec.gate_slices(hidden)
-    peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
-    runtime = (
-        out_size,
-        spec.num_gate_rows(hidden),
-        *(slices[g].start if g in slices else -1 for g in "ifgo"),
-    )
+    runtime = (out_size, spec.num_gate_rows(hidden), *gate_rows(spec, hidden))
     constants = dict(
-        GATE=code(spec.gate_activation),
-        CANDIDATE=code(spec.candidate_activation),
-        OUTPUT=code(spec.output_activation),
-        HAS_I="i" in spec.gates,
-        HAS_F="f" in spec.gates,
-        HAS_O="o" in spec.gates,
-        COUPLED=spec.coupled_input_forget,
-        PEEP_I=peephole_row.get("i", -1),
-        PEEP_F=peephole_row.get("f", -1),
-        PEEP_O=peephole_row.get("o", -1),
+        cell_constants(spec),
         PROJECT=project,
-        TRUNCATE=spec.truncate_gradient,
         COMPUTE=COMPUTE_TYPES[dtype],
         BLOCK_P=padded(out_size),
     )
