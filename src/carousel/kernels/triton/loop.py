@@ -113,6 +113,45 @@ def _zoneout(keep: Tensor, previous: Tensor, fresh: Tensor, out: Tensor) -> None
     out.copy_(keep * previous + (1.0 - keep) * fresh)
 
 
+def states(call: Call, gates_x: Tensor, source0: Tensor, cell0: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``source (T + 1, B, R)`` and ``cell (T + 1, B, C)`` buffers of a forward pass, with
+    the initial state in their first step (both levels')."""
+    steps, batch, _ = gates_x.shape
+    source = gates_x.new_empty(steps + 1, batch, call.plan.source_size)
+    source[0] = source0
+    cell = gates_x.new_empty(steps + 1, batch, call.plan.cell_size)
+    cell[0] = cell0
+    return source, cell
+
+
+def outputs(call: Call, source: Tensor) -> Tensor:
+    """The layer's output ``(T, B, P)`` from the filled ``source``: each step's :math:`h_t`, zero
+    past each row's length (both levels')."""
+    output = source[1:, :, : call.out_size]
+    return output.clone() if call.active is None else output * call.active
+
+
+def backward_buffers(
+    call: Call, d_output: Tensor, d_source_n: Tensor, d_cell_n: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """What a backward pass starts from (both levels'): ``d_output`` contiguous and zero past
+    each length (those outputs are constant zeros), ``d_source`` and ``d_cell`` (copies of the
+    errors reaching the final state, updated step by step to those reaching the initial one),
+    ``d_net`` and ``d_recurrent`` ``(T, B, G)`` (one buffer unless the plan wants both) and
+    ``d_h`` ``(T, B, P)``, the error at each :math:`h_t`, with a projection."""
+    plan = call.plan
+    steps, batch, out_size = d_output.shape
+    d_output = d_output.contiguous()
+    if call.active is not None:
+        d_output = d_output * call.active
+    d_source = d_source_n.contiguous().clone()
+    d_cell = d_cell_n.contiguous().clone()
+    d_net = d_output.new_empty(steps, batch, plan.rows)
+    d_recurrent = d_output.new_empty(steps, batch, plan.rows) if plan.recurrent_gradient else d_net
+    d_h = d_output.new_empty(steps, batch, out_size) if call.project else None
+    return d_output, d_source, d_cell, d_net, d_recurrent, d_h
+
+
 def forward(
     call: Call,
     gates_x: Tensor,
@@ -134,10 +173,7 @@ def forward(
     plan, hidden, options, out_size = call.plan, call.hidden, call.options, call.out_size
     steps, batch, _ = gates_x.shape
     empty = gates_x.new_empty
-    source = empty(steps + 1, batch, plan.source_size)
-    source[0] = source0
-    cell = empty(steps + 1, batch, plan.cell_size)
-    cell[0] = cell0
+    source, cell = states(call, gates_x, source0, cell0)
     reset = options.reset
     source_in = source[:steps] if reset is None else empty(steps, batch, plan.source_size)
     cell_in = cell[:steps] if reset is None else empty(steps, batch, plan.cell_size)
@@ -197,11 +233,9 @@ def forward(
         if keep_hidden is not None:
             h = source[t + 1, :, :out_size]
             _zoneout(keep_hidden[t], source_in[t, :, :out_size], h, h)
-    output = source[1:, :, :out_size]
-    output = output.clone() if call.active is None else output * call.active
     return Forward(
-        output, source[steps].clone(), cell[steps].clone(), source, cell, saved, y, source_in,
-        cell_in, fresh, raw, raw_stats, cell_stats,
+        outputs(call, source), source[steps].clone(), cell[steps].clone(), source, cell, saved, y,
+        source_in, cell_in, fresh, raw, raw_stats, cell_stats,
     )  # fmt: skip
 
 
@@ -232,16 +266,11 @@ def backward(
     plan, hidden, options = call.plan, call.hidden, call.options
     steps, batch, out_size = d_output.shape
     empty = d_output.new_empty
-    d_output = d_output.contiguous()
-    if call.active is not None:  # outputs past a length are constant zeros
-        d_output = d_output * call.active
+    d_output, d_source, d_cell, d_net, d_recurrent, d_h = backward_buffers(
+        call, d_output, d_source_n, d_cell_n
+    )
     inactive = None if call.active is None else (~call.active).to(d_output.dtype)  # (T, B, 1)
-    d_source = d_source_n.contiguous().clone()  # error reaching source[t + 1]
-    d_cell = d_cell_n.contiguous().clone()  # error reaching cell[t + 1]
-    d_net = empty(steps, batch, plan.rows)
-    d_recurrent = empty(steps, batch, plan.rows) if plan.recurrent_gradient else d_net
     d_raw = empty(steps, batch, plan.rows) if options.layer_norm else d_recurrent
-    d_h = empty(steps, batch, out_size) if call.project else None  # error at each h_t
     d_y = empty(batch, hidden) if call.project else None
     mask, keep_cell, keep_hidden = options.recurrent, options.keep_cell, options.keep_hidden
     back = None if mask is None else empty(batch, plan.source_size)

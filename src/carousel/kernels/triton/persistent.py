@@ -69,7 +69,15 @@ from torch import Tensor
 
 from carousel.cells import CellSpec
 from carousel.kernels.triton import coverage, persistent_lstm, persistent_units
-from carousel.kernels.triton.loop import GRADIENTS, Call, Forward, _weight_gradients
+from carousel.kernels.triton.loop import (
+    GRADIENTS,
+    Call,
+    Forward,
+    _weight_gradients,
+    backward_buffers,
+    outputs,
+    states,
+)
 from carousel.kernels.triton.options import Options
 from carousel.kernels.triton.persistent_common import padded
 from carousel.kernels.triton.plan import FamilyPlan
@@ -236,10 +244,7 @@ def forward(
     plan = call.plan
     steps, batch, _ = gates_x.shape
     empty = gates_x.new_empty
-    source = empty(steps + 1, batch, plan.source_size)
-    source[0] = source0
-    cell = empty(steps + 1, batch, plan.cell_size)
-    cell[0] = cell0
+    source, cell = states(call, gates_x, source0, cell0)
     saved = empty(steps, batch, plan.saved_size)
     y = empty(steps, batch, call.hidden) if call.project else empty(0)
     placeholder = source
@@ -252,10 +257,8 @@ def forward(
             placeholder if call.lengths is None else call.lengths,
             steps, batch, call.hidden, *plan.runtime, **call.constants(),
         )  # fmt: skip
-    output = source[1:, :, : call.out_size]
-    output = output.clone() if call.active is None else output * call.active
     return Forward(
-        output, source[steps].clone(), cell[steps].clone(), source, cell, saved, y,
+        outputs(call, source), source[steps].clone(), cell[steps].clone(), source, cell, saved, y,
         source[:steps], cell[:steps], cell[1:], None, None, None,
     )  # fmt: skip
 
@@ -276,14 +279,9 @@ def backward(
     """:func:`.loop.backward`'s contract: the loop in one launch, then the weight gradients."""
     plan = call.plan
     steps, batch, _ = d_output.shape
-    d_output = d_output.contiguous()
-    if call.active is not None:  # outputs past a length are constant zeros
-        d_output = d_output * call.active
-    d_source = d_source_n.contiguous().clone()  # in: error reaching source[T]; out: source[0]
-    d_cell = d_cell_n.contiguous().clone()
-    d_net = d_output.new_empty(steps, batch, plan.rows)
-    d_recurrent = d_output.new_empty(steps, batch, plan.rows) if plan.recurrent_gradient else d_net
-    d_h = d_output.new_empty(steps, batch, call.out_size) if call.project else None
+    d_output, d_source, d_cell, d_net, d_recurrent, d_h = backward_buffers(
+        call, d_output, d_source_n, d_cell_n
+    )  # d_source, d_cell in: the errors reaching source[T], cell[T]; out: source[0], cell[0]
     placeholder = d_source
     if steps > 0:
         last = steps - 1
