@@ -44,6 +44,50 @@ def reverse_padded(x: Tensor, lengths: Tensor | None) -> Tensor:
     return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
+def recur(
+    spec: CellSpec,
+    gates_x: Tensor,
+    state: tuple[Tensor, ...],
+    weights: CellWeights,
+    step_masks: Masks | None = None,
+    reset: Tensor | None = None,
+    keep_cell: Tensor | None = None,
+    keep_hidden: Tensor | None = None,
+    active: Tensor | None = None,
+) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The recurrence over the net inputs ``gates_x (T, B, G)`` from ``state``, step by step:
+    a reset puts the initial state back (``reset`` ``(T, B)`` bool), the cell's step (with the
+    recurrent and candidate masks of ``step_masks``), zoneout (``keep_*``), and rows past their
+    length (``active`` ``(T, B, 1)`` false) keep their state and output zero.
+
+    Returns the outputs ``(T, B, H_out)`` and the final state. The triton backend recomputes its
+    recurrence with it where a graph is wanted (:func:`.triton.autograd.reference_recurrence`).
+    """
+    initial = state
+    outputs = []
+    for t in range(gates_x.shape[0]):
+        if reset is not None:
+            state = reset_state(state, initial, reset[t])
+        output, new_state = spec.step(gates_x[t], state, weights, step_masks)
+        if keep_cell is not None or keep_hidden is not None:
+            new_state = zoneout(
+                spec,
+                state,
+                new_state,
+                None if keep_cell is None else keep_cell[t],
+                None if keep_hidden is None else keep_hidden[t],
+            )
+            output = new_state[0]
+        if active is not None:
+            new_state = tuple(
+                torch.where(active[t], new, old) for new, old in zip(new_state, state, strict=True)
+            )
+            output = output * active[t]
+        state = new_state
+        outputs.append(output)
+    return torch.stack(outputs), state
+
+
 def run_direction(
     spec: CellSpec,
     x: Tensor,
@@ -77,7 +121,6 @@ def run_direction(
         keep_cell = None if keep_cell is None else reverse_padded(keep_cell, lengths)
         keep_hidden = None if keep_hidden is None else reverse_padded(keep_hidden, lengths)
     step_masks = masks if masks.recurrent is not None or masks.candidate is not None else None
-    initial = state
     gates_x = spec.project_input(x, weights)  # (T, B, G)
     active = None
     if lengths is not None:
@@ -86,28 +129,9 @@ def run_direction(
 
     if reset is not None and active is not None:  # padding holds the state, resets included
         reset = reset & active[..., 0]
-    outputs = []
-    for t in range(steps):
-        if reset is not None:
-            state = reset_state(state, initial, reset[t])
-        output, new_state = spec.step(gates_x[t], state, weights, step_masks)
-        if keep_cell is not None or keep_hidden is not None:
-            new_state = zoneout(
-                spec,
-                state,
-                new_state,
-                None if keep_cell is None else keep_cell[t],
-                None if keep_hidden is None else keep_hidden[t],
-            )
-            output = new_state[0]
-        if active is not None:
-            new_state = tuple(
-                torch.where(active[t], new, old) for new, old in zip(new_state, state, strict=True)
-            )
-            output = output * active[t]
-        state = new_state
-        outputs.append(output)
-    output = torch.stack(outputs)  # (T, B, H_out)
+    output, state = recur(
+        spec, gates_x, state, weights, step_masks, reset, keep_cell, keep_hidden, active
+    )
     if reverse:
         output = reverse_padded(output, lengths)
     return output, state

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
-from carousel.cells.regularizers import Masks, reset_state, zoneout
+from carousel.cells.regularizers import Masks
 from carousel.kernels import reference
 from carousel.kernels.triton import FAMILIES, coverage, loop, persistent
 from carousel.kernels.triton.loop import Call
@@ -128,35 +128,16 @@ def reference_recurrence(call: Call, *inputs) -> tuple[Tensor, Tensor, Tensor]:
     the call's masks and resets as the reference backend applies them."""
     gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh, *norms = inputs
     spec, options = call.spec, call.options
-    state = initial = unpack_state(spec, source0, cell0, call.widths)
+    state = unpack_state(spec, source0, cell0, call.widths)
     weights = CellWeights(
         None, weight_hh, None, bias_hh, weight_peephole, weight_hr, None, norms[0], norms[1]
     )
-    step_masks = options.step_masks(call.out_size)
-    keep_cell, keep_hidden = options.keep_cell, options.keep_hidden
-    outputs = []
-    for t in range(gates_x.shape[0]):
-        if options.reset is not None:
-            state = reset_state(state, initial, options.reset[t, :, 0])
-        output, new_state = spec.step(gates_x[t], state, weights, step_masks)
-        if keep_cell is not None or keep_hidden is not None:  # 1 past the lengths: held
-            new_state = zoneout(
-                spec,
-                state,
-                new_state,
-                None if keep_cell is None else keep_cell[t],
-                None if keep_hidden is None else keep_hidden[t],
-            )
-            output = new_state[0]
-        if call.active is not None:
-            new_state = tuple(
-                torch.where(call.active[t], new, old)
-                for new, old in zip(new_state, state, strict=True)
-            )
-            output = output * call.active[t]
-        state = new_state
-        outputs.append(output)
-    return (torch.stack(outputs), *pack_state(spec, state))
+    output, state = reference.recur(
+        spec, gates_x, state, weights, options.step_masks(call.out_size),
+        None if options.reset is None else options.reset[..., 0], options.keep_cell,
+        options.keep_hidden, call.active,
+    )  # fmt: skip
+    return (output, *pack_state(spec, state))
 
 
 def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor | None]:
