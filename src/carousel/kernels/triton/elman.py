@@ -8,6 +8,8 @@ with :math:`a_t = W_{ih} x_t + b` the input projection, :math:`net = h_{t-1} W_{
 recurrent GEMM (cuBLAS, before the forward kernel) and :math:`\delta` the error at :math:`h_t`;
 the backward GEMM runs on cuBLAS after the backward kernel. Nothing is saved beside the outputs
 (``A = 0``): :math:`\phi'` is read from :math:`h_t`. Buffers as described in :mod:`.plan`.
+The equations are :func:`.pointwise.elman_cell` and :func:`.pointwise.elman_cell_backward`, which
+level 2's kernels call too.
 """
 
 from __future__ import annotations

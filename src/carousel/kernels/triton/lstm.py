@@ -22,6 +22,10 @@ is the normalised recurrent GEMM and :math:`a_t` the normalised input projection
 GEMM :math:`\partial net\, W_{hh}` that carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs
 on cuBLAS after it.
 
+The step's arithmetic from the net inputs on is :func:`.pointwise.lstm_cell`, its chain rule
+:func:`.pointwise.lstm_cell_backward`: ``@triton.jit`` functions that level 2's kernels
+(:mod:`.persistent_lstm`) call too; the cell state's normalisation around them is these kernels'.
+
 Variants are ``tl.constexpr`` flags (:func:`plan`), so each compiles to a kernel with only its own
 arithmetic, the Triton counterpart of the numba backend's configuration vector. A program covers
 ``BLOCK_B`` batch rows x ``BLOCK_K`` gate units x ``LANES`` cells per unit (``LANES`` the power of
@@ -119,30 +123,21 @@ def lstm_forward_step(
     packed = rows * rows_g
     c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
-    net_i, net_f, net_o, p_i, p_f, p_o, drop = one, one, one, one, one, one, one
-    if HAS_I:
-        net_i = load(gates_x + packed + row_i + unit, gate_mask, COMPUTE)
-        net_i += load(net + packed + row_i + unit, gate_mask, COMPUTE)
-        if PEEP_I >= 0:
-            p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-    if HAS_F:
-        net_f = load(gates_x + packed + row_f + unit, gate_mask, COMPUTE)
-        net_f += load(net + packed + row_f + unit, gate_mask, COMPUTE)
-        if PEEP_F >= 0:
-            p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-    net_z = load(gates_x + packed + row_g + cells, cell_mask, COMPUTE)
-    net_z += load(net + packed + row_g + cells, cell_mask, COMPUTE)
+    p_i, p_f, p_o, drop = one, one, one, one
+    if PEEP_I >= 0:
+        p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
+    if PEEP_F >= 0:
+        p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
+    if PEEP_O >= 0:
+        p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
     if CANDIDATE_DROP:
         drop = load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
-    if HAS_O:
-        net_o = load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
-        net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
-        if PEEP_O >= 0:
-            p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
     input_gate, forget_gate, c, output_gate = lstm_cell(
-        net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one, saved + packed + unit,
-        saved + packed + cells, gate_mask, cell_mask, row_i, row_f, row_g, row_o, GATE,
-        CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, CANDIDATE_DROP, True,
+        gates_x + packed + unit, gates_x + packed + cells, net + packed + unit,
+        net + packed + cells, one, one, one, one, one, c_prev, p_i, p_f, p_o, drop, one,
+        saved + packed + unit, saved + packed + cells, gate_mask, cell_mask, row_i, row_f, row_g,
+        row_o, GATE, CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O,
+        CANDIDATE_DROP, False, True, COMPUTE,
     )  # fmt: skip
     shown = c
     if CELL_NORM:  # h(LN(c_t)); this program covers whole rows

@@ -3,8 +3,8 @@ r"""The LSTM's persistent kernels (level 2): the whole time loop of one directio
 A program owns ``BLOCK_B`` batch rows and every unit of them (``BLOCK_H``: the hidden size padded
 to a power of two >= 16), loads each gate's block of :math:`W_{hh}` once into a
 ``(BLOCK_H, BLOCK_H)`` tile, and keeps :math:`h` and :math:`c` in registers across the steps;
-per step the recurrent product is one ``tl.dot`` per gate, followed by the pointwise step of
-:mod:`.lstm` (the same equations, here with one cell per memory block):
+per step the recurrent product is one ``tl.dot`` per gate, followed by level 1's pointwise step,
+:func:`.pointwise.lstm_cell` (the equations of :mod:`.lstm`, here with one cell per memory block):
 
 .. math::
     i, f &= \sigma(a_{i,f} + h_{t-1} W_{i,f}^T + p_{i,f} \odot c_{t-1}), \quad
@@ -13,7 +13,7 @@ per step the recurrent product is one ``tl.dot`` per gate, followed by the point
     \quad h_t = o \odot h(c_t)
 
 :func:`lstm_persistent_backward` runs the steps backwards with the chain rule of
-:func:`.lstm.lstm_backward_step` and carries the error to :math:`h_{t-1}` as
+:func:`.pointwise.lstm_cell_backward` and carries the error to :math:`h_{t-1}` as
 :math:`\sum_{gate} \partial net_{gate} W_{gate}` (one ``tl.dot`` per gate; none under the truncated
 gradient). Rows are independent, so programs never wait for each other.
 
@@ -142,18 +142,11 @@ def lstm_persistent_forward(
     step_y = y_out
     for t in range(steps):
         keep = step_mask(length, rows, mask, t, HAS_LENGTHS)
-        net_i, net_f, net_o = one, one, one
-        if HAS_I:
-            net_i = load(step_gates + packed + row_i, mask, COMPUTE) + matmul(h, w_i)
-        if HAS_F:
-            net_f = load(step_gates + packed + row_f, mask, COMPUTE) + matmul(h, w_f)
-        net_z = load(step_gates + packed + row_g, mask, COMPUTE) + matmul(h, w_g)
-        if HAS_O:
-            net_o = load(step_gates + packed + row_o, mask, COMPUTE) + matmul(h, w_o)
         _, _, c_new, output_gate = lstm_cell(
-            net_i, net_f, net_z, net_o, c, p_i, p_f, p_o, one, one, step_saved + packed,
-            step_saved + packed, mask, mask, row_i, row_f, row_g, row_o, GATE, CANDIDATE, HAS_I,
-            HAS_F, HAS_O, COUPLED, PEEP_I, PEEP_F, PEEP_O, False, False,
+            step_gates + packed, step_gates + packed, step_gates, step_gates, h, w_i, w_f, w_g,
+            w_o, c, p_i, p_f, p_o, one, one, step_saved + packed, step_saved + packed, mask, mask,
+            row_i, row_f, row_g, row_o, GATE, CANDIDATE, HAS_I, HAS_F, HAS_O, COUPLED, PEEP_I,
+            PEEP_F, PEEP_O, False, True, False, COMPUTE,
         )  # fmt: skip
         y = output_gate * activate(c_new, OUTPUT)
         c = tl.where(keep, c_new, c)  # padded units stay zero, held rows keep their state

@@ -2,8 +2,8 @@ r"""The persistent kernels (level 2) of the GRU and the Elman network: the whole
 
 Programs as in :mod:`.persistent_lstm`: ``BLOCK_B`` rows x all units, :math:`W_{hh}`'s gate blocks
 on chip as ``(BLOCK_H, BLOCK_H)`` tiles, :math:`h` in registers; per step one ``tl.dot`` per gate
-block, then the pointwise step of :mod:`.gru` or :mod:`.elman` (same equations, same ``saved``
-layout). Backward, from the last step: the pointwise chain rule, then the error reaching
+block, then level 1's pointwise step (:func:`.pointwise.gru_cell`, :func:`.pointwise.elman_cell`;
+same ``saved`` layout). Backward, from the last step: the pointwise chain rule, then the error reaching
 :math:`h_{t-1}` as :math:`\delta u + \sum_{gate} \partial net_{gate} W_{gate}` (GRU, with
 :math:`\partial net_n = r\, \partial a_n`) or :math:`\partial a_t W_{hh}` (Elman). Buffers and the
 pointer walk as in :mod:`.persistent_lstm`; the GRU also writes ``d_recurrent (T, B, 3H)``.

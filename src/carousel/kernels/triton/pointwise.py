@@ -20,7 +20,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from carousel.kernels.triton.common import activate, derivative
+from carousel.kernels.triton.common import activate, derivative, load
+from carousel.kernels.triton.persistent_common import matmul
 
 __all__ = [
     "block_sum",
@@ -30,6 +31,7 @@ __all__ = [
     "gru_cell_backward",
     "lstm_cell",
     "lstm_cell_backward",
+    "net_input",
 ]
 
 
@@ -45,34 +47,53 @@ def block_sum(x, BLOCKED: tl.constexpr):
 
 
 @triton.jit
+def net_input(gates, net, h, w, row, mask, COMPUTE: tl.constexpr, DOT: tl.constexpr):
+    """A gate block's net input :math:`a + h_{t-1} W^T`: the input projection at ``gates + row``
+    plus the recurrent product, read at ``net + row`` (level 1, where cuBLAS computed it) or
+    computed as ``h @ w`` (``DOT``, level 2's on-chip tile)."""
+    total = load(gates + row, mask, COMPUTE)
+    if DOT:
+        total += matmul(h, w)
+    else:
+        total += load(net + row, mask, COMPUTE)
+    return total
+
+
+@triton.jit
 def lstm_cell(
-    net_i, net_f, net_z, net_o, c_prev, p_i, p_f, p_o, drop, one, saved_gate, saved_cell,
-    gate_mask, cell_mask, row_i, row_f, row_g, row_o,
+    gates_gate, gates_cell, net_gate, net_cell, h, w_i, w_f, w_g, w_o, c_prev, p_i, p_f, p_o,
+    drop, one, saved_gate, saved_cell, gate_mask, cell_mask, row_i, row_f, row_g, row_o,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr,
     HAS_O: tl.constexpr, COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
-    PEEP_O: tl.constexpr, CANDIDATE_DROP: tl.constexpr, BLOCKED: tl.constexpr,
+    PEEP_O: tl.constexpr, CANDIDATE_DROP: tl.constexpr, DOT: tl.constexpr,
+    BLOCKED: tl.constexpr, COMPUTE: tl.constexpr,
 ):  # fmt: skip
-    r"""The LSTM step from its net inputs (input projection plus recurrent product, without the
-    peephole terms) to :math:`i, f, c_t, o` (:mod:`.lstm`'s equations): peepholes ``p_*``,
-    the candidate dropout's mask ``drop`` (``CANDIDATE_DROP``), an absent gate reads ``one``,
-    CIFG :math:`f = 1 - i`. Writes the activations into the packed rows ``row_*`` of ``saved``
-    (``saved_gate``/``saved_cell``: a row's pointers at the gates' and the cells' columns, with
-    their masks). :math:`y_t = o\, h(c_t)` (or of :math:`\mathrm{LN}(c_t)`) is the caller's."""
+    r"""The LSTM step (:mod:`.lstm`'s equations) to :math:`i, f, c_t, o`, gate by gate: each
+    block's net input from :func:`net_input` (``gates_*``, ``net_*``: a row's pointers at the
+    gates' and the cells' columns of ``gates_x`` and of level 1's ``net``; ``h`` and the tiles
+    ``w_*`` with ``DOT``), peepholes ``p_*``, the candidate dropout's mask ``drop``
+    (``CANDIDATE_DROP``), ``one`` for an absent gate, CIFG :math:`f = 1 - i`. Writes the
+    activations into the packed rows ``row_*`` of ``saved`` (``saved_gate``/``saved_cell``,
+    masks ``gate_mask``/``cell_mask``) as it computes them. :math:`y_t = o\, h(c_t)` (or of
+    :math:`\mathrm{LN}(c_t)`) is the caller's."""
     input_gate = one
     forget_gate = one
     output_gate = one
     if HAS_I:
+        net_i = net_input(gates_gate, net_gate, h, w_i, row_i, gate_mask, COMPUTE, DOT)
         if PEEP_I >= 0:
             net_i += block_sum(p_i * c_prev, BLOCKED)
         input_gate = activate(net_i, GATE)
         tl.store(saved_gate + row_i, input_gate, mask=gate_mask)
     if HAS_F:
+        net_f = net_input(gates_gate, net_gate, h, w_f, row_f, gate_mask, COMPUTE, DOT)
         if PEEP_F >= 0:
             net_f += block_sum(p_f * c_prev, BLOCKED)
         forget_gate = activate(net_f, GATE)
         tl.store(saved_gate + row_f, forget_gate, mask=gate_mask)
     elif COUPLED:
         forget_gate = 1.0 - input_gate
+    net_z = net_input(gates_cell, net_cell, h, w_g, row_g, cell_mask, COMPUTE, DOT)
     candidate = activate(net_z, CANDIDATE)
     tl.store(saved_cell + row_g, candidate, mask=cell_mask)
     written = candidate
@@ -80,6 +101,7 @@ def lstm_cell(
         written = candidate * drop
     c = forget_gate * c_prev + input_gate * written
     if HAS_O:
+        net_o = net_input(gates_gate, net_gate, h, w_o, row_o, gate_mask, COMPUTE, DOT)
         if PEEP_O >= 0:
             net_o += block_sum(p_o * c, BLOCKED)
         output_gate = activate(net_o, GATE)
