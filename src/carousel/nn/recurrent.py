@@ -335,13 +335,24 @@ class Recurrent(nn.Module):
         finals: list[tuple[Tensor, ...]] = []  # per (layer, direction)
         regularized = reset is not None or self.regularizers.active(self.training)
         directions = range(self.num_directions)
+        all_weights = [
+            [cast_weights(self.cell_weights(layer, d), dtype, compute) for d in directions]
+            for layer in range(self.num_layers)
+        ]
+        stack = self.num_layers > 1 and self.num_directions == 1 and not regularized
+        if stack and backend.run_layers is not None:
+            layers = [tuple(s[layer] for s in state) for layer in range(self.num_layers)]
+            dropout = self.dropout if self.training else 0.0
+            ran = backend.run_layers(
+                self.spec, layer_input, layers, [w[0] for w in all_weights], lengths, dropout
+            )
+            if ran is not None:  # the whole stack at once (a wavefront of threads)
+                final = tuple(torch.stack(s).to(dtype) for s in zip(*ran[1], strict=True))
+                return ran[0].to(dtype), final
         for layer in range(self.num_layers):
             indices = [layer * self.num_directions + direction for direction in directions]
             states = [tuple(s[index] for s in state) for index in indices]
-            weights = [
-                cast_weights(self.cell_weights(layer, direction), dtype, compute)
-                for direction in directions
-            ]
+            weights = list(all_weights[layer])
             masks = [None for _ in directions]
             if regularized:  # each direction's weight drop and masks, in direction order
                 for d in directions:
