@@ -350,10 +350,9 @@ def run_layers(
         len(weights),
         _noise(x, states[0][0].shape[-1], len(weights), dropout),
     )
-    padding = (_no_state(x, batch),)
+    padding = (_no_state(x, batch),) * (kernels.state_slots - len(states[0]))
     parts = [
-        (*state, *padding * (kernels.state_slots - len(state)))
-        + tuple(getattr(w, name) for name in kernels.weight_fields)
+        (*state, *padding, *(getattr(w, name) for name in kernels.weight_fields))
         for state, w in zip(states, weights, strict=True)
     ]
     flat = (x, *(t for part in parts for t in part))
