@@ -57,15 +57,22 @@ from carousel.kernels.numba_cpu.autograd import (
 )
 from carousel.kernels.numba_cpu.blas import BLAS
 
-MIN_CHUNK_WORK = 1 << 19
-"""Fewest multiply-adds of the forward GEMMs (``T_k B G (I + R)``) per chunk of the lightest
-layer: below, the per-chunk work of a kernel call and the meeting of the threads cost more than
-the overlap saves (measured with ``carousel bench --layers``, docs/performance.md)."""
+MIN_CHUNK_ROWS = 48
+"""Fewest ``T_k B`` (steps times batch rows) per chunk. Every kernel call passes over its weights
+a few times besides its steps (transposes, weight-gradient GEMMs of ``T_k B`` rows, their sum over
+the chunks), so at batch 1 a chunk costs some ten steps more than its steps: measured on one
+thread, 8 chunks of a 1x100x128x256 two-layer LSTM took 1.95x one chunk's time, 2 chunks 1.07x
+(docs/performance.md)."""
 
-MAX_CHUNKS = 16
+MIN_CHUNK_WORK = 1 << 16
+"""Fewest multiply-adds of the forward GEMMs (``T_k B G (I + R)``) per chunk of the lightest
+layer: below, a chunk's fixed costs (the kernel call, the meeting of the threads, tens of
+microseconds) outweigh its steps."""
+
+MAX_CHUNKS = 8
 """Most chunks per pass: ``L`` layers over ``K`` chunks run in ``K + L - 1`` waves, so ``L``
-threads gain ``L K / (K + L - 1)`` at best; past 16 chunks that grows little while every chunk
-adds a meeting of the threads and a kernel call."""
+threads gain ``L K / (K + L - 1)`` at best (1.78x for two layers and 8 chunks, 1.88x for 16),
+while every chunk adds a kernel call per layer and pass and a meeting of the threads."""
 
 RUNS = {"forward": 0, "backward": 0}
 """How many passes ran as a wavefront (for tests and diagnostics)."""
@@ -77,12 +84,14 @@ def chunk_count(steps: int, batch: int, works: list[int], num_threads: int) -> i
     """The number of time chunks for a stack whose layers do ``works`` forward multiply-adds each
     (whole sequence and batch), or 1 where the wavefront does not pay: fewer than two threads or
     layers, a BLAS other than MKL (see :mod:`carousel.kernels.threads`), a batch that some layer
-    would shard, or less than two chunks' worth of :data:`MIN_CHUNK_WORK` in the lightest layer."""
+    would shard, or less than two chunks' worth of :data:`MIN_CHUNK_ROWS` and
+    :data:`MIN_CHUNK_WORK` (in the lightest layer); at most :data:`MAX_CHUNKS`."""
     if num_threads < 2 or len(works) < 2 or BLAS != "mkl":
         return 1
     if any(len(shards.shard_ranges(batch, work, num_threads)) > 1 for work in works):
         return 1
-    return max(1, min(MAX_CHUNKS, steps, min(works) // MIN_CHUNK_WORK))
+    count = min(MAX_CHUNKS, steps, steps * batch // MIN_CHUNK_ROWS, min(works) // MIN_CHUNK_WORK)
+    return max(1, count)
 
 
 @dataclass(frozen=True, eq=False)
