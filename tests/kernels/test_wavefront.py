@@ -1,6 +1,6 @@
 """The wavefront over stacked layers of the numba backend (``kernels/numba_cpu/wavefront.py``):
 outputs, final states and every gradient against the sequential numba path and the reference
-backend, for the LSTM variants, GRU and Elman, 2 and 3 layers, chunk counts that do not divide the
+backend, for the LSTM variants, GRU, Elman and the sLSTM, 2 and 3 layers, chunk counts that do not divide the
 sequence, 2, 4 and 8 threads, with and without lengths, with dropout between layers; the same
 bits for a thread count; gradcheck; and when it runs and when it hands the call back."""
 
@@ -22,6 +22,7 @@ CELLS = {
     "1997": {"block_size": 2},  # memory blocks of two cells, gate feedback from every gate
     "gru": {},
     "elman": {},
+    "slstm": {"num_heads": 2, "forget_activation": "exp"},  # four states, per-head GEMMs
 }
 
 
