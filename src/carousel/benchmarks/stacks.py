@@ -10,7 +10,10 @@ for: the numba layer with the wavefront off (``wavefront.MAX_CHUNKS = 1``) at on
 ``N`` where it has the cell. *ideal* is the wavefront's bound on ``N`` threads (:func:`ideal`):
 ``L K`` chunk-times of work in ``K + L - 1`` waves, a wave of ``a`` chunks taking ``ceil(a / N)``
 chunk-times; what it does not reach is the per-chunk cost of the kernel calls and the meetings
-of the threads.
+of the threads. The per-chunk cost alone is measured by running the same chunks one after
+another on one thread (*chunked (1) over sequential (1)*); *projected, L idle cores* is the
+bound with ``L`` threads over that cost, a projection for a machine with a free core per layer,
+not a measurement.
 """
 
 from __future__ import annotations
@@ -27,17 +30,27 @@ CELLS = ("vanilla", "gru")
 LAYERS = (2, 3)
 
 
+_CHUNK_COUNT = None  # wavefront.chunk_count as the library defines it
+
+
 @dataclass
 class StackRunner(Runner):
-    """A :class:`Runner` that sets the wavefront's chunk limit before each call (1: off)."""
+    """A :class:`Runner` that sets the wavefront's chunk limit before each call (1: off), or
+    with ``serial_chunks`` makes it run that many chunks even on one thread (one after another:
+    the per-chunk cost alone, without the overlap)."""
 
     max_chunks: int = 0
+    serial_chunks: int = 0
 
     def use_threads(self) -> None:
+        global _CHUNK_COUNT
         from carousel.kernels.numba_cpu import wavefront
 
         super().use_threads()
+        _CHUNK_COUNT = _CHUNK_COUNT or wavefront.chunk_count
         wavefront.MAX_CHUNKS = self.max_chunks
+        count = self.serial_chunks
+        wavefront.chunk_count = (lambda *_: count) if count else _CHUNK_COUNT
 
 
 def runners(cell, shape, num_layers, dtype, many: int) -> list[Runner]:
@@ -54,8 +67,10 @@ def runners(cell, shape, num_layers, dtype, many: int) -> list[Runner]:
     x = torch.randn(steps, batch, inputs, dtype=dtype, requires_grad=True)
     upstream = torch.randn(steps, batch, ours.spec.output_size(hidden), dtype=dtype)
     default = wavefront.MAX_CHUNKS
+    chunks = _chunks(shape, num_layers, cell, many)
     timed = [
         StackRunner("sequential@1", ours, x, upstream, 1, max_chunks=1),
+        StackRunner("chunked@1", ours, x, upstream, 1, max_chunks=default, serial_chunks=chunks),
         StackRunner(f"sequential@{many}", ours, x, upstream, many, max_chunks=1),
         StackRunner(f"wavefront@{many}", ours, x, upstream, many, max_chunks=default),
     ]
@@ -98,7 +113,7 @@ def benchmark(cells, shapes, layer_counts, dtype, seconds, many: int, log=print)
                 for cell in cells:
                     timed = runners(cell, shape, num_layers, dtype, many)
                     measure(timed, seconds)
-                    wavefront.MAX_CHUNKS = default
+                    _restore(default)
                     row = {
                         "cell": cell,
                         "shape": shape,
@@ -112,8 +127,16 @@ def benchmark(cells, shapes, layer_counts, dtype, seconds, many: int, log=print)
                     rows.append(row)
                     log(line(row))
     finally:
-        wavefront.MAX_CHUNKS = default
+        _restore(default)
     return rows
+
+
+def _restore(max_chunks: int) -> None:
+    from carousel.kernels.numba_cpu import wavefront
+
+    wavefront.MAX_CHUNKS = max_chunks
+    if _CHUNK_COUNT is not None:
+        wavefront.chunk_count = _CHUNK_COUNT
 
 
 def table_header(many: int) -> str:
@@ -130,6 +153,8 @@ def table_header(many: int) -> str:
         f"wavefront ({many}) vs sequential (1)",
         "ideal",
         f"fwd: wavefront vs sequential ({many})",
+        "chunked (1) over sequential (1)",
+        "projected, L idle cores",
         "torch.nn ms (1)",
         f"torch.nn ms ({many})",
         f"wavefront ({many}) vs best torch.nn",
@@ -151,6 +176,8 @@ def line(row: dict) -> str:
     wave, seq = f"wavefront@{n}", f"sequential@{n}"
     torch_times = [back[k] for k in ("torch.nn@1", f"torch.nn@{n}") if k in back]
     bound = ideal(layers, chunks, n) if chunks > 1 else 1.0
+    overhead = _over(back, "chunked@1", "sequential@1")
+    projected = ideal(layers, chunks, layers) / overhead if chunks > 1 and overhead else None
     cells = [
         row["cell"],
         f"{b}x{t}x{i}x{h}",
@@ -163,6 +190,8 @@ def line(row: dict) -> str:
         ratio(_over(back, "sequential@1", wave)),
         ratio(bound),
         ratio(_over(fwd, seq, wave)),
+        ratio(_over(back, "chunked@1", "sequential@1")),
+        ratio(projected),
         ms(back.get("torch.nn@1")),
         ms(back.get(f"torch.nn@{n}")),
         ratio(min(torch_times) / back[wave] if torch_times else None),

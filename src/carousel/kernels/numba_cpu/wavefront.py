@@ -64,10 +64,12 @@ the chunks), so at batch 1 a chunk costs some ten steps more than its steps: mea
 thread, 8 chunks of a 1x100x128x256 two-layer LSTM took 1.95x one chunk's time, 2 chunks 1.07x
 (docs/performance.md)."""
 
-MIN_CHUNK_WORK = 1 << 16
+MIN_CHUNK_WORK = 1 << 19
 """Fewest multiply-adds of the forward GEMMs (``T_k B G (I + R)``) per chunk of the lightest
-layer: below, a chunk's fixed costs (the kernel call, the meeting of the threads, tens of
-microseconds) outweigh its steps."""
+layer: below, a chunk's fixed costs (the kernel call, the meeting of the threads: tens of
+microseconds on an idle machine, up to milliseconds on a busy one) outweigh its steps. A
+two-layer 1x100x8x32 LSTM (0.5 Mi multiply-adds a layer) ran 0.56x the sequential path's speed
+in two chunks on two threads of a busy two-core machine."""
 
 MAX_CHUNKS = 8
 """Most chunks per pass: ``L`` layers over ``K`` chunks run in ``K + L - 1`` waves, so ``L``
@@ -148,7 +150,10 @@ def _layer_arrays(call: StackCall, part: tuple, dtype) -> tuple[list, list]:
 
 
 def _waves(call: StackCall, task, backward: bool) -> None:
-    """Run ``task(layer, chunk)`` over the wavefront, one wave at a time, each wave in parallel."""
+    """Run ``task(layer, chunk)`` over the wavefront, one wave at a time, each wave in parallel
+    (:func:`carousel.kernels.threads.run_parallel`). Every GEMM runs on its task's thread, also
+    in the first and last waves, which have one task: a chunk's GEMMs are small, and on a busy
+    machine the GEMM threads' meetings cost more than they save (docs/performance.md)."""
     layers, count = call.num_layers, len(call.chunks)
     for wave in range(count + layers - 1):
         active = range(max(0, wave - count + 1), min(layers, wave + 1))
@@ -156,7 +161,8 @@ def _waves(call: StackCall, task, backward: bool) -> None:
             pairs = [(layers - 1 - j, count - 1 - (wave - j)) for j in active]
         else:
             pairs = [(j, wave - j) for j in active]
-        shards._run([lambda pair=pair: task(*pair) for pair in pairs])
+        tasks = [shards._single_threaded(lambda pair=pair: task(*pair)) for pair in pairs]
+        threads.run_parallel(tasks)
 
 
 def forward(call: StackCall, x: np.ndarray, parts: list[tuple], keep: bool):
