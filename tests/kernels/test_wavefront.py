@@ -12,7 +12,7 @@ import torch
 import carousel
 from carousel.kernels import threads
 from carousel.kernels.numba_cpu import shards, wavefront
-from tests.helpers import assert_same, run_layer
+from tests.helpers import assert_same, flatten, run_layer
 
 BATCH, STEPS, INPUT, HIDDEN = 3, 7, 3, 4
 LENGTHS = torch.tensor([7, 2, 5])  # one sequence ends in the first chunk, one in a middle one
@@ -104,6 +104,31 @@ def test_wavefront_without_lengths_and_without_initial_state(variant, chunked):
     assert _ran(chunked, before) == (1, 1)
     assert_same(actual, expected, torch.float64, f"{variant} outputs")
     assert_same(actual_grads, expected_grads, torch.float64, f"{variant} gradients")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_inference_runs_the_forward_wavefront_only(dtype, chunked):
+    """Under ``torch.no_grad()`` the kernels save nothing; bfloat16 is computed in float32 and
+    rounded as the sequential path rounds it."""
+    reference, fused = _layers("vanilla", 3)
+    fused = fused.to(dtype)
+    x, state = _inputs(reference)
+    x, state = x.detach().to(dtype), [s.detach().to(dtype) for s in state]
+    carousel.set_num_threads(1)
+    with torch.no_grad():
+        sequential = fused(x, tuple(state), lengths=LENGTHS)
+    carousel.set_num_threads(2)
+    before = dict(chunked)
+    with torch.no_grad():
+        actual = fused(x, tuple(state), lengths=LENGTHS)
+    assert _ran(chunked, before) == (1, 0)
+    tolerance = {} if dtype == torch.float64 else {"rtol": 1e-2, "atol": 1e-2}
+    for a, b in zip(flatten(actual), flatten(sequential), strict=True):
+        assert a.dtype == dtype
+        torch.testing.assert_close(a, b, **tolerance)
+    if dtype == torch.float64:
+        expected, _, _ = run_layer(reference, x, state, LENGTHS)
+        assert_same(flatten(actual), expected, torch.float64, "outputs vs reference")
 
 
 def test_wavefront_with_projection_and_layer_norm(chunked):

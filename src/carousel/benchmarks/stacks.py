@@ -12,8 +12,8 @@ for: the numba layer with the wavefront off (``wavefront.MAX_CHUNKS = 1``) at on
 chunk-times; what it does not reach is the per-chunk cost of the kernel calls and the meetings
 of the threads. The per-chunk cost alone is measured by running the same chunks one after
 another on one thread (*chunked (1) over sequential (1)*); *projected, L idle cores* is the
-bound with ``L`` threads over that cost, a projection for a machine with a free core per layer,
-not a measurement.
+bound with ``L`` threads over that cost (taken as at least 1), a projection for a machine with a
+free core per layer, not a measurement.
 """
 
 from __future__ import annotations
@@ -177,7 +177,9 @@ def line(row: dict) -> str:
     torch_times = [back[k] for k in ("torch.nn@1", f"torch.nn@{n}") if k in back]
     bound = ideal(layers, chunks, n) if chunks > 1 else 1.0
     overhead = _over(back, "chunked@1", "sequential@1")
-    projected = ideal(layers, chunks, layers) / overhead if chunks > 1 and overhead else None
+    projected = None
+    if chunks > 1 and overhead is not None:  # a chunk cost below 1 is taken as noise
+        projected = ideal(layers, chunks, layers) / max(1.0, overhead)
     cells = [
         row["cell"],
         f"{b}x{t}x{i}x{h}",

@@ -17,8 +17,8 @@ compiled kernels per chunk, unchanged: a kernel runs a sequence from given initi
   gradients of a layer are summed over its chunks in the order ``K - 1, ..., 0``.
 
 The threads meet once per wave, ``K + L - 1`` times per pass, never per step. Each chunk repeats
-the kernel's per-call work (weight transposes, allocations), which :data:`MIN_CHUNK_WORK` keeps
-small beside the chunk's steps. The arithmetic of a chunk is the sequential kernel's on fewer
+the kernel's per-call work (weight transposes, allocations, weight-gradient GEMMs), which
+:data:`MIN_CHUNK_ROWS` and :data:`MIN_CHUNK_WORK` keep small beside the chunk's steps. The arithmetic of a chunk is the sequential kernel's on fewer
 steps: results equal the sequential path's within float rounding (the input-projection GEMMs run
 per chunk, the weight gradients are summed per chunk) and are bit-for-bit the same for a fixed
 chunk count, which depends on the shape and :func:`carousel.get_num_threads` only.
@@ -60,9 +60,9 @@ from carousel.kernels.numba_cpu.blas import BLAS
 MIN_CHUNK_ROWS = 48
 """Fewest ``T_k B`` (steps times batch rows) per chunk. Every kernel call passes over its weights
 a few times besides its steps (transposes, weight-gradient GEMMs of ``T_k B`` rows, their sum over
-the chunks), so at batch 1 a chunk costs some ten steps more than its steps: measured on one
-thread, 8 chunks of a 1x100x128x256 two-layer LSTM took 1.95x one chunk's time, 2 chunks 1.07x
-(docs/performance.md)."""
+the chunks), so at batch 1 a chunk costs some ten steps more than its steps: on one thread, a
+1x100x128x256 two-layer LSTM run as 8 chunks one after another took 1.95x its unchunked time, as
+2 chunks 1.07x (docs/performance.md)."""
 
 MIN_CHUNK_WORK = 1 << 19
 """Fewest multiply-adds of the forward GEMMs (``T_k B G (I + R)``) per chunk of the lightest
