@@ -53,18 +53,18 @@ class FamilyKernels:
     workspace_factor: int
     mask_fields: tuple[str, ...] = ()
 
-    @property
+    @cached_property
     def weight_ndims(self) -> tuple[int, ...]:
         """The dimensions of each weight in ``weight_fields``: 1 for the biases, 2 for the rest."""
         return tuple(1 if name.startswith("bias") else 2 for name in self.weight_fields)
 
-    @property
+    @cached_property
     def mask_ndims(self) -> tuple[int, ...]:
         """The dimensions of each mask in ``mask_fields``: 3 for zoneout's ``(T, B, W)``, 2 for
         the per-sequence ``(B, W)`` ones and ``reset`` ``(T, B)``."""
         return tuple(3 if name.startswith("zoneout") else 2 for name in self.mask_fields)
 
-    @property
+    @cached_property
     def mask_batch_axes(self) -> tuple[int, ...]:
         """The batch axis of each mask in ``mask_fields``: 0 for the per-sequence ``(B, W)`` ones
         (``recurrent``, ``candidate``), 1 for the time-indexed ``(T, B, ...)`` ones (zoneout's,

@@ -162,9 +162,12 @@ def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tu
     tasks, parts = [], []
     for job in jobs:
         arrays = job.arrays
+        whole = len(job.shards) == 1  # the whole batch: every array as it is
         for start, stop in job.shards:
-            part = [_batch_rows(job, k, start, stop) for k in range(len(arrays))]
-            lengths = _rows(job.lengths, start, stop, 0)
+            part = (
+                arrays if whole else [_batch_rows(job, k, start, stop) for k in range(len(arrays))]
+            )
+            lengths = job.lengths if whole else _rows(job.lengths, start, stop, 0)
             args = (job.config, *part, lengths, job.reverse, keep)
             tasks.append(_call(job.kernels.forward, args))
             parts.append(part[0])
@@ -207,14 +210,19 @@ def backward(
     for job, job_saved, upstream in zip(jobs, saved, grad_outputs, strict=True):
         slots, arrays = job.kernels.state_slots, job.arrays
         rows = arrays[1 + slots].shape[0]
+        whole = len(job.shards) == 1  # the whole batch: every array as it is
         for (start, stop), (x_part, *kernel_saved) in zip(job.shards, job_saved, strict=True):
-            inputs = [
-                x_part if k == 0 else _batch_rows(job, k, start, stop)
-                for k in job.kernels.backward_inputs
-            ]
-            grads = [_rows(upstream[0], start, stop, 1)]
-            grads += [_rows(g, start, stop, 0) for g in upstream[1:]]
-            lengths = _rows(job.lengths, start, stop, 0)
+            if whole:
+                inputs = [x_part if k == 0 else arrays[k] for k in job.kernels.backward_inputs]
+                grads, lengths = list(upstream), job.lengths
+            else:
+                inputs = [
+                    x_part if k == 0 else _batch_rows(job, k, start, stop)
+                    for k in job.kernels.backward_inputs
+                ]
+                grads = [_rows(upstream[0], start, stop, 1)]
+                grads += [_rows(g, start, stop, 0) for g in upstream[1:]]
+                lengths = _rows(job.lengths, start, stop, 0)
             args = (job.config, *inputs, lengths, job.reverse, *kernel_saved, *grads)
             size = job.kernels.workspace_factor * x_part.shape[0] * x_part.shape[1] * rows
             args += (need_input_grad,)
