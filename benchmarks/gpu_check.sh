@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The triton backend on a GPU, in one short run: its tests on CUDA, then `carousel bench --device
-# cuda` in float32 and bfloat16; the results go into docs/performance.md (between the markers
+# cuda` in float32 and bfloat16 (level 1 and, where it runs the cell, level 2 of the backend side
+# by side); the results go into docs/performance.md (between the markers
 # gpu-tests, bench-cuda-float32 and bench-cuda-bfloat16) and, with the logs, into $OUT if set.
 #
 # Usage (repository root, on a machine with a CUDA GPU of compute capability >= 8.0 and a Python

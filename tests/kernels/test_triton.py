@@ -40,6 +40,7 @@ def test_interpreter_suite():
     result = subprocess.run(
         [
             *(sys.executable, "-m", "pytest", "tests/kernels/test_triton_interpreter.py"),
+            "tests/kernels/test_triton_persistent_interpreter.py",
             *("-p", "no:cacheprovider", "--durations=3"),
         ],
         cwd=ROOT,
@@ -71,25 +72,55 @@ COMPILE_CASES |= {
         {"num_heads": 4, "forget_activation": "exp", "output_activation": "tanh"},
         False,
     ),
+    # the regularisers and layer normalisation the kernels compute (the others are the loop's)
+    "vanilla-layer_norm-candidate": ("vanilla", {"layer_norm": True, "candidate": True}, False),
+    "1997-blocks3-layer_norm-candidate": (
+        "1997",
+        {"block_size": 3, "layer_norm": True, "candidate": True},
+        False,
+    ),
+    "peephole-proj-layer_norm": ("peephole", {"layer_norm": True}, True),
+    "gru-candidate": ("gru", {"candidate": True}, False),
 }
 
 
-def _compile(spec, project: bool, dtype: torch.dtype, has_lengths: bool, capability: int):
-    """Compile both kernels of ``spec`` for ``sm{capability}``; returns their cubin sizes."""
+def _compile(
+    spec, project: bool, dtype: torch.dtype, has_lengths: bool, capability: int,
+    candidate: bool = False, hidden: int = 512, level: int = 1, out_size: int | None = None,
+):  # fmt: skip
+    """Compile both kernels of ``spec`` (level 1's per-step kernels, or level 2's persistent ones)
+    for ``sm{capability}``; returns the compiled kernels. With ``layer_norm`` the kernels
+    normalise the cell state, with ``candidate`` they apply the candidate dropout's mask."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    hidden, batch = 512, 64
-    plan = triton_backend.FAMILIES[spec.family].plan(
-        spec, hidden, 256 if project else hidden, batch, dtype, project, spec.family == "gru"
+    from carousel.kernels.triton import persistent
+
+    batch = 64
+    out_size = out_size or (256 if project else hidden)
+    bias_hh = spec.family == "gru"
+    features = frozenset(
+        ({"candidate"} if candidate else set()) | ({"layer_norm"} if spec.layer_norm else set())
     )
+    plan = triton_backend.FAMILIES[spec.family].plan(
+        spec, hidden, out_size, batch, dtype, project, bias_hh, features
+    )
+    if level == 2:
+        plan = persistent.plan(plan, spec, hidden, out_size, batch, dtype, project, bias_hh)
+    options = {"enable_fp_fusion": True}
+    if "num_warps" in plan.constants:
+        options["num_warps"] = plan.constants["num_warps"]
     element = {torch.float32: "fp32", torch.float64: "fp64"}[dtype]
-    sizes = []
-    for kernel in (plan.forward, plan.backward):
-        constants = {**plan.constants, "HAS_LENGTHS": has_lengths}
+    compiled = []
+    for kernel, extras in (
+        (plan.forward, plan.extra_forward),
+        (plan.backward, plan.extra_backward),
+    ):
+        constants = {k: v for k, v in plan.constants.items() if k != "num_warps"}
+        constants["HAS_LENGTHS"] = has_lengths
         names = kernel.arg_names
-        pointers = names[: names.index("step")]
+        pointers = [*names[: names.index("step" if level == 1 else "steps")], *extras]
         signature = {
             name: "constexpr"
             if name in constants
@@ -100,11 +131,8 @@ def _compile(spec, project: bool, dtype: torch.dtype, has_lengths: bool, capabil
         }
         constexprs = {(names.index(name),): value for name, value in constants.items()}
         source = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-        compiled = triton.compile(
-            source, target=GPUTarget("cuda", capability, 32), options={"enable_fp_fusion": True}
-        )
-        sizes.append(len(compiled.asm["cubin"]))
-    return sizes
+        compiled.append(triton.compile(source, GPUTarget("cuda", capability, 32), options))
+    return compiled
 
 
 @pytest.fixture(scope="module")
@@ -122,14 +150,53 @@ def compiled_kernels():
 def test_kernels_compile_for_sm80(variant, options, project, compiled_kernels):
     """What the interpreter runs must also compile for a real GPU: power-of-two tiles, no
     interpreter-only constructs; Triton's compiler and ptxas emit a cubin for sm80."""
-    sizes = _compile(make_spec(variant, **options), project, torch.float32, True, 80)
-    assert all(size > 0 for size in sizes)
+    options = dict(options)
+    candidate = options.pop("candidate", False)
+    spec = make_spec(variant, **options)
+    compiled = _compile(spec, project, torch.float32, True, 80, candidate)
+    assert all(len(kernel.asm["cubin"]) > 0 for kernel in compiled)
 
 
-@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm"])
+@pytest.mark.parametrize("variant", ["vanilla", "1997", "gru", "elman", "slstm", "vanilla-ln"])
 def test_kernels_compile_for_sm90_in_float64_without_lengths(variant, compiled_kernels):
-    spec = make_spec(variant, **({"block_size": 2} if variant == "1997" else {}))
-    assert all(size > 0 for size in _compile(spec, False, torch.float64, False, 90))
+    options = {"1997": {"block_size": 2}, "vanilla-ln": {"layer_norm": True}}
+    spec = make_spec(variant.removesuffix("-ln"), **options.get(variant, {}))
+    compiled = _compile(spec, False, torch.float64, False, 90, variant == "vanilla-ln")
+    assert all(len(kernel.asm["cubin"]) > 0 for kernel in compiled)
+
+
+PERSISTENT_CASES = {
+    # name: variant, options, hidden, dtype, capability, projection; the largest sizes the budget
+    # admits
+    "vanilla-H64-f32-sm80": ("vanilla", {}, 64, torch.float32, 80),
+    "nog-H64-P32-f32-sm90": ("nog", {}, 64, torch.float32, 90, 32),
+    "vanilla-H32-P16-f64-sm80": ("vanilla", {}, 32, torch.float64, 80, 16),
+    "peephole-truncate-H20-f32-sm80": ("peephole", {"truncate_gradient": True}, 20, torch.float32,
+                                       80),
+    "cifg-hard_sigmoid-H16-f32-sm90": ("cifg", {"gate_activation": "hard_sigmoid"}, 16,
+                                       torch.float32, 90),
+    "gru-H64-f32-sm90": ("gru", {}, 64, torch.float32, 90),
+    "elman-relu-H64-f32-sm80": ("elman", {"nonlinearity": "relu"}, 64, torch.float32, 80),
+    "vanilla-H32-f64-sm90": ("vanilla", {}, 32, torch.float64, 90),
+    "gru-H32-f64-sm80": ("gru", {}, 32, torch.float64, 80),
+    "elman-H64-f64-sm90": ("elman", {}, 64, torch.float64, 90),
+}  # fmt: skip
+
+SHARED_MEMORY = {80: 163 * 1024, 90: 227 * 1024}
+"""The most shared memory a block may use (opt-in) on sm80 (A100) and sm90 (H100)."""
+
+
+@pytest.mark.parametrize("case", PERSISTENT_CASES.values(), ids=PERSISTENT_CASES.keys())
+def test_persistent_kernels_compile_within_shared_memory(case, compiled_kernels):
+    """Level 2's kernels (``tl.dot`` tiles of 16 and more, a runtime loop over the steps) compile
+    for sm80/sm90 at the sizes the on-chip budget admits, within the GPU's shared memory."""
+    variant, options, hidden, dtype, capability, *projection = case
+    spec, project = make_spec(variant, **options), bool(projection)
+    out_size = projection[0] if project else None
+    compiled = _compile(spec, project, dtype, True, capability, False, hidden, 2, out_size)
+    for kernel in compiled:
+        assert len(kernel.asm["cubin"]) > 0
+        assert kernel.metadata.shared <= SHARED_MEMORY[capability]  # none without tl.dot
 
 
 # ---- registry ---------------------------------------------------------------------------------
@@ -290,23 +357,37 @@ def test_unknown_layer_options_are_accepted_off_only(device):
         assert named in _one_line_refusal(changed)
 
 
-def test_the_regularisers_masks_and_layer_norm_are_refused_by_name(device):
-    """The layer options of carousel.cells.regularizers (weight drop aside: the layer applies it
-    to the weights) and layer normalisation are not in the kernels: refused, handed over."""
-    for changes, named in (
-        ({"masks": frozenset({"reset"})}, "does not implement reset"),
-        (
-            {"masks": frozenset({"recurrent", "zoneout_hidden"})},
-            "implement recurrent, zoneout_hidden",
-        ),
-        ({"spec": make_spec("vanilla").replace(layer_norm=True)}, "does not implement layer_norm"),
-        ({"spec": make_spec("gru").replace(layer_norm=True)}, "does not implement layer_norm"),
+def test_the_regularisers_resets_and_layer_norm_run_on_triton(device):
+    """The masks of carousel.cells.regularizers and layer normalisation are in the kernels (the
+    weight drop is the layer's): on the GPU ``auto`` runs them there, cuDNN having none."""
+    every = frozenset({"recurrent", "candidate", "zoneout_cell", "zoneout_hidden", "reset"})
+    for variant, masks in (
+        ("vanilla", every),
+        ("1997", every),
+        ("gru", every - {"zoneout_cell"}),
+        ("slstm", frozenset({"reset"})),
+        ("elman", frozenset({"reset"})),
     ):
-        work = _work(device=device, **changes)
+        spec = make_spec(variant)
+        if variant in ("vanilla", "1997", "gru"):
+            spec = spec.replace(layer_norm=True)
+        work = _work(device=device, spec=spec, masks=masks)
+        assert triton_backend.unsupported(work) is None, variant
+        if device == "cuda":
+            assert kernels.select("auto", work).name == "triton", variant
+
+
+def test_a_mask_a_family_does_not_take_is_refused_by_name(device):
+    """Masks the regularisers never draw for a family (the layer refuses them first) are refused,
+    never ignored."""
+    for variant, masks, named in (
+        ("gru", {"zoneout_cell"}, "zoneout_cell masks for the gru family"),
+        ("elman", {"recurrent", "zoneout_hidden"}, "recurrent, zoneout_hidden masks for the elman"),
+        ("slstm", {"candidate"}, "candidate masks for the slstm family"),
+    ):
+        work = _work(variant, device, masks=frozenset(masks))
         assert kernels.select("auto", work).name != "triton"
-        with pytest.raises(ValueError, match="backend 'triton' cannot run this layer") as error:
-            kernels.select("triton", work)
-        assert named in str(error.value) and "\n" not in str(error.value)
+        assert named in _one_line_refusal(work)
 
 
 def test_values_outside_the_whitelist_are_refused(device, monkeypatch):

@@ -1,6 +1,6 @@
 """The triton backend on a GPU against the reference backend on the same GPU: every cell (the
-sLSTM included), option, stacking and direction, float32 and float64, at shapes with several
-programs per launch.
+sLSTM included), option, stacking and direction, the regularisers, resets and layer norm, float32
+and float64, at shapes with several programs per launch.
 
 Skipped (with the reason) without a CUDA device; ``benchmarks/gpu_check.sh`` runs it on one. The
 same comparisons run on every CI run in Triton's interpreter (``test_triton_interpreter.py``);
@@ -24,7 +24,15 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton", reason="triton is not installed (pip install 'carousel-lstm[gpu]')")
 
 from carousel.kernels import triton as triton_backend
-from tests.kernels.triton_cases import CELLS, OPTIONS, Shape, compare, split_options
+from tests.kernels.triton_cases import (
+    CELLS,
+    OPTIONS,
+    Shape,
+    compare,
+    compare_regularized,
+    every_option,
+    split_options,
+)
 
 if triton_backend.unsupported(
     kernels.Workload(
@@ -88,3 +96,57 @@ def test_auto_picks_triton_for_the_variants_cudnn_lacks():
     assert kernels.select("auto", work).name == "triton"
     output, _ = layer(torch.randn(5, 2, 4, device="cuda"))
     assert output.shape == (5, 2, 8)
+
+
+REGULARIZED = {
+    "vanilla": ("vanilla", {}),
+    "peephole-proj": ("peephole", {"layer_options": {"proj_size": 48}}),
+    "1997-blocks3-truncate": ("1997", {"block_size": 3, "truncate_gradient": True}),
+    "gru": ("gru", {}),
+    "gru-eval": ("gru", {"training": False}),
+    "slstm": ("slstm", {"num_heads": 4}),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("variant", "extra"), REGULARIZED.values(), ids=REGULARIZED.keys())
+def test_regularisers_resets_and_layer_norm_match_reference_on_the_gpu(variant, extra, dtype):
+    """Every regulariser the family takes, layer norm (whole rows of 96 cells) and resets at
+    about one step in ten, two layers both ways; the masks drawn on the GPU from one seed."""
+    reset = torch.rand(MEDIUM.steps, MEDIUM.batch, generator=torch.Generator().manual_seed(0))
+    extra = dict(extra)
+    layer_options = {"num_layers": 2} | extra.pop("layer_options", {})
+    compare_regularized(
+        variant, dtype, MEDIUM, reset=reset < 0.1, layer_options=layer_options,
+        tolerance=_tolerance(dtype), device="cuda", **every_option(variant) | extra,
+    )  # fmt: skip
+
+
+# ---- level 2: the persistent kernels --------------------------------------------------------------
+
+LEVEL_TWO_CELLS = ["vanilla", "peephole", "nig", "cifg", "gru", "elman"]
+LEVEL_TWO_HIDDEN = {torch.float32: 48, torch.float64: 24}  # padded to 64 and 32: the budget's top
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("variant", LEVEL_TWO_CELLS)
+def test_level_two_matches_reference_on_the_gpu(variant, dtype, monkeypatch):
+    """The persistent kernels forced (``CAROUSEL_TRITON_LEVEL=2`` raises rather than fall back):
+    37 rows in three programs, 23 steps, lengths, two layers both ways."""
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, LEVEL_TWO_HIDDEN[dtype], tuple(1 + (r * 7) % 23 for r in range(37)))
+    compare(variant, dtype, shape, "cuda", {"num_layers": 2}, _tolerance(dtype))
+
+
+def test_level_two_truncated_gradient_and_elman_relu_on_the_gpu(monkeypatch):
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, 64, tuple(1 + (r * 7) % 23 for r in range(37)))
+    compare("peephole", torch.float32, shape, "cuda", {}, FLOAT32, truncate_gradient=True)
+    compare("elman", torch.float64, shape, "cuda", {}, None, nonlinearity="relu")
+
+
+def test_level_two_with_a_projection_on_the_gpu(monkeypatch):
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "2")
+    shape = Shape(37, 23, 7, 64, tuple(1 + (r * 7) % 23 for r in range(37)))
+    layer_options = {"num_layers": 2, "proj_size": 24}
+    compare("peephole", torch.float32, shape, "cuda", layer_options, FLOAT32)

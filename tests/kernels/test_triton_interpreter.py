@@ -2,9 +2,13 @@
 
 Outputs, final states and every gradient (parameters, input, initial states) under random upstream
 gradients for the output and each final state (:func:`tests.kernels.triton_cases.compare`), for
-every cell, option, stacking, direction and lengths; float64 to 1e-10, float32 to 1e-5. The
+every cell, option, stacking, direction and lengths, and with the regularisers, resets and layer
+normalisation (masks drawn from one seed for both backends); float64 to 1e-10, float32 to 1e-5. The
 kernels are the ones compiled for GPUs, executed by NumPy (``TRITON_INTERPRET=1``), so shapes are
 small (T <= 5, B <= 5, H <= 12) except where tiles with remainders are the point.
+
+Level 1 of the backend (the per-step kernels, ``CAROUSEL_TRITON_LEVEL=1`` in every test); the
+persistent kernels of level 2 are checked in ``test_triton_persistent_interpreter.py``.
 
 The interpreter must be chosen before the kernels are first imported, so this module runs in a
 subprocess with ``TRITON_INTERPRET=1`` in its environment, started by
@@ -29,9 +33,28 @@ pytest.importorskip("triton", reason="triton is not installed (pip install 'caro
 
 import carousel
 from tests.helpers import assert_same, flatten, run_layer
-from tests.kernels.triton_cases import CELLS, OPTIONS, Shape, compare, layers, split_options
+from tests.kernels.triton_cases import (
+    CELLS,
+    OPTIONS,
+    RESET,
+    Shape,
+    compare,
+    compare_regularized,
+    every_option,
+    layers,
+    split_options,
+)
 
 SMALL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=(5, 2, 4))
+
+
+@pytest.fixture(autouse=True)
+def _level_one(monkeypatch):
+    """These tests check level 1, the per-step kernels, which ``auto`` would replace by the
+    persistent kernels at these sizes; level 2 has test_triton_persistent_interpreter.py."""
+    monkeypatch.setenv("CAROUSEL_TRITON_LEVEL", "1")
+
+
 FULL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=None)
 DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
 
@@ -175,6 +198,8 @@ def test_the_cuda_benchmark_runs_its_contenders(capsys):
         assert len(values) == columns and values[0] == cell
         assert values[7].endswith("x") and values[9].endswith("x")  # / cuDNN LSTM, vs reference
     assert rows[0].split(" | ")[5] == "" and rows[1].split(" | ")[6].endswith("x")  # torch.nn GRU
+    for row in rows:  # level 2 runs both at H = 4: its times and the ratio to level 1
+        assert row.split(" | ")[11] != "" and row.split(" | ")[13].endswith("x")
     assert "flashrnn" in capsys.readouterr().out  # why its column is empty
 
 
@@ -225,6 +250,102 @@ def test_layers_the_kernels_do_not_implement_are_refused_by_name_or_handed_over(
             assert layer(x)[0].shape == (3, 2, SMALL.hidden)
     finally:
         del FAMILIES["elman2"]
+
+
+# ---- regularisers, resets and layer normalisation ----------------------------------------------
+
+ALONE = {
+    "layer_norm": ({"layer_norm": True}, True),
+    "recurrent_dropout": ({"recurrent_dropout": 0.4}, True),
+    "candidate_dropout": ({"candidate_dropout": 0.4}, True),
+    "zoneout": ({"zoneout": 0.3}, True),
+    "zoneout-eval": ({"zoneout": 0.3}, False),
+    "reset": ({"reset": RESET}, True),
+}
+
+
+@pytest.mark.parametrize(("options", "training"), ALONE.values(), ids=ALONE.keys())
+@pytest.mark.parametrize("variant", ["vanilla", "gru"])
+def test_each_regulariser_reset_and_layer_norm_alone_matches_reference(variant, options, training):
+    """One option at a time; one bidirectional layer, a padded batch with lengths, float64."""
+    compare_regularized(
+        variant, torch.float64, SMALL, training=training, layer_options={"num_layers": 1},
+        **options,
+    )  # fmt: skip
+
+
+ALL_AT_ONCE = {
+    "vanilla-f32": ("vanilla", torch.float32, {}),
+    "gru-f32": ("gru", torch.float32, {}),
+    "vanilla": ("vanilla", torch.float64, {}),
+    "peephole-truncate": ("peephole", torch.float64, {"truncate_gradient": True}),
+    "cifg-hard_sigmoid": ("cifg", torch.float64, {"gate_activation": "hard_sigmoid"}),
+    "fgr": ("fgr", torch.float64, {}),  # fed-back gates: neither dropped nor zoned
+    "1997-blocks2-truncate": ("1997", torch.float64, {"block_size": 2, "truncate_gradient": True}),
+    "gru": ("gru", torch.float64, {}),
+    "vanilla-proj2": ("vanilla", torch.float64, {"layer_options": {"proj_size": 2}}),
+    "vanilla-eval": ("vanilla", torch.float64, {"training": False}),
+    "gru-eval-no-bias": (
+        "gru",
+        torch.float64,
+        {"training": False, "layer_options": {"bias": False}},
+    ),
+    "vanilla-L2-no-lengths": (
+        "vanilla",
+        torch.float64,
+        {"layer_options": {"num_layers": 2}, "shape": FULL},
+    ),
+    "slstm": ("slstm", torch.float64, {"num_heads": 2}),  # weight drop and resets
+    "elman": ("elman", torch.float64, {}),
+}
+
+
+@pytest.mark.parametrize(("variant", "dtype", "extra"), ALL_AT_ONCE.values(), ids=ALL_AT_ONCE)
+def test_every_regulariser_with_resets_and_layer_norm_matches_reference(variant, dtype, extra):
+    """Layer norm, recurrent and candidate dropout, zoneout, weight drop and resets together
+    (what the family takes), with other cell and layer options; lengths unless the case says."""
+    extra = dict(extra)
+    layer_options = {"num_layers": 1} | extra.pop("layer_options", {})
+    shape = extra.pop("shape", SMALL)
+    compare_regularized(
+        variant, dtype, shape, reset=RESET, layer_options=layer_options,
+        **every_option(variant) | extra,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("variant", "options", "hidden"),
+    [("vanilla", {}, 160), ("1997", {"block_size": 3}, 12)],
+    ids=["vanilla-H160", "1997-blocks3-H12"],
+)
+def test_layer_norm_over_whole_rows_with_remainders_matches_reference(variant, options, hidden):
+    """The cell state's normalisation covers a row in one program: 160 cells in 256 lanes, 5 rows
+    over 3 programs; memory blocks of 3 cells in 4 lanes."""
+    shape = Shape(batch=5, steps=2, input=2, hidden=hidden, lengths=(2, 1, 2, 2, 1))
+    compare_regularized(
+        variant, torch.float64, shape, reset=torch.tensor([[0] * 5, [1, 0, 1, 0, 0]]).bool(),
+        layer_options={"bidirectional": False}, **every_option(variant) | options,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", ["peephole", "gru"])
+def test_second_derivatives_with_every_regulariser_go_through_the_reference_twin(variant):
+    """create_graph=True with masks, resets and layer norm: the differentiable recomputation
+    applies them as the reference loop does."""
+    results = []
+    for backend in ("reference", "triton"):
+        torch.manual_seed(3)
+        layer = carousel.nn.Recurrent(
+            SMALL.input, SMALL.hidden, variant=variant, backend=backend, dtype=torch.float64,
+            **every_option(variant),
+        )  # fmt: skip
+        x = torch.randn(5, 3, SMALL.input, dtype=torch.float64, requires_grad=True)
+        torch.manual_seed(7)
+        output = layer(x, lengths=SMALL.lengths_tensor, reset=RESET)[0]
+        (d_x,) = torch.autograd.grad(output.pow(2).sum(), x, create_graph=True)
+        d_x.pow(2).sum().backward()
+        results.append([x.grad, *(p.grad for p in layer.parameters())])
+    assert_same(results[1], results[0], torch.float64, "second derivatives")
 
 
 # ---- the sLSTM ---------------------------------------------------------------------------------

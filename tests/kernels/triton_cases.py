@@ -5,6 +5,8 @@
 (same weights, input, initial state and random upstream gradients for the output and every final
 state) and asserts that outputs, final states and every gradient (parameters, input, initial
 states) agree: float64 to 1e-10, float32 to 1e-5 unless the caller passes a tolerance.
+:func:`compare_regularized` does the same with the regularisers, resets and layer normalisation,
+the masks drawn from one seed for both layers.
 """
 
 from __future__ import annotations
@@ -140,3 +142,70 @@ def compare(variant, dtype, shape, device="cpu", layer_options=None, tolerance=N
     tolerance = tolerance or TOLERANCE[dtype]
     assert_close(actual, expected, tolerance, f"{variant} outputs and final states")
     assert_close(actual_grads, expected_grads, tolerance, f"{variant} gradients")
+
+
+RESET = torch.tensor(
+    [[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=torch.bool
+)  # (T, B) for SMALL-sized shapes: restarts inside and at the end of sequences, one in padding
+EVERY = {
+    "layer_norm": True,
+    "recurrent_dropout": 0.3,
+    "candidate_dropout": 0.3,
+    "zoneout": (0.3, 0.2),
+    "weight_drop": 0.3,
+}
+"""Every regulariser of :mod:`carousel.cells.regularizers` and layer normalisation (an LSTM's)."""
+
+
+def every_option(variant: str) -> dict:
+    """:data:`EVERY` for ``variant``'s family: a GRU takes one zoneout probability, an sLSTM or
+    Elman cell only the weight drop (and resets)."""
+    family = make_spec(variant).family
+    if family == "gru":
+        return dict(EVERY, zoneout=0.3)
+    if family in ("slstm", "elman"):
+        return {"weight_drop": EVERY["weight_drop"]}
+    return dict(EVERY)
+
+
+def _seeded_run(layer, x, state, call, upstream=None):
+    """:func:`tests.helpers.run_layer` with ``call`` (``lengths``, ``reset``) and the masks
+    drawn from one seed, so that every backend sees the same masks."""
+    layer.zero_grad()
+    for t in (x, *state):
+        t.grad = None
+    torch.manual_seed(7)
+    output, final = layer(x, state if len(state) > 1 else state[0], **call)
+    outputs = [output, *(final if isinstance(final, tuple) else (final,))]
+    if upstream is None:
+        upstream = [torch.randn_like(o) for o in outputs]
+    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
+    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
+    for name, t in [("input", x)] + [(f"state{i}", s) for i, s in enumerate(state)]:
+        grads[name] = torch.zeros_like(t) if t.grad is None else t.grad.clone()
+    return [o.detach() for o in outputs], grads, upstream
+
+
+def compare_regularized(
+    variant, dtype, shape, *, training=True, reset=None, layer_options=None, tolerance=None,
+    device="cpu", **options,
+):  # fmt: skip
+    """:func:`compare` for layers with regularisers (``options`` holds the cell's and the
+    layer's: ``layer_norm``, ``recurrent_dropout``, ``zoneout``, ...) in training or evaluation
+    mode, with ``reset`` ``(T, B)`` or ``None``; the masks are drawn from the same seed for both
+    backends."""
+    layer_options = {"bidirectional": True} | (layer_options or {})
+    reference, fused = layers(variant, dtype, options, layer_options, shape, device)
+    reference.train(training)
+    fused.train(training)
+    x = torch.randn(shape.steps, shape.batch, shape.input, dtype=dtype, device=device)
+    x.requires_grad_(True)
+    state = _initial_state(reference, dtype, shape.batch, device)
+    reset = None if reset is None else reset.to(device)
+    call = {"lengths": shape.lengths_tensor, "reset": reset}
+    expected, expected_grads, upstream = _seeded_run(reference, x, state, call)
+    actual, actual_grads, _ = _seeded_run(fused, x, state, call, upstream)
+    tolerance = tolerance or TOLERANCE[dtype]
+    what = f"{variant} {options} training={training} reset={reset is not None}"
+    assert_close(actual, expected, tolerance, f"{what}: outputs and final states")
+    assert_close(actual_grads, expected_grads, tolerance, f"{what}: gradients")

@@ -4,9 +4,15 @@ against ``torch.nn`` (cuDNN), cuDNN's vanilla LSTM, the reference loop and Flash
 For every cell and shape ``(B, T, I, H)`` it builds the layer once per contender (same weights),
 then repeats, interleaved, a forward pass under ``torch.no_grad()`` and a forward plus backward
 pass (a fixed random upstream gradient for the output), each timed from a ``torch.cuda.synchronize``
-to the next, and reports medians. The columns answer the targets of issue #23: every variant
+to the next, and reports medians. The columns answer the GPU targets: every variant
 within 1.5x of cuDNN's vanilla LSTM (``/ cuDNN LSTM``), at least 20x faster than the reference
 loop (``vs reference``), and bfloat16 faster than float32 (run it once per ``--dtype``).
+
+The triton backend runs twice where its level 2 (the persistent kernels,
+:mod:`carousel.kernels.triton.persistent`) covers the call: the ``triton`` columns are level 1
+(``CAROUSEL_TRITON_LEVEL=1`` around its calls), the ``level 2`` columns the persistent kernels on
+the same layer, and ``level 1 / level 2`` their ratio (above 1: level 2 is faster); empty where
+level 2 does not run the call (see ``persistent.unsupported``).
 
 cuDNN runs in the layer's dtype; the triton backend and the reference loop compute a float16 or
 bfloat16 layer in float32 (see :mod:`carousel.nn.precision`). FlashRNN (``pip install flashrnn``,
@@ -16,6 +22,8 @@ it installs; its column stays empty otherwise, with the reason printed once.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -54,15 +62,33 @@ class Contender:
         self.times.append(_synchronized(self.forward_backward))
 
 
-def _layer_contender(name, layer, x, upstream) -> Contender:
+@contextlib.contextmanager
+def _triton_level(level: str | None):
+    """Run the triton backend at ``level`` (``CAROUSEL_TRITON_LEVEL``) inside; ``None``: as set."""
+    from carousel.kernels.triton.persistent import LEVEL_VARIABLE
+
+    before = os.environ.get(LEVEL_VARIABLE)
+    if level is not None:
+        os.environ[LEVEL_VARIABLE] = level
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(LEVEL_VARIABLE, None)
+        else:
+            os.environ[LEVEL_VARIABLE] = before
+
+
+def _layer_contender(name, layer, x, upstream, level=None) -> Contender:
     def forward():
-        with torch.no_grad():
+        with torch.no_grad(), _triton_level(level):
             layer(x)
 
     def forward_backward():
         layer.zero_grad(set_to_none=True)
         x.grad = None
-        layer(x)[0].backward(upstream)
+        with _triton_level(level):
+            layer(x)[0].backward(upstream)
 
     return Contender(name, forward, forward_backward)
 
@@ -113,7 +139,9 @@ def contenders(cell, shape, dtype, reference: bool, device="cuda", log=print):
     ours = carousel.nn.Recurrent(inputs, hidden, variant=cell, backend="triton", **options)
     x = torch.randn(steps, batch, inputs, requires_grad=True, **options)
     upstream = torch.randn(steps, batch, ours.spec.output_size(hidden), **options)
-    result = [_layer_contender("triton", ours, x, upstream)]
+    result = [_layer_contender("triton", ours, x, upstream, level="1")]
+    if _runs_level_two(ours.spec, hidden, dtype):
+        result.append(_layer_contender("level 2", ours, x, upstream, level="2"))
     if cell in TORCH_CLASSES:
         theirs = TORCH_CLASSES[cell](inputs, hidden, **options)
         ours.load_state_dict(theirs.state_dict())
@@ -134,6 +162,14 @@ def contenders(cell, shape, dtype, reference: bool, device="cuda", log=print):
     return result
 
 
+def _runs_level_two(spec, hidden: int, dtype: torch.dtype) -> bool:
+    """Whether the persistent kernels run this cell (float16/bfloat16 are computed in float32)."""
+    from carousel.kernels.triton import persistent
+
+    compute = torch.float64 if dtype == torch.float64 else torch.float32
+    return persistent.unsupported(spec, hidden, compute, False) is None
+
+
 def measure(group: list[Contender], seconds: float) -> None:
     """Warm up (compiles the kernels), then time the contenders interleaved; the reference loop
     on its own after them."""
@@ -152,8 +188,10 @@ def measure(group: list[Contender], seconds: float) -> None:
 TABLE_HEADER = (
     "| cell | BxTxIxH | dtype | triton fwd ms | triton fwd+bwd ms | torch.nn (cuDNN) fwd+bwd ms "
     "| / cuDNN same cell | / cuDNN LSTM | reference fwd+bwd ms | vs reference | FlashRNN fwd+bwd ms "
-    "| auto picks |\n|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+    "| level 2 fwd ms | level 2 fwd+bwd ms | level 1 / level 2 | auto picks |\n"
+    "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
 )
+"""The ``triton`` columns are level 1 (per-step kernels), ``level 2`` the persistent kernels."""
 
 
 def _ms(value):
@@ -178,6 +216,8 @@ def benchmark(cells, shapes, dtype, seconds, reference, device="cuda", log=print
             median = {c.name: statistics.median(c.times) for c in group}
             forward = statistics.median(group[0].forward_times)
             triton = median["triton"]
+            level_two = next((c for c in group if c.name == "level 2"), None)
+            two = None if level_two is None else median["level 2"]
             work = kernels.Workload(
                 spec=make_spec(cell), device=torch.device(device), dtype=dtype, steps=shape[1],
                 batch=shape[0], input_size=shape[2], hidden_size=shape[3], proj_size=0,
@@ -197,6 +237,9 @@ def benchmark(cells, shapes, dtype, seconds, reference, device="cuda", log=print
                 _ms(reference_time),
                 _ratio(reference_time / triton if reference_time else None),
                 _ms(median.get("flashrnn")),
+                _ms(None if level_two is None else statistics.median(level_two.forward_times)),
+                _ms(two),
+                _ratio(None if two is None else triton / two),
                 kernels.select("auto", work).name,
             ]
             rows.append("| " + " | ".join(cells_) + " |")

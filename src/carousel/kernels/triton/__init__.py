@@ -1,6 +1,6 @@
 r"""The ``triton`` backend: every cell family on CUDA, one fused pointwise kernel per step.
 
-Design (level 1 of issue #23; see docs/gpu.md): the input projections of all steps are one GEMM
+Design (level 1; see docs/gpu.md): the input projections of all steps are one GEMM
 before the loop; per step the recurrent GEMM runs on cuBLAS (``torch.mm`` into a preallocated
 buffer) and one Triton kernel does the rest of the step (gates, cell state, output, the state held
 past each sequence's length); backward mirrors it, one Triton kernel and one cuBLAS GEMM per step,
@@ -9,6 +9,13 @@ kernels (:mod:`.lstm` covers every LSTM variant through ``tl.constexpr`` flags, 
 :mod:`.gru`, :mod:`.elman`); :mod:`.loop` is the time loop shared by all, :mod:`.autograd` the
 ``torch.autograd.Function`` and ``run_direction``. Computed in float32 (float16 and bfloat16
 layers are cast up by the layer, as for every backend) or float64.
+
+Level 2 (:mod:`.persistent`): where the recurrent weights fit on chip (LSTM and GRU up to 64
+units in float32, Elman up to 64; the LSTM variants with one cell a block and no gate feedback,
+projected or not), one persistent kernel runs a direction's whole time loop, forward and backward,
+in one launch each, with ``tl.dot`` for the recurrent products (:mod:`.persistent_lstm`,
+:mod:`.persistent_units`). ``auto`` picks it where it applies; ``CAROUSEL_TRITON_LEVEL`` (``1``,
+``2``) forces a level.
 
 Where it runs:
 
@@ -22,7 +29,8 @@ Where it runs:
   and ``auto`` never picks it (its cost on the CPU is infinite).
 
 What the kernels compute is a whitelist (:mod:`.coverage`): the LSTM variants, the sLSTM, GRU and
-Elman with every option the reference backend has for them, float32/float64/float16/bfloat16.
+Elman with every option the reference backend has for them (the regularisers, resets and layer
+normalisation included, :mod:`.options`), float32/float64/float16/bfloat16.
 Anything else (a family without kernels here, a cell or layer option the kernels do not know,
 triton missing, another device, a graph capture or ``torch.func`` transform) is reported by
 :func:`unsupported` with the reason, and handed over or refused by the registry.
@@ -145,11 +153,11 @@ def cost(work) -> float:
     return 2.0 * work.steps * work.num_layers * work.num_directions
 
 
-def run_direction(spec, x, state, weights, lengths=None, reverse=False):
+def run_direction(spec, x, state, weights, lengths=None, reverse=False, masks=None):
     """Run one direction of one layer; see :func:`carousel.kernels.triton.autograd.run_direction`."""
     from carousel.kernels.triton.autograd import run_direction as run
 
-    return run(spec, x, state, weights, lengths, reverse)
+    return run(spec, x, state, weights, lengths, reverse, masks)
 
 
 register(
@@ -159,5 +167,6 @@ register(
         unsupported=unsupported,
         cost=cost,
         run_direction=run_direction,
+        features=coverage.FEATURES,
     )
 )

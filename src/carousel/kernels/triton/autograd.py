@@ -22,11 +22,16 @@ import torch
 from torch import Tensor
 
 from carousel.cells import CellSpec, CellWeights
+from carousel.cells.regularizers import Masks, reset_state, zoneout
 from carousel.kernels import reference
-from carousel.kernels.triton import FAMILIES, coverage
-from carousel.kernels.triton.loop import Call, backward, forward
+from carousel.kernels.triton import FAMILIES, coverage, loop, persistent
+from carousel.kernels.triton.loop import Call
+from carousel.kernels.triton.options import call_options
 
-_INPUTS = ("gates_x", "source0", "cell0", "weight_hh", "weight_peephole", "weight_hr", "bias_hh")
+_INPUTS = (
+    "gates_x", "source0", "cell0", "weight_hh", "weight_peephole", "weight_hr", "bias_hh",
+    "norm_hh", "norm_cell",
+)  # fmt: skip
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
@@ -36,12 +41,14 @@ def _on_device(tensor: Tensor):
 
 
 class TritonDirection(torch.autograd.Function):
-    """``apply(call, gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh)``
-    returns ``output (T, B, P)``, ``source_n (B, R)`` and ``cell_n (B, C)``, in processing order."""
+    """``apply(call, gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh,
+    norm_hh, norm_cell)`` (the last two: ``layer_norm_hh``, ``layer_norm_cell`` or ``None``)
+    returns ``output (T, B, P)``, ``source_n (B, R)`` and ``cell_n (B, C)``, in processing
+    order."""
 
     @staticmethod
     def forward(ctx, call: Call, *inputs):
-        result = forward(call, *inputs)
+        result = _level(call).forward(call, *inputs)
         ctx.call, ctx.result = call, result
         ctx.save_for_backward(*inputs)
         return result.output, result.source_n, result.cell_n
@@ -54,7 +61,7 @@ class TritonDirection(torch.autograd.Function):
             return (None, *_differentiable_backward(call, inputs, grad_outputs, needed))
         weights = dict(zip(_INPUTS, inputs, strict=True))
         with _on_device(d_output):
-            grads = backward(
+            grads = _level(call).backward(
                 call,
                 ctx.result,
                 weights["weight_hh"],
@@ -64,11 +71,19 @@ class TritonDirection(torch.autograd.Function):
                 d_source_n,
                 d_cell_n,
                 frozenset(name for name, need in zip(_INPUTS, needed, strict=True) if need),
+                weights["norm_hh"],
+                weights["norm_cell"],
             )
         return (
             None,
             *(grads[name] if need else None for name, need in zip(_INPUTS, needed, strict=True)),
         )
+
+
+def _level(call: Call):
+    """The module whose ``forward``/``backward`` run ``call``: :mod:`.loop` (level 1) or
+    :mod:`.persistent` (level 2)."""
+    return persistent if call.plan.level == 2 else loop
 
 
 def _plain(tensor: Tensor) -> bool:
@@ -109,14 +124,30 @@ def unpack_state(spec: CellSpec, source: Tensor, cell: Tensor, widths) -> tuple[
 
 
 def reference_recurrence(call: Call, *inputs) -> tuple[Tensor, Tensor, Tensor]:
-    """:class:`TritonDirection`'s results from the cell's step in differentiable PyTorch ops."""
-    gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh = inputs
-    spec = call.spec
-    state = unpack_state(spec, source0, cell0, call.widths)
-    weights = CellWeights(None, weight_hh, None, bias_hh, weight_peephole, weight_hr)
+    """:class:`TritonDirection`'s results from the cell's step in differentiable PyTorch ops, with
+    the call's masks and resets as the reference backend applies them."""
+    gates_x, source0, cell0, weight_hh, weight_peephole, weight_hr, bias_hh, *norms = inputs
+    spec, options = call.spec, call.options
+    state = initial = unpack_state(spec, source0, cell0, call.widths)
+    weights = CellWeights(
+        None, weight_hh, None, bias_hh, weight_peephole, weight_hr, None, norms[0], norms[1]
+    )
+    step_masks = options.step_masks(call.out_size)
+    keep_cell, keep_hidden = options.keep_cell, options.keep_hidden
     outputs = []
     for t in range(gates_x.shape[0]):
-        output, new_state = spec.step(gates_x[t], state, weights)
+        if options.reset is not None:
+            state = reset_state(state, initial, options.reset[t, :, 0])
+        output, new_state = spec.step(gates_x[t], state, weights, step_masks)
+        if keep_cell is not None or keep_hidden is not None:  # 1 past the lengths: held
+            new_state = zoneout(
+                spec,
+                state,
+                new_state,
+                None if keep_cell is None else keep_cell[t],
+                None if keep_hidden is None else keep_hidden[t],
+            )
+            output = new_state[0]
         if call.active is not None:
             new_state = tuple(
                 torch.where(call.active[t], new, old)
@@ -147,7 +178,10 @@ def _differentiable_backward(call, inputs, grad_outputs, needed) -> list[Tensor 
     return [next(grads) if need else None for need in needed]
 
 
-KNOWN_WEIGHTS = ("weight_ih", "weight_hh", "bias", "bias_hh", "weight_peephole", "weight_hr")
+KNOWN_WEIGHTS = (
+    "weight_ih", "weight_hh", "bias", "bias_hh", "weight_peephole", "weight_hr", "layer_norm_ih",
+    "layer_norm_hh", "layer_norm_cell",
+)  # fmt: skip
 """The :class:`~carousel.cells.CellWeights` fields the kernels compute with."""
 
 
@@ -172,12 +206,14 @@ def run_direction(
     weights: CellWeights,
     lengths: Tensor | None = None,
     reverse: bool = False,
+    masks: Masks | None = None,
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """One direction of one layer with the Triton kernels.
 
     Same contract as :func:`carousel.kernels.reference.run_direction`: ``x`` ``(T, B, I)``,
     ``state`` one ``(B, size)`` tensor per ``spec.state_names``, ``weights`` with masks applied
-    and biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``. Returns
+    and biases summed, ``lengths`` ``(B,)`` int64 on the CPU or ``None``, ``masks`` the
+    regularisers' masks and resets of this direction (:mod:`.options`). Returns
     ``(output (T, B, H_out), final_state)``. float16 and bfloat16 are computed in float32.
     """
     reason = coverage.unsupported_spec(spec) or _unknown_weights(weights)
@@ -186,23 +222,30 @@ def run_direction(
     steps, batch = x.shape[0], x.shape[1]
     hidden = state[1].shape[-1] if spec.family == "lstm" else state[0].shape[-1]
     if batch == 0 or hidden == 0:  # nothing to launch
-        return reference.run_direction(spec, x, state, weights, lengths, reverse)
+        return reference.run_direction(spec, x, state, weights, lengths, reverse, masks)
     dtype = x.dtype
     compute = torch.float32 if dtype in _LOW_PRECISION else dtype
     out_size = state[0].shape[-1]
     if reverse:
         x = reference.reverse_padded(x, lengths)
     x = x.to(compute)
-    gates_x = x.reshape(steps * batch, -1) @ weights.weight_ih.to(compute).t()
-    if weights.bias is not None:
-        gates_x = gates_x + weights.bias.to(compute)
-    gates_x = gates_x.view(steps, batch, -1)  # (T, B, G) input projections, one GEMM
+    cast = CellWeights(  # what the input projection reads
+        weights.weight_ih.to(compute),
+        weights.weight_hh,
+        bias=None if weights.bias is None else weights.bias.to(compute),
+        layer_norm_ih=None if weights.layer_norm_ih is None else weights.layer_norm_ih.to(compute),
+    )  # (T, B, G) input projections, one GEMM (normalised before the bias with layer_norm)
+    gates_x = spec.project_input(x.reshape(steps * batch, -1), cast).view(steps, batch, -1)
 
     device_lengths, active = None, None
     if lengths is not None:
         device_lengths = lengths.to(device=x.device, dtype=torch.int64)
         time = torch.arange(steps, device=x.device).unsqueeze(1)
         active = (time < device_lengths.unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+    source0, cell0 = pack_state(spec, state)
+    options = call_options(
+        masks, spec.layer_norm, lengths, active, reverse, source0.shape[-1], compute, x.device
+    )
     plan = FAMILIES[spec.family].plan(
         spec,
         hidden,
@@ -211,12 +254,18 @@ def run_direction(
         compute,
         weights.weight_hr is not None,
         weights.bias_hh is not None,
+        options.kernel_features(),
     )
+    project = weights.weight_hr is not None
+    if persistent.choose_level(spec, hidden, compute, project, out_size, options) == 2:
+        plan = persistent.plan(
+            plan, spec, hidden, out_size, batch, compute, project, weights.bias_hh is not None
+        )
     widths = tuple(s.shape[-1] for s in state)
     call = Call(
-        spec, plan, hidden, out_size, weights.weight_hr is not None, device_lengths, active, widths
-    )
-    source0, cell0 = pack_state(spec, state)
+        spec, plan, hidden, out_size, weights.weight_hr is not None, device_lengths, active, widths,
+        options,
+    )  # fmt: skip
     inputs = (
         gates_x,
         _contiguous(source0, compute),
@@ -225,12 +274,14 @@ def run_direction(
         _contiguous(weights.weight_peephole, compute),
         None if weights.weight_hr is None else weights.weight_hr.to(compute),
         _contiguous(weights.bias_hh, compute),
+        _contiguous(weights.layer_norm_hh, compute),
+        _contiguous(weights.layer_norm_cell, compute),
     )
     with _on_device(x):
         if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
             output, source_n, cell_n = TritonDirection.apply(call, *inputs)
         else:
-            result = forward(call, *inputs)
+            result = _level(call).forward(call, *inputs)
             output, source_n, cell_n = result.output, result.source_n, result.cell_n
     if reverse:
         output = reference.reverse_padded(output, lengths)

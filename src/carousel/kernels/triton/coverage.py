@@ -8,10 +8,17 @@ the :class:`~carousel.kernels.Workload`. Anything else is refused with the reaso
 raises ``ValueError`` naming what is missing.
 
 Fields the kernels do not know are recognised generically: a spec field or workload field added
-after this table (layer normalisation, recurrent dropout, zoneout, weight drop, reset masks, ...)
-is accepted only at its default, the value under which the cell computes what it computed before
-the field existed; at any other value the call is refused. Teaching the kernels a new option is
-adding it to :data:`SPEC_VALUES` or :data:`WORKLOAD_FIELDS` together with the kernel code.
+after this table is accepted only at its default, the value under which the cell computes what it
+computed before the field existed; at any other value the call is refused. Teaching the kernels a
+new option is adding it to :data:`SPEC_VALUES` or :data:`WORKLOAD_FIELDS` together with the kernel
+code; a new mask, to :data:`MASKS` (the layer names the masks it draws in
+:attr:`~carousel.kernels.Workload.masks`).
+
+Implemented options of :mod:`carousel.cells.regularizers` (see :mod:`.options` for how):
+``layer_norm`` (LSTM, GRU: the spec allows it nowhere else), the weight drop (applied to the
+weights by the layer, every family), and the masks of :data:`MASKS`: recurrent dropout, candidate
+dropout and zoneout on the LSTM and GRU (the only families the regularisers are defined for),
+resets on every family.
 
 Nothing here imports triton: the decision is made before the kernels are loaded.
 """
@@ -50,6 +57,7 @@ SPEC_VALUES: dict[str, tuple | None] = {
     "cell_bias": (False, True),
     "num_heads": ANY,  # sLSTM: the layer's mask makes W_hh block-diagonal, the GEMM stays dense
     "forget_activation": ("sigmoid", "exp"),  # sLSTM
+    "layer_norm": (False, True),  # LSTM, GRU (the spec refuses it elsewhere)
     "reference": ANY,  # documentation
 }
 """Every :class:`CellSpec` field the kernels know, with the values they implement."""
@@ -69,10 +77,24 @@ WORKLOAD_FIELDS = frozenset(
         "has_lengths",
         "needs_grad",
         "context",
+        "masks",  # checked against MASKS
     )
 )
 """Every :class:`~carousel.kernels.Workload` field the backend knows (device, dtype and context
 are checked by :func:`carousel.kernels.triton.unsupported`; the others take any value)."""
+
+
+_REGULARIZED = frozenset({"recurrent", "candidate", "zoneout_cell", "zoneout_hidden", "reset"})
+MASKS: dict[str, frozenset[str]] = {
+    "lstm": _REGULARIZED,
+    "gru": _REGULARIZED - {"zoneout_cell"},  # one state: zoneout acts on h
+    "elman": frozenset({"reset"}),
+    "slstm": frozenset({"reset"}),
+}
+"""The :class:`~carousel.cells.regularizers.Masks` fields the backend applies, by family."""
+
+FEATURES = frozenset({"layer_norm"}).union(*MASKS.values())
+"""The :attr:`~carousel.kernels.Workload.features` the backend implements (for the registry)."""
 
 
 def _at_default(field: dataclasses.Field, value) -> bool:
@@ -125,6 +147,12 @@ def unsupported_call(work) -> str | None:
     reason = unsupported_spec(work.spec)
     if reason is not None:
         return reason
+    missing = work.masks - MASKS[work.spec.family]
+    if missing:
+        return (
+            f"the triton kernels do not implement the {', '.join(sorted(missing))} masks for the "
+            f"{work.spec.family} family"
+        )
     for field in dataclasses.fields(work):
         if field.name not in WORKLOAD_FIELDS:
             value = getattr(work, field.name)

@@ -57,9 +57,11 @@ def elman_backward_step(
 
 
 def plan(
-    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
-) -> FamilyPlan:
-    """The sizes, grid and constexpr flags of the Elman kernels for one call."""
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool,
+    features: frozenset[str] = frozenset(),
+) -> FamilyPlan:  # fmt: skip
+    """The sizes, grid and constexpr flags of the Elman kernels for one call (no ``features``
+    apply to the Elman cell; its resets are the loop's)."""
     constants = {"CANDIDATE": code(spec.candidate_activation)}
     return unit_plan(
         elman_forward_step, elman_backward_step, hidden, batch, dtype, constants, gates=1

@@ -6,13 +6,16 @@ GEMM :math:`h_{t-1} W_{hh}^T` (cuBLAS, before the kernel):
 .. math::
     r &= \sigma(a_r + net_r + b_{hr}), \quad u = \sigma(a_z + net_z + b_{hz}), \quad
     m = net_n + b_{hn} \\
-    n &= \phi(a_n + r \odot m), \quad h_t = (1 - u) \odot n + u \odot h_{t-1}
+    n &= \phi(a_n + r \odot m), \quad h_t = (1 - u) \odot (\kappa \odot n) + u \odot h_{t-1}
 
-(:math:`u` is torch's ``z``.) Backward, with :math:`\delta` the error at :math:`h_t`:
+(:math:`u` is torch's ``z``; :math:`\kappa` the candidate dropout's mask, 1 without it; with
+``layer_norm`` :math:`net` is the normalised GEMM, see :mod:`.options`.) Backward, with
+:math:`\delta` the error at :math:`h_t`:
 
 .. math::
-    \partial a_n &= \delta (1 - u) \phi'(n), \quad \partial a_z = \delta (h_{t-1} - n)\,
-    \sigma'(u), \quad \partial a_r = \partial a_n\, m\, \sigma'(r) \\
+    \partial a_n &= \delta (1 - u) \kappa \phi'(n), \quad
+    \partial a_z = \delta (h_{t-1} - \kappa n)\, \sigma'(u), \quad
+    \partial a_r = \partial a_n\, m\, \sigma'(r) \\
     \partial net &= [\partial a_r, \partial a_z, r\, \partial a_n], \quad
     \delta h_{t-1} = \delta u + \partial net\, W_{hh}
 
@@ -37,9 +40,10 @@ __all__ = ["gru_backward_step", "gru_forward_step", "plan"]
 @triton.jit(do_not_specialize=["step"])
 def gru_forward_step(
     gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
-    lengths, step, batch, hidden,
+    lengths, step, batch, hidden, candidate_mask,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """One GRU step after its recurrent GEMM: ``source_next`` (:math:`h_t`) and ``saved``."""
@@ -58,7 +62,10 @@ def gru_forward_step(
     a_n = load(gates_x + packed + 2 * hidden, mask, COMPUTE)
     new = activate(a_n + reset * recurrent_n, CANDIDATE)
     h_prev = load(source + rows * hidden + units, mask, COMPUTE)
-    h = (1.0 - update) * new + update * h_prev
+    written = new
+    if CANDIDATE_DROP:  # the candidate dropout's mask, where n enters h
+        written = new * load(candidate_mask + rows * hidden + units, mask, COMPUTE)
+    h = (1.0 - update) * written + update * h_prev
     tl.store(source_next + rows * hidden + units, tl.where(active, h, h_prev), mask=mask)
     kept = rows * 4 * hidden + units
     tl.store(saved + kept, reset, mask=mask)
@@ -70,9 +77,10 @@ def gru_forward_step(
 @triton.jit(do_not_specialize=["step"])
 def gru_backward_step(
     saved, source, source_next, cell, cell_next, d_source, d_output, d_y, d_cell, d_net,
-    d_recurrent, peephole, lengths, step, batch, hidden,
+    d_recurrent, peephole, lengths, step, batch, hidden, candidate_mask,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, HAS_BIAS_HH: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr,
+    BLOCK_B: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):  # fmt: skip
     """The chain rule back through one GRU step (equations in the module docstring); rows past
@@ -88,8 +96,12 @@ def gru_backward_step(
     h_prev = load(source + at, mask, COMPUTE)
     d_later = load(d_source + at, mask, COMPUTE)
     delta = d_later + load(d_output + at, mask, COMPUTE)
-    d_n = delta * (1.0 - update) * derivative(new, CANDIDATE)
-    d_z = delta * (h_prev - new) * derivative(update, GATE)
+    written, slope = new, derivative(new, CANDIDATE)
+    if CANDIDATE_DROP:
+        drop = load(candidate_mask + at, mask, COMPUTE)
+        written, slope = new * drop, slope * drop
+    d_n = delta * (1.0 - update) * slope
+    d_z = delta * (h_prev - written) * derivative(update, GATE)
     d_r = d_n * recurrent_n * derivative(reset, GATE)
     packed = rows * 3 * hidden + units
     tl.store(d_net + packed, tl.where(active, d_r, 0.0), mask=mask)
@@ -102,15 +114,18 @@ def gru_backward_step(
 
 
 def plan(
-    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
-) -> FamilyPlan:
-    """The sizes, grid and constexpr flags of the GRU kernels for one call."""
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool,
+    features: frozenset[str] = frozenset(),
+) -> FamilyPlan:  # fmt: skip
+    """The sizes, grid and constexpr flags of the GRU kernels for one call; ``features``:
+    ``candidate`` for the candidate dropout (layer normalisation is the loop's)."""
     constants = dict(
         GATE=code(spec.gate_activation),
         CANDIDATE=code(spec.candidate_activation),
         HAS_BIAS_HH=bias_hh,
+        CANDIDATE_DROP="candidate" in features,
     )
     return unit_plan(
         gru_forward_step, gru_backward_step, hidden, batch, dtype, constants,
-        gates=3, saved=4, recurrent_gradient=True,
+        gates=3, saved=4, recurrent_gradient=True, extras=("candidate_mask",),
     )  # fmt: skip

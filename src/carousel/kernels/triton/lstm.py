@@ -7,13 +7,20 @@ input projection :math:`W_{ih} x_t + b`:
 
 .. math::
     i, f &= \sigma(a_{i,f} + net_{i,f} + p_{i,f} \odot c_{t-1}), \quad z = g(a_g + net_g) \\
-    c_t &= f_{k(j)} c_{t-1} + i_{k(j)} z, \quad o = \sigma(a_o + net_o + p_o \odot c_t), \quad
-    y_t = o_{k(j)} h(c_t)
+    c_t &= f_{k(j)} c_{t-1} + i_{k(j)} (\kappa \odot z), \quad
+    o = \sigma(a_o + net_o + p_o \odot c_t), \quad y_t = o_{k(j)} h(\mathrm{LN}(c_t))
 
 and :math:`h_t = y_t` (or :math:`W_{hr} y_t`, a cuBLAS GEMM after the kernel). An absent gate
-reads one (NIG, NFG, NOG), CIFG reads :math:`f = 1 - i`. :func:`lstm_backward_step` is the chain
-rule back through the same step (see its docstring); the GEMM :math:`\partial net\, W_{hh}` that
-carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs on cuBLAS after it.
+reads one (NIG, NFG, NOG), CIFG reads :math:`f = 1 - i`. :math:`\kappa` is the candidate
+dropout's mask (``CANDIDATE_DROP``; 1 without), :math:`\mathrm{LN}` the cell state's layer
+normalisation (``CELL_NORM``; the identity without): :math:`\gamma \odot (c_t - \mu) / \sqrt{
+\sigma^2 + \epsilon} + \beta` over each row's ``H`` cells, for which a program covers whole rows
+(``BLOCK_K`` covers every gate unit) and reduces with ``tl.sum``. With ``layer_norm`` :math:`net`
+is the normalised recurrent GEMM and :math:`a_t` the normalised input projection plus the bias
+(the loop's, :mod:`.options`); zoneout, resets and recurrent dropout are the loop's too.
+:func:`lstm_backward_step` is the chain rule back through the same step (see its docstring); the
+GEMM :math:`\partial net\, W_{hh}` that carries the error to :math:`[h_{t-1}, \gamma_{t-1}]` runs
+on cuBLAS after it.
 
 Variants are ``tl.constexpr`` flags (:func:`plan`), so each compiles to a kernel with only its own
 arithmetic, the Triton counterpart of the numba backend's configuration vector. A program covers
@@ -24,7 +31,11 @@ two >= ``S``): gate values are ``(BLOCK_B, BLOCK_K, 1)`` tiles, cell values
 Buffers (row-major, one step's slice of the loop's time-major buffers): ``gates_x``, ``net``,
 ``saved`` and ``d_net`` ``(B, G)`` in the packed gate layout; ``source`` ``(B, R)``, ``R = P + F``:
 :math:`[h_{t-1}, \gamma_{t-1}]`; ``cell`` ``(B, H)``; ``y`` ``(B, H)`` (with a projection).
-``saved`` holds the step's activations :math:`i, f, z, o` in their packed rows.
+``saved`` holds the step's activations :math:`i, f, z, o` in their packed rows. After the
+runtime arguments: ``candidate_mask`` ``(B, H)``, ``norm_cell`` ``(2, H)`` (:math:`\gamma`,
+:math:`\beta`), ``cell_stats`` ``(B, 2)`` (each row's :math:`\mu` and
+:math:`1 / \sqrt{\sigma^2 + \epsilon}`, written forward, read backward) and, backward,
+``d_shown`` ``(B, H)``, the error at :math:`\mathrm{LN}(c_t)` for the gain's gradient.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import triton
 import triton.language as tl
 
 from carousel.cells import CellSpec
+from carousel.cells.spec import LAYER_NORM_EPSILON
 from carousel.kernels.triton.common import (
     COMPUTE_TYPES,
     TILE,
@@ -46,6 +58,8 @@ from carousel.kernels.triton.common import (
 from carousel.kernels.triton.plan import FamilyPlan
 
 __all__ = ["lstm_backward_step", "lstm_forward_step", "plan"]
+
+EPSILON: tl.constexpr = tl.constexpr(LAYER_NORM_EPSILON)
 
 
 @triton.jit
@@ -64,6 +78,12 @@ def _tile_indices(
 
 
 @triton.jit
+def _row_sum(values):
+    """Each row's sum over the cells of a ``(BLOCK_B, BLOCK_K, LANES)`` tile: ``(BLOCK_B, 1, 1)``."""
+    return tl.sum(tl.sum(values, axis=2, keep_dims=True), axis=1, keep_dims=True)
+
+
+@triton.jit
 def _peephole(
     peephole, ROW: tl.constexpr, hidden, cells, units, unit, BLOCK: tl.constexpr,
     COMPUTE: tl.constexpr,
@@ -77,12 +97,13 @@ def lstm_forward_step(
     gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
     lengths, step, batch, hidden,
     units, out_size, source_size, rows_g, row_i, row_f, row_g, row_o, feed_i, feed_f, feed_o,
+    candidate_mask, norm_cell, cell_stats,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, BLOCK: tl.constexpr,
     LANES: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr, PEEP_O: tl.constexpr,
     FEEDBACK: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, CELL_NORM: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """One LSTM step after its recurrent GEMM (see the module docstring for the buffers).
 
@@ -120,7 +141,10 @@ def lstm_forward_step(
     net_z += load(net + packed + row_g + cells, cell_mask, COMPUTE)
     candidate = activate(net_z, CANDIDATE)
     tl.store(saved + packed + row_g + cells, candidate, mask=cell_mask)
-    c = forget_gate * c_prev + input_gate * candidate
+    written = candidate
+    if CANDIDATE_DROP:  # the candidate dropout's mask, where z enters c
+        written = candidate * load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
+    c = forget_gate * c_prev + input_gate * written
     if HAS_O:
         net_o = load(gates_x + packed + row_o + unit, gate_mask, COMPUTE)
         net_o += load(net + packed + row_o + unit, gate_mask, COMPUTE)
@@ -129,7 +153,16 @@ def lstm_forward_step(
             net_o += tl.sum(p_o * c, axis=2, keep_dims=True)
         output_gate = activate(net_o, GATE)
         tl.store(saved + packed + row_o + unit, output_gate, mask=gate_mask)
-    y = output_gate * activate(c, OUTPUT)
+    shown = c
+    if CELL_NORM:  # h(LN(c_t)); this program covers whole rows
+        mean = _row_sum(tl.where(cell_mask, c, 0.0)) / hidden
+        deviation = tl.where(cell_mask, c - mean, 0.0)
+        inverse = 1.0 / tl.sqrt(_row_sum(deviation * deviation) / hidden + EPSILON)
+        gain = load(norm_cell + cells, cell_mask, COMPUTE)
+        shown = gain * (deviation * inverse) + load(norm_cell + hidden + cells, cell_mask, COMPUTE)
+        tl.store(cell_stats + rows * 2, mean, mask=rows < batch)
+        tl.store(cell_stats + rows * 2 + 1, inverse, mask=rows < batch)
+    y = output_gate * activate(shown, OUTPUT)
     tl.store(cell_next + rows * hidden + cells, tl.where(active, c, c_prev), mask=cell_mask)
     if PROJECT:  # h_t = W_hr y_t follows on cuBLAS; y at held rows is zero (adds nothing to dW_hr)
         tl.store(y_out + rows * hidden + cells, tl.where(active, y, 0.0), mask=cell_mask)
@@ -155,12 +188,13 @@ def lstm_backward_step(
     saved, source, source_next, cell, cell_next, d_source, d_output, d_y, d_cell, d_net,
     d_recurrent, peephole, lengths, step, batch, hidden,
     units, out_size, source_size, rows_g, row_i, row_f, row_g, row_o, feed_i, feed_f, feed_o,
+    candidate_mask, norm_cell, cell_stats, d_shown,
     GATE: tl.constexpr, CANDIDATE: tl.constexpr, OUTPUT: tl.constexpr, BLOCK: tl.constexpr,
     LANES: tl.constexpr, HAS_I: tl.constexpr, HAS_F: tl.constexpr, HAS_O: tl.constexpr,
     COUPLED: tl.constexpr, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr, PEEP_O: tl.constexpr,
     FEEDBACK: tl.constexpr, PROJECT: tl.constexpr, TRUNCATE: tl.constexpr,
-    HAS_LENGTHS: tl.constexpr, COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr,
-    BLOCK_K: tl.constexpr,
+    CANDIDATE_DROP: tl.constexpr, CELL_NORM: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+    COMPUTE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     r"""The chain rule back through one LSTM step.
 
@@ -177,7 +211,11 @@ def lstm_backward_step(
         \partial net_f = \big(\textstyle\sum \delta c_t c_{t-1} + \delta\gamma_f\big)\, \sigma'(f) \\
         \delta c_{t-1} &= \delta c_t f + p_i\, \partial net_i + p_f\, \partial net_f
 
-    (CIFG: :math:`\partial net_i` takes :math:`-\sum \delta c_t c_{t-1}` too.) ``TRUNCATE`` (the
+    (CIFG: :math:`\partial net_i` takes :math:`-\sum \delta c_t c_{t-1}` too; with candidate
+    dropout :math:`z` reads :math:`\kappa z` where it meets :math:`\delta c_t` and
+    :math:`\partial net_g` takes a factor :math:`\kappa`; with ``CELL_NORM`` the term
+    :math:`\delta y\, o\, h'` is taken back through the normalisation, see
+    :mod:`carousel.kernels.numba_cpu.layer_norm`.) ``TRUNCATE`` (the
     1997 truncated gradient) drops the peephole terms of :math:`\delta c`. Writes
     :math:`\partial net` into ``d_net`` (zero at rows past their length) and
     :math:`\delta c_{t-1}` into ``d_cell`` (unchanged at those rows).
@@ -209,14 +247,32 @@ def lstm_backward_step(
         if FEEDBACK:
             fed_o = load(d_source + fed + feed_o, gate_mask, COMPUTE)
     candidate = load(saved + packed + row_g + cells, cell_mask, COMPUTE)
-    squashed = activate(c, OUTPUT)
+    written, slope = candidate, derivative(candidate, CANDIDATE)
+    if CANDIDATE_DROP:
+        drop = load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
+        written, slope = candidate * drop, slope * drop
+    shown = c
+    if CELL_NORM:
+        mean = load(cell_stats + rows * 2, rows < batch, COMPUTE)
+        inverse = load(cell_stats + rows * 2 + 1, rows < batch, COMPUTE)
+        hat = tl.where(cell_mask, (c - mean) * inverse, 0.0)
+        gain = load(norm_cell + cells, cell_mask, COMPUTE)
+        shown = gain * hat + load(norm_cell + hidden + cells, cell_mask, COMPUTE)
+    squashed = activate(shown, OUTPUT)
     if PROJECT:
         dy = load(d_y + rows * hidden + cells, cell_mask, COMPUTE)
     else:
         dy = load(d_source + rows * source_size + cells, cell_mask, COMPUTE)
         dy += load(d_output + rows * out_size + cells, cell_mask, COMPUTE)
     d_c_later = load(d_cell + rows * hidden + cells, cell_mask, COMPUTE)
-    d_c = d_c_later + dy * output_gate * derivative(squashed, OUTPUT)
+    d_c = dy * output_gate * derivative(squashed, OUTPUT)  # at h's argument
+    if CELL_NORM:  # back through LN: (g - mean(g) - hat mean(g hat)) / sigma, g = gain d
+        tl.store(d_shown + rows * hidden + cells, tl.where(active, d_c, 0.0), mask=cell_mask)
+        scaled = tl.where(cell_mask, d_c * gain, 0.0)
+        total = _row_sum(scaled) / hidden
+        weighted = _row_sum(scaled * hat) / hidden
+        d_c = tl.where(cell_mask, inverse * (scaled - total - hat * weighted), 0.0)
+    d_c += d_c_later
     if HAS_O:
         d_o = tl.sum(dy * squashed, axis=2, keep_dims=True) + fed_o
         d_o = d_o * derivative(output_gate, GATE)
@@ -225,12 +281,12 @@ def lstm_backward_step(
             if not TRUNCATE:
                 p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
                 d_c += p_o * d_o
-    d_z = d_c * input_gate * derivative(candidate, CANDIDATE)
+    d_z = d_c * input_gate * slope
     tl.store(d_net + packed + row_g + cells, tl.where(active, d_z, 0.0), mask=cell_mask)
     d_c_prev = d_c * forget_gate
     d_f = tl.sum(d_c * c_prev, axis=2, keep_dims=True) + fed_f
     if HAS_I:
-        d_i = tl.sum(d_c * candidate, axis=2, keep_dims=True) + fed_i
+        d_i = tl.sum(d_c * written, axis=2, keep_dims=True) + fed_i
         if COUPLED:
             d_i -= d_f
         d_i = d_i * derivative(input_gate, GATE)
@@ -250,9 +306,12 @@ def lstm_backward_step(
 
 
 def plan(
-    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
-) -> FamilyPlan:
-    """The sizes, grid, runtime arguments and constexpr flags of ``spec``'s kernels."""
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool,
+    features: frozenset[str] = frozenset(),
+) -> FamilyPlan:  # fmt: skip
+    """The sizes, grid, runtime arguments and constexpr flags of ``spec``'s kernels; ``features``
+    what they compute beyond the cell (``candidate``: candidate dropout, ``layer_norm``: the cell
+    state's normalisation, with programs that cover whole rows)."""
     slices = spec.gate_slices(hidden)
     units = hidden // spec.block_size
     rows = spec.num_gate_rows(hidden)
@@ -263,7 +322,8 @@ def plan(
         offset += spec.gate_size(gate, hidden)
     source_size = out_size + offset
     lanes = triton.next_power_of_2(spec.block_size)
-    block_k = tile(units, max(1, 128 // lanes))
+    norm = "layer_norm" in features
+    block_k = triton.next_power_of_2(units) if norm else tile(units, max(1, 128 // lanes))
     block_b = tile(batch, max(1, TILE // (block_k * lanes)))
     peephole_row = {gate: row for row, gate in enumerate(spec.peephole_gates)}
     runtime = (
@@ -290,6 +350,8 @@ def plan(
         FEEDBACK=bool(feedback),
         PROJECT=project,
         TRUNCATE=spec.truncate_gradient,
+        CANDIDATE_DROP="candidate" in features,
+        CELL_NORM=norm,
         COMPUTE=COMPUTE_TYPES[dtype],
         BLOCK_B=block_b,
         BLOCK_K=block_k,
@@ -305,4 +367,6 @@ def plan(
         constants=constants,
         forward=lstm_forward_step,
         backward=lstm_backward_step,
+        extra_forward=("candidate_mask", "norm_cell", "cell_stats"),
+        extra_backward=("candidate_mask", "norm_cell", "cell_stats", "d_shown"),
     )

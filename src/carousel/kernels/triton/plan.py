@@ -14,7 +14,12 @@ backward: ``saved (B, A)``, ``source (B, R)``, ``source_next (B, R)``, ``cell (B
 ``d_net (B, G)``, ``d_recurrent (B, G)``, ``peephole``, ``lengths (B,)``, then
 ``step, batch, hidden``, then ``plan.runtime``;
 
-each followed by ``plan.constants`` as keyword arguments (the ``tl.constexpr`` flags). ``source``
+each followed by the buffers named in ``plan.extra_forward`` / ``plan.extra_backward`` (the
+regularisers' and layer normalisation's, see :mod:`.loop`: ``candidate_mask (B, H)`` the candidate
+dropout's mask, ``norm_cell (2, H)`` the cell state's gain and shift, ``cell_stats (B, 2)`` its
+rows' mean and inverse deviation, ``d_shown (B, H)`` the error at the normalised cell state; a
+placeholder where the call does not use one), then by ``plan.constants`` as keyword arguments
+(the ``tl.constexpr`` flags). ``source``
 is the step's recurrent source :math:`[h_{t-1}, \\gamma_{t-1}]` and ``source_next`` the next one,
 ``cell``/``cell_next`` the cell state (``C = 0`` without one), ``saved`` what the forward kernel
 keeps for the backward one (``A`` columns per row), ``d_source`` the error reaching
@@ -49,6 +54,10 @@ class FamilyPlan:
         runtime: the family's runtime integer arguments, after ``step, batch, hidden``.
         constants: the ``tl.constexpr`` keyword arguments of both kernels.
         forward, backward: the two kernels.
+        extra_forward, extra_backward: the names of the buffers the kernels take after
+            ``runtime`` (see the module docstring), in order.
+        level: 1 for the per-step kernels of this module's families, 2 for the persistent
+            kernels of :mod:`.persistent` (``forward``/``backward`` then run the whole loop).
     """
 
     rows: int
@@ -61,17 +70,21 @@ class FamilyPlan:
     constants: dict
     forward: object
     backward: object
+    extra_forward: tuple[str, ...] = ()
+    extra_backward: tuple[str, ...] = ()
+    level: int = 1
 
 
 def unit_plan(
     forward, backward, hidden: int, batch: int, dtype, constants: dict, *, gates: int,
-    cells: int = 0, saved: int = 0, recurrent_gradient: bool = False,
+    cells: int = 0, saved: int = 0, recurrent_gradient: bool = False, extras: tuple[str, ...] = (),
 ) -> FamilyPlan:  # fmt: skip
     """The plan of a family whose programs cover ``BLOCK_B`` rows x ``BLOCK_H`` units of the
     ``(B, H)`` grid and whose recurrent source is :math:`h` (``R = H``): GRU, Elman, sLSTM.
 
     ``gates``, ``cells`` and ``saved`` are ``G``, ``C`` and ``A`` in units of ``H``; ``constants``
-    the family's ``tl.constexpr`` flags, to which ``COMPUTE``, ``BLOCK_B`` and ``BLOCK_H`` are added.
+    the family's ``tl.constexpr`` flags, to which ``COMPUTE``, ``BLOCK_B`` and ``BLOCK_H`` are
+    added; ``extras`` the buffers both kernels take after the runtime arguments.
     """
     block_h = tile(hidden, 128)
     block_b = tile(batch, max(1, TILE // block_h))
@@ -91,4 +104,6 @@ def unit_plan(
         },
         forward=forward,
         backward=backward,
+        extra_forward=extras,
+        extra_backward=extras,
     )

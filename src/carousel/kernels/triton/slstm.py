@@ -163,9 +163,11 @@ def slstm_backward_step(
 
 
 def plan(
-    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool
-) -> FamilyPlan:
-    """The sizes, grid and constexpr flags of the sLSTM kernels for one call."""
+    spec: CellSpec, hidden: int, out_size: int, batch: int, dtype, project: bool, bias_hh: bool,
+    features: frozenset[str] = frozenset(),
+) -> FamilyPlan:  # fmt: skip
+    """The sizes, grid and constexpr flags of the sLSTM kernels for one call (no ``features``
+    apply to the sLSTM; its resets are the loop's)."""
     constants = dict(
         GATE=code(spec.gate_activation),
         CANDIDATE=code(spec.candidate_activation),
