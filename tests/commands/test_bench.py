@@ -68,3 +68,32 @@ def test_bench_options_refuses_the_cuda_device(capsys):
     assert "--options times the numba kernels on the CPU; got --device cuda" in (
         capsys.readouterr().err
     )
+
+
+def test_bench_layers_times_stacks_and_leaves_the_wavefront_as_it_was(tmp_path, capsys):
+    from carousel.kernels.numba_cpu import wavefront
+
+    count, limit = wavefront.chunk_count, wavefront.MAX_CHUNKS
+    report = tmp_path / "performance.md"
+    status = main(
+        ["bench", "--layers", "2,3", "--cells", "vanilla,elman", "--grid", "1x20x3x4",
+         "--seconds", "0.01", "--threads", "1,2", "--output", str(report)]
+    )  # fmt: skip
+    assert status == 0
+    assert wavefront.chunk_count is count and wavefront.MAX_CHUNKS == limit
+    text = report.read_text()
+    assert "<!-- bench-layers:start -->" in text and "Load average" in text
+    rows = [line.split(" | ") for line in text.splitlines() if "1x20x3x4" in line]
+    assert [(row[0], row[2]) for row in rows] == [
+        ("| vanilla", "2"), ("| elman", "2"), ("| vanilla", "3"), ("| elman", "3")
+    ]  # fmt: skip
+    assert all(row[3] == "1 (off)" for row in rows)  # too little work for chunks
+    assert all(row[7].endswith("x") and row[11].endswith("x") for row in rows)
+    assert "wavefront" in capsys.readouterr().out
+
+
+def test_bench_layers_needs_two_layers_and_two_threads(capsys):
+    assert main(["bench", "--layers", "1"]) == 2
+    assert "--layers must be layer counts of 2 or more" in capsys.readouterr().err
+    assert main(["bench", "--layers", "2", "--threads", "1"]) == 2
+    assert "--layers compares one thread with more" in capsys.readouterr().err

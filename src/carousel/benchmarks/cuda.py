@@ -4,7 +4,7 @@ against ``torch.nn`` (cuDNN), cuDNN's vanilla LSTM, the reference loop and Flash
 For every cell and shape ``(B, T, I, H)`` it builds the layer once per contender (same weights),
 then repeats, interleaved, a forward pass under ``torch.no_grad()`` and a forward plus backward
 pass (a fixed random upstream gradient for the output), each timed from a ``torch.cuda.synchronize``
-to the next, and reports medians. The columns answer the targets of issue #23: every variant
+to the next, and reports medians. The columns answer the GPU targets: every variant
 within 1.5x of cuDNN's vanilla LSTM (``/ cuDNN LSTM``), at least 20x faster than the reference
 loop (``vs reference``), and bfloat16 faster than float32 (run it once per ``--dtype``).
 

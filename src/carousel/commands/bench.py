@@ -19,7 +19,10 @@ one.
 ``--compile`` adds first-call (compile) times per family and dtype with an empty Numba cache and
 start-up times with a warm one, each measured in a fresh process. ``--options`` times instead
 the layer options (layer norm, the regularisers, resets) against the plain layer on the numba
-backend, and the layer-norm cell against the reference loop (:mod:`carousel.benchmarks.options`). ``--output FILE`` writes the
+backend, and the layer-norm cell against the reference loop (:mod:`carousel.benchmarks.options`).
+``--layers 2,3`` times instead unidirectional stacks of that many layers at small batch: the numba
+wavefront over the layers against its sequential path and torch.nn, at one thread and at the last
+of ``--threads`` (:mod:`carousel.benchmarks.stacks`). ``--output FILE`` writes the
 report into ``FILE`` between the markers ``<!-- bench:start -->`` and ``<!-- bench:end -->``
 (``--block`` names another pair; appended if missing), so the prose around it stays.
 """
@@ -103,6 +106,12 @@ def add_parser(subparsers) -> None:
         help="time layer_norm, the regularisers and resets against the plain layer (LSTM, GRU "
         "and sLSTM cells of --cells, default vanilla, gru and slstm) instead",
     )
+    parser.add_argument(
+        "--layers",
+        help="comma-separated layer counts (e.g. 2,3): time unidirectional stacks at small "
+        "batch instead, the numba wavefront over the layers against its sequential path and "
+        "torch.nn (cells vanilla and gru and carousel.benchmarks.stacks.GRID unless given)",
+    )
     parser.add_argument("--output", type=Path, help="write the report into this markdown file")
     parser.add_argument(
         "--block",
@@ -177,6 +186,11 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError("--options times the numba kernels on the CPU; got --device cuda")
         _run_options(args)
         return
+    if args.layers is not None:
+        if args.device == "cuda":
+            raise ValueError("--layers times the numba kernels on the CPU; got --device cuda")
+        _run_stacks(args)
+        return
     if args.device == "cuda":
         from carousel.benchmarks.cuda import run_command
 
@@ -247,4 +261,45 @@ def _run_options(args: argparse.Namespace) -> None:
     lines += [options.TABLE_HEADER, *(options.line(row) for row in rows), ""]
     if args.output is not None:
         write_block(args.output, args.block or "bench-options", "\n".join(lines))
+        print(f"wrote {args.output}")
+
+
+def _run_stacks(args: argparse.Namespace) -> None:
+    """``--layers``: stacked layers at small batch, the wavefront against the sequential path."""
+    from carousel.benchmarks import stacks
+    from carousel.kernels import threads
+
+    parts = [p.strip() for p in args.layers.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and int(p) >= 2 for p in parts):
+        raise ValueError(
+            f"--layers must be layer counts of 2 or more such as 2,3; got {args.layers!r}"
+        )
+    cells = _cells(args.cells) if args.cells != ",".join(CELLS) else list(stacks.CELLS)
+    default_grid = ",".join("x".join(map(str, shape)) for shape in GRID)
+    shapes = _shapes(args.grid) if args.grid != default_grid else list(stacks.GRID)
+    many = _thread_counts(args.threads)[-1]
+    if many < 2:
+        raise ValueError(f"--layers compares one thread with more; got --threads {args.threads!r}")
+    threads.apply_policy()
+    lines = [f"Machine: {machine()}.", ""]
+    if sys.argv[1:2] == ["bench"]:
+        lines += [f"Command: `carousel bench {' '.join(sys.argv[2:])}` ({args.dtype}).", ""]
+    before = _load()
+    print("\n".join(lines))
+    print(stacks.table_header(many))
+    rows = stacks.benchmark(
+        cells, shapes, [int(p) for p in parts], getattr(torch, args.dtype), args.seconds, many
+    )
+    lines += [
+        f"Load average (1, 5, 15 min) before the run: {before}; after: {_load()} "
+        f"({os.cpu_count()} logical CPUs).",
+        "",
+        "Forward+backward medians (one column forward only); thread counts in parentheses.",
+        "",
+        stacks.table_header(many),
+        *(stacks.line(row) for row in rows),
+        "",
+    ]
+    if args.output is not None:
+        write_block(args.output, args.block or "bench-layers", "\n".join(lines))
         print(f"wrote {args.output}")

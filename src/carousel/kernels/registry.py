@@ -61,6 +61,12 @@ class Backend:
             -> [(output, state)]``, both directions of a bidirectional layer in one call (one
             ``state`` and ``weights`` per direction, forward first), so that a backend can run
             them in parallel; see :func:`carousel.kernels.numba_cpu.autograd.run_directions`.
+        run_layers: optional, with ``run_direction``: ``(spec, x, states, weights, lengths,
+            dropout) -> (output, [state per layer])`` or ``None``, a whole unidirectional stack
+            without masks in one call (one ``state`` and ``weights`` per layer, ``dropout``
+            between layers, 0 outside training), so that a backend can overlap the layers; it
+            returns ``None``, having run and drawn nothing, where it declines; see
+            :func:`carousel.kernels.numba_cpu.wavefront.run_layers`.
         unsupported: ``workload -> None`` when it can run it, else the reason it cannot.
         cost: ``workload -> float``, the expected time in arbitrary units (``"auto"`` takes the least).
         length_generic: whether a graph that ``torch.jit.trace`` records of it holds for other
@@ -77,6 +83,7 @@ class Backend:
     run_direction: Callable | None = None
     run_stack: Callable | None = None
     run_directions: Callable | None = None
+    run_layers: Callable | None = None
     length_generic: bool = False
     features: frozenset[str] = frozenset()
 

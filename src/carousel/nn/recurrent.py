@@ -328,6 +328,7 @@ class Recurrent(nn.Module):
         float16 and bfloat16 are computed in float32 (inputs, states and weights cast up, the
         results cast back), so every backend accumulates in float32. Each (layer, direction)
         draws its own masks, in that order: the weight drop's, the per-sequence ones, zoneout's.
+        A unidirectional stack without masks is offered whole to the backend's ``run_layers``.
         """
         compute = compute_dtype(dtype)
         layer_input = x.to(dtype).to(compute)
@@ -335,13 +336,23 @@ class Recurrent(nn.Module):
         finals: list[tuple[Tensor, ...]] = []  # per (layer, direction)
         regularized = reset is not None or self.regularizers.active(self.training)
         directions = range(self.num_directions)
+        all_weights = [
+            [cast_weights(self.cell_weights(layer, d), dtype, compute) for d in directions]
+            for layer in range(self.num_layers)
+        ]
+        stack = self.num_layers > 1 and self.num_directions == 1 and not regularized
+        if stack and backend.run_layers is not None:  # None where the backend declines
+            layers = [tuple(s[k] for s in state) for k in range(self.num_layers)]
+            weights = [w[0] for w in all_weights]
+            dropout = self.dropout if self.training else 0.0
+            ran = backend.run_layers(self.spec, layer_input, layers, weights, lengths, dropout)
+            if ran is not None:
+                final = tuple(torch.stack(s).to(dtype) for s in zip(*ran[1], strict=True))
+                return ran[0].to(dtype), final
         for layer in range(self.num_layers):
             indices = [layer * self.num_directions + direction for direction in directions]
             states = [tuple(s[index] for s in state) for index in indices]
-            weights = [
-                cast_weights(self.cell_weights(layer, direction), dtype, compute)
-                for direction in directions
-            ]
+            weights = list(all_weights[layer])
             masks = [None for _ in directions]
             if regularized:  # each direction's weight drop and masks, in direction order
                 for d in directions:

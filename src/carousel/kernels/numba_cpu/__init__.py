@@ -228,6 +228,14 @@ def run_directions(spec, x, states, weights, lengths=None):
     return run(spec, x, states, weights, lengths)
 
 
+def run_layers(spec, x, states, weights, lengths=None, dropout=0.0):
+    """A unidirectional stack over a wavefront of threads, or ``None`` where that does not pay;
+    see :func:`carousel.kernels.numba_cpu.wavefront.run_layers`."""
+    from carousel.kernels.numba_cpu.wavefront import run_layers as run
+
+    return run(spec, x, states, weights, lengths, dropout)
+
+
 register(
     Backend(
         name="numba",
@@ -237,5 +245,6 @@ register(
         run_direction=run_direction,
         features=frozenset({"layer_norm", *(f for k in FAMILIES.values() for f in k.mask_fields)}),
         run_directions=run_directions,
+        run_layers=run_layers,
     )
 )

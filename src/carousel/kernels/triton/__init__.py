@@ -1,6 +1,6 @@
 r"""The ``triton`` backend: every cell family on CUDA, one fused pointwise kernel per step.
 
-Design (level 1 of issue #23; see docs/gpu.md): the input projections of all steps are one GEMM
+Design (level 1; see docs/gpu.md): the input projections of all steps are one GEMM
 before the loop; per step the recurrent GEMM runs on cuBLAS (``torch.mm`` into a preallocated
 buffer) and one Triton kernel does the rest of the step (gates, cell state, output, the state held
 past each sequence's length); backward mirrors it, one Triton kernel and one cuBLAS GEMM per step,
