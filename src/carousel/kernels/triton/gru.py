@@ -104,7 +104,7 @@ def gru_backward_step(
     drop = delta
     if CANDIDATE_DROP:
         drop = load(candidate_mask + at, mask, COMPUTE)
-    d_r, d_z, d_n, d_direct = gru_cell_backward(
+    d_r, d_z, d_n = gru_cell_backward(
         delta, h_prev, reset, update, new, recurrent_n, drop, GATE, CANDIDATE, CANDIDATE_DROP
     )
     packed = rows * 3 * hidden + units
@@ -114,7 +114,7 @@ def gru_backward_step(
     tl.store(d_recurrent + packed, tl.where(active, d_r, 0.0), mask=mask)
     tl.store(d_recurrent + packed + hidden, tl.where(active, d_z, 0.0), mask=mask)
     tl.store(d_recurrent + packed + 2 * hidden, tl.where(active, d_n * reset, 0.0), mask=mask)
-    tl.store(d_source + at, tl.where(active, d_direct, d_later), mask=mask)
+    tl.store(d_source + at, tl.where(active, delta * update, d_later), mask=mask)
 
 
 def plan(

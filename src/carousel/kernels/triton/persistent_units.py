@@ -121,7 +121,7 @@ def gru_persistent_backward(
         recurrent_n = load(step_saved + kept + 3 * hidden, mask, COMPUTE)
         h_prev = load(step_source + at, mask, COMPUTE)
         delta = d_h + load(step_d_output + at, mask, COMPUTE)
-        d_r, d_z, d_n, d_direct = gru_cell_backward(
+        d_r, d_z, d_n = gru_cell_backward(
             delta, h_prev, reset, update, new, recurrent_n, delta, GATE, CANDIDATE, False
         )
         d_z = tl.where(keep, d_z, 0.0)
@@ -134,7 +134,7 @@ def gru_persistent_backward(
         tl.store(step_d_recurrent + packed, d_r, mask=mask)
         tl.store(step_d_recurrent + packed + hidden, d_z, mask=mask)
         tl.store(step_d_recurrent + packed + 2 * hidden, d_recurrent_n, mask=mask)
-        d_h = tl.where(keep, d_direct, d_h)
+        d_h = tl.where(keep, delta * update, d_h)
         d_h += matmul(d_r, w_r)
         d_h += matmul(d_z, w_z)
         d_h += matmul(d_recurrent_n, w_n)

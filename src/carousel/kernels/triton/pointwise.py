@@ -195,16 +195,17 @@ def gru_cell_backward(
     CANDIDATE: tl.constexpr, CANDIDATE_DROP: tl.constexpr,
 ):  # fmt: skip
     r"""The chain rule back through :func:`gru_cell` from ``delta``, the error at :math:`h_t`:
-    returns :math:`\partial a_r, \partial a_z, \partial a_n` and :math:`\delta u`, the error
-    reaching :math:`h_{t-1}` directly (:math:`\partial net_n = r\, \partial a_n`; the errors
-    through :math:`W_{hh}` are the caller's)."""
+    returns :math:`\partial a_r, \partial a_z, \partial a_n`. The error reaching
+    :math:`h_{t-1}`, :math:`\delta u + \partial net\, W_{hh}` with
+    :math:`\partial net_n = r\, \partial a_n`, is the caller's (it masks rows past their length
+    there)."""
     written, slope = new, derivative(new, CANDIDATE)
     if CANDIDATE_DROP:
         written, slope = new * drop, slope * drop
     d_n = delta * (1.0 - update) * slope
     d_z = delta * (h_prev - written) * derivative(update, GATE)
     d_r = d_n * recurrent_n * derivative(reset, GATE)
-    return d_r, d_z, d_n, delta * update
+    return d_r, d_z, d_n
 
 
 @triton.jit
