@@ -97,6 +97,23 @@ def _peephole(
     return load(peephole + ROW * hidden + cells, (unit < units) & (cells < hidden), COMPUTE)
 
 
+@triton.jit
+def _peepholes(
+    peephole, hidden, cells, units, unit, absent, PEEP_I: tl.constexpr, PEEP_F: tl.constexpr,
+    PEEP_O: tl.constexpr, BLOCK: tl.constexpr, COMPUTE: tl.constexpr,
+):  # fmt: skip
+    """The input, forget and output gates' peephole weights at this tile's cells; ``absent`` for
+    a gate without one (never read)."""
+    p_i, p_f, p_o = absent, absent, absent
+    if PEEP_I >= 0:
+        p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
+    if PEEP_F >= 0:
+        p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
+    if PEEP_O >= 0:
+        p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+    return p_i, p_f, p_o
+
+
 @triton.jit(do_not_specialize=["step"])
 def lstm_forward_step(
     gates_x, net, source, source_next, cell, cell_next, saved, y_out, peephole, bias_hh,
@@ -123,13 +140,10 @@ def lstm_forward_step(
     packed = rows * rows_g
     c_prev = load(cell + rows * hidden + cells, cell_mask, COMPUTE)
     one = tl.full([BLOCK_B, BLOCK_K, 1], 1.0, COMPUTE)
-    p_i, p_f, p_o, drop = one, one, one, one
-    if PEEP_I >= 0:
-        p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-    if PEEP_F >= 0:
-        p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-    if PEEP_O >= 0:
-        p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+    p_i, p_f, p_o = _peepholes(
+        peephole, hidden, cells, units, unit, one, PEEP_I, PEEP_F, PEEP_O, BLOCK, COMPUTE
+    )
+    drop = one
     if CANDIDATE_DROP:
         drop = load(candidate_mask + rows * hidden + cells, cell_mask, COMPUTE)
     input_gate, forget_gate, c, output_gate = lstm_cell(
@@ -258,12 +272,9 @@ def lstm_backward_step(
     d_c += d_c_later
     p_i, p_f, p_o = one, one, one
     if not TRUNCATE:
-        if PEEP_I >= 0:
-            p_i = _peephole(peephole, PEEP_I, hidden, cells, units, unit, BLOCK, COMPUTE)
-        if PEEP_F >= 0:
-            p_f = _peephole(peephole, PEEP_F, hidden, cells, units, unit, BLOCK, COMPUTE)
-        if PEEP_O >= 0:
-            p_o = _peephole(peephole, PEEP_O, hidden, cells, units, unit, BLOCK, COMPUTE)
+        p_i, p_f, p_o = _peepholes(
+            peephole, hidden, cells, units, unit, one, PEEP_I, PEEP_F, PEEP_O, BLOCK, COMPUTE
+        )
     d_c_prev = lstm_cell_backward(
         d_c, dy, squashed, input_gate, forget_gate, candidate, output_gate, c_prev, drop, fed_i,
         fed_f, fed_o, p_i, p_f, p_o, active, d_net + packed + unit, d_net + packed + cells,

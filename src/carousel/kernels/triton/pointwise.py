@@ -60,6 +60,21 @@ def net_input(gates, net, h, w, row, mask, COMPUTE: tl.constexpr, DOT: tl.conste
 
 
 @triton.jit
+def _gate(
+    gates, net, h, w, row, c, p, saved, mask, GATE: tl.constexpr, PEEP: tl.constexpr,
+    DOT: tl.constexpr, BLOCKED: tl.constexpr, COMPUTE: tl.constexpr,
+):  # fmt: skip
+    r"""An LSTM gate, :math:`\sigma(net + p \odot c)` (the peephole term with ``PEEP``), written
+    into its packed row ``row`` of ``saved``."""
+    total = net_input(gates, net, h, w, row, mask, COMPUTE, DOT)
+    if PEEP:
+        total += block_sum(p * c, BLOCKED)
+    gate = activate(total, GATE)
+    tl.store(saved + row, gate, mask=mask)
+    return gate
+
+
+@triton.jit
 def lstm_cell(
     gates_gate, gates_cell, net_gate, net_cell, h, w_i, w_f, w_g, w_o, c_prev, p_i, p_f, p_o,
     drop, one, saved_gate, saved_cell, gate_mask, cell_mask, row_i, row_f, row_g, row_o,
@@ -80,17 +95,15 @@ def lstm_cell(
     forget_gate = one
     output_gate = one
     if HAS_I:
-        net_i = net_input(gates_gate, net_gate, h, w_i, row_i, gate_mask, COMPUTE, DOT)
-        if PEEP_I >= 0:
-            net_i += block_sum(p_i * c_prev, BLOCKED)
-        input_gate = activate(net_i, GATE)
-        tl.store(saved_gate + row_i, input_gate, mask=gate_mask)
+        input_gate = _gate(
+            gates_gate, net_gate, h, w_i, row_i, c_prev, p_i, saved_gate, gate_mask, GATE,
+            PEEP_I >= 0, DOT, BLOCKED, COMPUTE,
+        )  # fmt: skip
     if HAS_F:
-        net_f = net_input(gates_gate, net_gate, h, w_f, row_f, gate_mask, COMPUTE, DOT)
-        if PEEP_F >= 0:
-            net_f += block_sum(p_f * c_prev, BLOCKED)
-        forget_gate = activate(net_f, GATE)
-        tl.store(saved_gate + row_f, forget_gate, mask=gate_mask)
+        forget_gate = _gate(
+            gates_gate, net_gate, h, w_f, row_f, c_prev, p_f, saved_gate, gate_mask, GATE,
+            PEEP_F >= 0, DOT, BLOCKED, COMPUTE,
+        )  # fmt: skip
     elif COUPLED:
         forget_gate = 1.0 - input_gate
     net_z = net_input(gates_cell, net_cell, h, w_g, row_g, cell_mask, COMPUTE, DOT)
@@ -101,11 +114,10 @@ def lstm_cell(
         written = candidate * drop
     c = forget_gate * c_prev + input_gate * written
     if HAS_O:
-        net_o = net_input(gates_gate, net_gate, h, w_o, row_o, gate_mask, COMPUTE, DOT)
-        if PEEP_O >= 0:
-            net_o += block_sum(p_o * c, BLOCKED)
-        output_gate = activate(net_o, GATE)
-        tl.store(saved_gate + row_o, output_gate, mask=gate_mask)
+        output_gate = _gate(
+            gates_gate, net_gate, h, w_o, row_o, c, p_o, saved_gate, gate_mask, GATE, PEEP_O >= 0,
+            DOT, BLOCKED, COMPUTE,
+        )  # fmt: skip
     return input_gate, forget_gate, c, output_gate
 
 
