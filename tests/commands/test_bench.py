@@ -73,7 +73,7 @@ def test_bench_options_refuses_the_cuda_device(capsys):
 def test_bench_layers_times_stacks_and_leaves_the_wavefront_as_it_was(tmp_path, capsys):
     from carousel.kernels.numba_cpu import wavefront
 
-    count, limit = wavefront.chunk_count, wavefront.MAX_CHUNKS
+    count, limit, enabled = wavefront.chunk_count, wavefront.MAX_CHUNKS, wavefront.ENABLED
     report = tmp_path / "performance.md"
     status = main(
         ["bench", "--layers", "2,3", "--cells", "vanilla,elman", "--grid", "1x20x3x4",
@@ -81,6 +81,7 @@ def test_bench_layers_times_stacks_and_leaves_the_wavefront_as_it_was(tmp_path, 
     )  # fmt: skip
     assert status == 0
     assert wavefront.chunk_count is count and wavefront.MAX_CHUNKS == limit
+    assert wavefront.ENABLED == enabled
     text = report.read_text()
     assert "<!-- bench-layers:start -->" in text and "Load average" in text
     rows = [line.split(" | ") for line in text.splitlines() if "1x20x3x4" in line]

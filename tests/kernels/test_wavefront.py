@@ -28,8 +28,9 @@ CELLS = {
 
 @pytest.fixture
 def chunked(monkeypatch):
-    """Chunks down to one step whatever the work (``MAX_CHUNKS`` set per test), the wavefront
-    allowed whatever the BLAS; returns :data:`wavefront.RUNS`. Threads restored afterwards."""
+    """The wavefront enabled, chunks down to one step whatever the work (``MAX_CHUNKS`` set per
+    test), allowed whatever the BLAS; returns :data:`wavefront.RUNS`. Threads restored afterwards."""
+    monkeypatch.setattr(wavefront, "ENABLED", True)
     monkeypatch.setattr(wavefront, "MIN_CHUNK_ROWS", 1)
     monkeypatch.setattr(wavefront, "MIN_CHUNK_WORK", 1)
     monkeypatch.setattr(wavefront, "BLAS", "mkl")
@@ -242,6 +243,9 @@ def test_chunk_count_thresholds(monkeypatch):
     monkeypatch.setattr(wavefront, "BLAS", "mkl")
     rows, work = wavefront.MIN_CHUNK_ROWS, wavefront.MIN_CHUNK_WORK
     big = [work * 1000] * 2
+    monkeypatch.setattr(wavefront, "ENABLED", False)
+    assert wavefront.chunk_count(1000, 1, big, 2) == 1  # off unless enabled
+    monkeypatch.setattr(wavefront, "ENABLED", True)
     assert wavefront.chunk_count(1000, 1, big, 2) == wavefront.MAX_CHUNKS
     assert wavefront.chunk_count(1000, 1, big, 1) == 1  # one thread
     assert wavefront.chunk_count(1000, 1, big[:1], 2) == 1  # one layer

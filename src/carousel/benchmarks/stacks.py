@@ -6,7 +6,8 @@ For every cell, shape ``(B, T, I, H)`` and layer count it builds the stack once 
 weights) and times, interleaved (:func:`carousel.benchmarks.harness.measure`), a forward pass
 under ``torch.no_grad()`` and a forward plus backward pass with a fixed random upstream gradient
 for: the numba layer with the wavefront off (``wavefront.MAX_CHUNKS = 1``) at one thread and at
-``N``, with it on at ``N`` (it never runs at one thread), and ``torch.nn`` at one thread and at
+``N``, with it on at ``N`` (it never runs at one thread; the bench turns it on for its runs,
+:data:`~carousel.kernels.numba_cpu.wavefront.ENABLED`, whatever the default), and ``torch.nn`` at one thread and at
 ``N`` where it has the cell. *ideal* is the wavefront's bound on ``N`` threads (:func:`ideal`):
 ``L K`` chunk-times of work in ``K + L - 1`` waves, a wave of ``a`` chunks taking ``ceil(a / N)``
 chunk-times; what it does not reach is the per-chunk cost of the kernel calls and the meetings
@@ -107,6 +108,7 @@ def benchmark(cells, shapes, layer_counts, dtype, seconds, many: int, log=print)
     from carousel.kernels.numba_cpu import wavefront
 
     default, rows = wavefront.MAX_CHUNKS, []
+    enabled, wavefront.ENABLED = wavefront.ENABLED, True  # measured whether on by default or not
     try:
         for shape in shapes:
             for num_layers in layer_counts:
@@ -128,6 +130,7 @@ def benchmark(cells, shapes, layer_counts, dtype, seconds, many: int, log=print)
                     log(line(row))
     finally:
         _restore(default)
+        wavefront.ENABLED = enabled
     return rows
 
 

@@ -38,6 +38,7 @@ gradients of that graph.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +77,17 @@ MAX_CHUNKS = 8
 threads gain ``L K / (K + L - 1)`` at best (1.78x for two layers and 8 chunks, 1.88x for 16),
 while every chunk adds a kernel call per layer and pass and a meeting of the threads."""
 
+ENVIRONMENT_VARIABLE = "CAROUSEL_WAVEFRONT"
+
+ENABLED = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() in ("1", "true", "on", "yes")
+"""Whether stacks may run as a wavefront at all: off unless ``CAROUSEL_WAVEFRONT=1`` is set
+before carousel is imported (or this is set to ``True``). Off by default because on the
+two-CPU machine where it was measured, idle, it was no faster than the layers one after another
+at any tested shape (0.59x-1.15x the better of the sequential path's one and two threads;
+docs/performance.md): there the per-chunk cost and the meetings of the threads outweigh the
+overlap. Where each layer can have a core of its own it is expected to pay (see the projection
+in docs/performance.md); measure with ``carousel bench --layers`` before turning it on."""
+
 RUNS = {"forward": 0, "backward": 0}
 """How many passes ran as a wavefront (for tests and diagnostics)."""
 
@@ -84,11 +96,12 @@ Chunks = tuple[tuple[int, int], ...]
 
 def chunk_count(steps: int, batch: int, works: list[int], num_threads: int) -> int:
     """The number of time chunks for a stack whose layers do ``works`` forward multiply-adds each
-    (whole sequence and batch), or 1 where the wavefront does not pay: fewer than two threads or
+    (whole sequence and batch), or 1 where the wavefront does not run: not :data:`ENABLED`,
+    fewer than two threads or
     layers, a BLAS other than MKL (see :mod:`carousel.kernels.threads`), a batch that some layer
     would shard, or less than two chunks' worth of :data:`MIN_CHUNK_ROWS` and
     :data:`MIN_CHUNK_WORK` (in the lightest layer); at most :data:`MAX_CHUNKS`."""
-    if num_threads < 2 or len(works) < 2 or BLAS != "mkl":
+    if not ENABLED or num_threads < 2 or len(works) < 2 or BLAS != "mkl":
         return 1
     if any(len(shards.shard_ranges(batch, work, num_threads)) > 1 for work in works):
         return 1
