@@ -32,10 +32,12 @@ def forward_backward(module, inputs, upstream):
     return [o.detach() for o in outputs], grads
 
 
-def run_layer(layer, x, state, lengths, upstream=None):
+def run_layer(layer, x, state, lengths, upstream=None, *, reset=None, seed=None):
     """Run ``layer(x, state, lengths=lengths)`` (``state`` a tuple of initial states, or empty or
-    ``None``), backpropagate ``upstream`` (random when ``None``) and return the flat outputs, the
-    gradients (every parameter, ``input``, ``state0``, ...) and the upstream used.
+    ``None``; ``reset=reset`` too when given), backpropagate ``upstream`` (random when ``None``)
+    and return the flat outputs, the gradients (every parameter, ``input``, ``state0``, ...) and
+    the upstream used. With ``seed``, torch's generator is seeded just before the forward pass,
+    so that layers with regularisers draw the same masks on every backend.
 
     An input the result does not depend on (the initial ``h`` under the truncated gradient) has
     no gradient in the reference; it counts as zero.
@@ -45,7 +47,9 @@ def run_layer(layer, x, state, lengths, upstream=None):
     for t in (x, *state):
         t.grad = None
     hx = state if len(state) > 1 else state[0] if state else None
-    output, final = layer(x, hx, lengths=lengths)
+    if seed is not None:
+        torch.manual_seed(seed)
+    output, final = layer(x, hx, lengths=lengths, **({} if reset is None else {"reset": reset}))
     outputs = flatten((output, final))
     if upstream is None:
         upstream = [torch.randn_like(o) for o in outputs]

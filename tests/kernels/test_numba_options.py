@@ -10,7 +10,7 @@ import torch
 
 import carousel
 from carousel.cells import VARIANTS, make_spec
-from tests.helpers import assert_same, flatten
+from tests.helpers import assert_same, flatten, run_layer
 
 LSTM_VARIANTS = [name for name in VARIANTS if make_spec(name).family == "lstm"]
 STEPS, BATCH, INPUT = 6, 3, 3
@@ -34,22 +34,6 @@ def _layers(variant, dtype, options, layer_options):
     return reference, fused
 
 
-def _run(layer, x, state, call, upstream=None):
-    layer.zero_grad()
-    for t in (x, *state):
-        t.grad = None
-    torch.manual_seed(7)  # the same masks for both backends
-    output, final = layer(x, state if len(state) > 1 else state[0], **call)
-    outputs = flatten((output, final))
-    if upstream is None:
-        upstream = [torch.randn_like(o) for o in outputs]
-    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
-    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    for name, t in [("input", x)] + [(f"state{i}", s) for i, s in enumerate(state)]:
-        grads[name] = torch.zeros_like(t) if t.grad is None else t.grad.clone()
-    return [o.detach() for o in outputs], grads, upstream
-
-
 def _compare(variant, dtype, *, training=True, reset=None, lengths=LENGTHS, layer_options=None,
              **options):  # fmt: skip
     reference, fused = _layers(variant, dtype, options, layer_options or {})
@@ -63,9 +47,11 @@ def _compare(variant, dtype, *, training=True, reset=None, lengths=LENGTHS, laye
     if reference.spec.family == "slstm":  # a normaliser n well away from 0
         state[2] = torch.rand(4, BATCH, sizes[2], dtype=dtype) + 0.5
     state = tuple(s.requires_grad_(True) for s in state)
-    call = {"lengths": lengths, "reset": reset}
-    expected, expected_grads, upstream = _run(reference, x, state, call)
-    actual, actual_grads, _ = _run(fused, x, state, call, upstream)
+    # the masks drawn from one seed: the same for both backends
+    expected, expected_grads, upstream = run_layer(
+        reference, x, state, lengths, reset=reset, seed=7
+    )
+    actual, actual_grads, _ = run_layer(fused, x, state, lengths, upstream, reset=reset, seed=7)
     assert_same(actual, expected, dtype, f"{variant} {options} outputs and final states")
     assert_same(actual_grads, expected_grads, dtype, f"{variant} {options} gradients")
 

@@ -18,18 +18,8 @@ run it alone: ``TRITON_INTERPRET=1 pytest tests/kernels/test_triton_interpreter.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip(
-        "runs in a subprocess with TRITON_INTERPRET=1, started by "
-        "tests/kernels/test_triton.py::test_interpreter_suite",
-        allow_module_level=True,
-    )
-pytest.importorskip("triton", reason="triton is not installed (pip install 'carousel-lstm[gpu]')")
 
 import carousel
 from tests.helpers import assert_same, flatten, run_layer
@@ -41,9 +31,12 @@ from tests.kernels.triton_cases import (
     compare,
     compare_regularized,
     every_option,
+    interpreter_only,
     layers,
     split_options,
 )
+
+interpreter_only()  # skips this module outside the interpreter subprocess
 
 SMALL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=(5, 2, 4))
 

@@ -12,22 +12,11 @@ kernels. Runs in the interpreter subprocess of ``test_triton.py::test_interprete
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip(
-        "runs in a subprocess with TRITON_INTERPRET=1, started by "
-        "tests/kernels/test_triton.py::test_interpreter_suite",
-        allow_module_level=True,
-    )
-pytest.importorskip("triton", reason="triton is not installed (pip install 'carousel-lstm[gpu]')")
-
 import carousel
 from carousel.cells import make_spec
-from carousel.kernels.triton import persistent
 from tests.helpers import TOLERANCE, run_layer
 from tests.kernels.triton_cases import (
     CELLS,
@@ -37,9 +26,14 @@ from tests.kernels.triton_cases import (
     assert_close,
     compare,
     compare_regularized,
+    interpreter_only,
     layers,
     split_options,
 )
+
+interpreter_only()  # skips this module outside the interpreter subprocess
+
+from carousel.kernels.triton import persistent  # noqa: E402 (triton only after the check)
 
 LEVEL = persistent.LEVEL_VARIABLE
 SMALL = Shape(batch=3, steps=5, input=3, hidden=4, lengths=(5, 2, 4))

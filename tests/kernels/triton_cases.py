@@ -11,13 +11,31 @@ the masks drawn from one seed for both layers.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 import carousel
 from carousel.cells import VARIANTS, make_spec
 from tests.helpers import TOLERANCE, run_layer
+
+
+def interpreter_only() -> None:
+    """Skip the calling test module unless it runs under Triton's interpreter, in the subprocess
+    that ``tests/kernels/test_triton.py::test_interpreter_suite`` starts (``TRITON_INTERPRET=1``
+    must be set before triton is imported), or when triton is not installed."""
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip(
+            "runs in a subprocess with TRITON_INTERPRET=1, started by "
+            "tests/kernels/test_triton.py::test_interpreter_suite",
+            allow_module_level=True,
+        )
+    pytest.importorskip(
+        "triton", reason="triton is not installed (pip install 'carousel-lstm[gpu]')"
+    )
+
 
 LSTM_VARIANTS = [name for name in VARIANTS if make_spec(name).family == "lstm"]
 CELLS = [*LSTM_VARIANTS, "gru", "elman"]
@@ -168,24 +186,6 @@ def every_option(variant: str) -> dict:
     return dict(EVERY)
 
 
-def _seeded_run(layer, x, state, call, upstream=None):
-    """:func:`tests.helpers.run_layer` with ``call`` (``lengths``, ``reset``) and the masks
-    drawn from one seed, so that every backend sees the same masks."""
-    layer.zero_grad()
-    for t in (x, *state):
-        t.grad = None
-    torch.manual_seed(7)
-    output, final = layer(x, state if len(state) > 1 else state[0], **call)
-    outputs = [output, *(final if isinstance(final, tuple) else (final,))]
-    if upstream is None:
-        upstream = [torch.randn_like(o) for o in outputs]
-    sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
-    grads = {name: p.grad.clone() for name, p in layer.named_parameters()}
-    for name, t in [("input", x)] + [(f"state{i}", s) for i, s in enumerate(state)]:
-        grads[name] = torch.zeros_like(t) if t.grad is None else t.grad.clone()
-    return [o.detach() for o in outputs], grads, upstream
-
-
 def compare_regularized(
     variant, dtype, shape, *, training=True, reset=None, layer_options=None, tolerance=None,
     device="cpu", **options,
@@ -202,9 +202,11 @@ def compare_regularized(
     x.requires_grad_(True)
     state = _initial_state(reference, dtype, shape.batch, device)
     reset = None if reset is None else reset.to(device)
-    call = {"lengths": shape.lengths_tensor, "reset": reset}
-    expected, expected_grads, upstream = _seeded_run(reference, x, state, call)
-    actual, actual_grads, _ = _seeded_run(fused, x, state, call, upstream)
+    lengths = shape.lengths_tensor  # the masks drawn from one seed: the same for both backends
+    expected, expected_grads, upstream = run_layer(
+        reference, x, state, lengths, reset=reset, seed=7
+    )
+    actual, actual_grads, _ = run_layer(fused, x, state, lengths, upstream, reset=reset, seed=7)
     tolerance = tolerance or TOLERANCE[dtype]
     what = f"{variant} {options} training={training} reset={reset is not None}"
     assert_close(actual, expected, tolerance, f"{what}: outputs and final states")
