@@ -82,9 +82,15 @@ def single_threaded():
         _local_threads(previous)
 
 
-PARALLEL_WORK = 1 << 20
-"""GEMMs with fewer multiply-adds run on the calling thread: splitting them costs more than it
-saves, and on a busy machine waiting for a second thread can cost milliseconds."""
+PARALLEL_WORK = 1 << 26
+"""GEMMs with fewer multiply-adds (about 2 ms on one core) run on the calling thread. A GEMM
+split over PyTorch's OpenMP pool meets its threads at a barrier, and on a busy machine a thread
+that lost its core arrives a time slice later (milliseconds): with one other process on the two
+CPUs, a 1x500x32x64 LSTM call (fwd+bwd, unsharded) took 32 ms on two threads against 3.6 ms on
+one when its whole-sequence GEMMs of 2^22-2^23 multiply-adds were split (threshold 2^20), and
+2.4 ms with this threshold; a 2x300x256x512 call, whose per-step GEMMs of 2^21 were split, 325 ms
+against 152 ms. On the idle machine the bench grid's times did not change (its batches shard,
+whose GEMMs are single-threaded anyway) and the 2x300x256x512 call took 131 ms against 159."""
 
 
 @intrinsic
