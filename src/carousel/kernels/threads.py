@@ -8,7 +8,8 @@ else PyTorch's own setting (``torch.get_num_threads()``, by default the number o
   backends, everything the layers do around a kernel. ``N`` threads.
 - MKL, which the ``numba`` kernels' GEMMs call (:mod:`carousel.kernels.numba_cpu.blas`): its
   threads *are* PyTorch's OpenMP pool. A GEMM called from an unsharded kernel may use it; small
-  ones (below ``PARALLEL_WORK``) and every GEMM of a sharded call run on the calling thread only
+  ones (below ``PARALLEL_WORK`` for a step's GEMMs, ``SEQUENCE_PARALLEL_WORK`` for those over the
+  whole sequence) and every GEMM of a sharded call run on the calling thread only
   (``MKL_Set_Num_Threads_Local``).
 - The shard pool (:func:`run_parallel`): ``N - 1`` Python worker threads that, with the calling
   thread, run the batch shards (or directions) of one ``numba`` call, each a compiled kernel that

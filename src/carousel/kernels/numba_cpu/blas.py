@@ -82,15 +82,21 @@ def single_threaded():
         _local_threads(previous)
 
 
-PARALLEL_WORK = 1 << 26
-"""GEMMs with fewer multiply-adds (about 2 ms on one core) run on the calling thread. A GEMM
-split over PyTorch's OpenMP pool meets its threads at a barrier, and on a busy machine a thread
-that lost its core arrives a time slice later (milliseconds): with one other process on the two
-CPUs, a 1x500x32x64 LSTM call (fwd+bwd, unsharded) took 32 ms on two threads against 3.6 ms on
-one when its whole-sequence GEMMs of 2^22-2^23 multiply-adds were split (threshold 2^20), and
-2.4 ms with this threshold; a 2x300x256x512 call, whose per-step GEMMs of 2^21 were split, 325 ms
-against 152 ms. On the idle machine the bench grid's times did not change (its batches shard,
-whose GEMMs are single-threaded anyway) and the 2x300x256x512 call took 131 ms against 159."""
+PARALLEL_WORK = 1 << 20
+"""A step's GEMMs with fewer multiply-adds run on the calling thread: splitting them costs more
+than it saves. From this size on (a batch of one or two rows at H = 512) two threads read half
+the recurrent weights each, which keeps each half in its core's cache: an unsharded 2x300x256x512
+LSTM call (fwd+bwd) took 78-86 ms on two idle CPUs against 154-157 ms with these GEMMs on one
+thread. On a busy machine each such GEMM meets its threads at a barrier once per step (325 ms
+against 152 ms with one other process on the two CPUs): ``CAROUSEL_NUM_THREADS=1`` avoids it."""
+
+SEQUENCE_PARALLEL_WORK = 1 << 26
+"""The same for the GEMMs over a whole sequence (the input projection and the weight and input
+gradients, :func:`sequence_gemm`), which split well but gain little below some 2 ms of work,
+while on a busy machine a thread that lost its core reaches the barrier a time slice later: with
+one other process on the two CPUs, an unsharded 1x500x32x64 LSTM call (fwd+bwd) took 32 ms on two
+threads (3.6 ms on one) when its whole-sequence GEMMs of 2^22-2^23 were split, 2.4 ms with this
+threshold; idle, 2.3-2.6 ms either way."""
 
 
 @intrinsic
@@ -114,9 +120,22 @@ def gemm(a, b, c, transpose_a, transpose_b, beta):
     ``op(x)`` is ``x.T`` when ``transpose_x`` is true. Products smaller than
     :data:`PARALLEL_WORK` multiply-adds run on the calling thread alone.
     """
+    _split_gemm(a, b, c, transpose_a, transpose_b, beta, PARALLEL_WORK)
+
+
+@kernel
+def sequence_gemm(a, b, c, transpose_a, transpose_b, beta):
+    """:func:`gemm` for the products over a whole sequence: split over threads only from
+    :data:`SEQUENCE_PARALLEL_WORK` multiply-adds."""
+    _split_gemm(a, b, c, transpose_a, transpose_b, beta, SEQUENCE_PARALLEL_WORK)
+
+
+@kernel
+def _split_gemm(a, b, c, transpose_a, transpose_b, beta, parallel_work):
+    """:func:`_gemm` on the calling thread alone below ``parallel_work`` multiply-adds."""
     rows = a.shape[1] if transpose_a else a.shape[0]
     work = rows * (a.shape[0] if transpose_a else a.shape[1]) * c.shape[1]
-    if work < PARALLEL_WORK:
+    if work < parallel_work:
         previous = _set_local_threads(1)
         _gemm(a, b, c, transpose_a, transpose_b, beta)
         _set_local_threads(previous)
@@ -239,7 +258,7 @@ def input_projection(x, weight_ih, bias):
         for g in range(rows):
             projected[n, g] = bias[g]
     beta = 1.0 if bias.shape[0] > 0 else 0.0
-    gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, beta)
+    sequence_gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, beta)
     return projected.reshape((steps, batch, rows))
 
 
@@ -260,7 +279,7 @@ def input_gradients(x, weight_ih, d_projection, need_input_grad):
     rows = weight_ih.shape[0]
     d_net = d_projection.reshape((steps * batch, rows))  # (T*B, G)
     d_weight_ih = np.empty((rows, inputs), x.dtype)
-    gemm(d_net, x.reshape((steps * batch, inputs)), d_weight_ih, True, False, 0.0)  # (G, I)
+    sequence_gemm(d_net, x.reshape((steps * batch, inputs)), d_weight_ih, True, False, 0.0)
     d_bias_sum = np.zeros(rows)  # accumulated in float64
     for n in range(steps * batch):
         for g in range(rows):
@@ -268,7 +287,7 @@ def input_gradients(x, weight_ih, d_projection, need_input_grad):
     d_bias = d_bias_sum.astype(x.dtype)
     if need_input_grad:
         d_x = np.empty((steps, batch, inputs), x.dtype)
-        gemm(d_net, weight_ih, d_x.reshape((steps * batch, inputs)), False, False, 0.0)
+        sequence_gemm(d_net, weight_ih, d_x.reshape((steps * batch, inputs)), False, False, 0.0)
     else:
         d_x = np.zeros((0, 0, 0), dtype=x.dtype)
     return d_x, d_weight_ih, d_bias

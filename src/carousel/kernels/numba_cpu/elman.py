@@ -15,10 +15,10 @@ import numpy as np
 
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.blas import (
-    gemm,
     input_gradients,
     input_projection,
     matmul,
+    sequence_gemm,
 )
 from carousel.kernels.numba_cpu.common import (
     activate,
@@ -136,5 +136,7 @@ def elman_backward(
     flat = steps * batch
     d_weight_hh = np.empty((hidden, hidden), dtype)
     sources = source_at.reshape((flat, hidden))
-    gemm(d_net_at.reshape((flat, hidden)), sources, d_weight_hh, True, False, 0.0)  # (H, H)
+    sequence_gemm(
+        d_net_at.reshape((flat, hidden)), sources, d_weight_hh, True, False, 0.0
+    )  # (H, H)
     return d_x, d_h, d_weight_ih, d_bias, d_weight_hh

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carousel.kernels.numba_cpu.blas import gemm, input_gradients, matmul
+from carousel.kernels.numba_cpu.blas import input_gradients, matmul, sequence_gemm
 from carousel.kernels.numba_cpu.common import (
     activate,
     add_output_error,
@@ -323,11 +323,15 @@ def lstm_backward(
     flat = steps * batch
     d_weight_hh = np.empty((rows, source_size), dtype)
     sources = source_at.reshape((flat, source_size))
-    gemm(d_recurrent_at.reshape((flat, rows)), sources, d_weight_hh, True, False, 0.0)  # (G, R)
+    sequence_gemm(
+        d_recurrent_at.reshape((flat, rows)), sources, d_weight_hh, True, False, 0.0
+    )  # (G, R)
     d_weight_hr = np.empty((out_size if project else 0, hidden if project else 0), dtype)
     if project:
         d_outputs = d_h_at.reshape((flat, out_size))
-        gemm(d_outputs, y_at.reshape((flat, hidden)), d_weight_hr, True, False, 0.0)  # (P, H)
+        sequence_gemm(
+            d_outputs, y_at.reshape((flat, hidden)), d_weight_hr, True, False, 0.0
+        )  # (P, H)
     return (
         d_x,
         d_h,

@@ -35,13 +35,13 @@ import numpy as np
 
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.blas import (
-    gemm,
     head_blocks,
     head_count,
     head_matmul,
     head_matmul_backward,
     input_gradients,
     input_projection,
+    sequence_gemm,
 )
 from carousel.kernels.numba_cpu.common import (
     activate,
@@ -351,7 +351,7 @@ def slstm_backward(
     sources = source_at.reshape((flat, hidden))
     if heads == 1:
         d_weight_hh = np.empty((rows, hidden), dtype)
-        gemm(d_nets, sources, d_weight_hh, True, False, 0.0)  # (G, H)
+        sequence_gemm(d_nets, sources, d_weight_hh, True, False, 0.0)  # (G, H)
     else:  # the diagonal blocks only; the rest is masked out (and zero in weight_hh)
         d_weight_hh = np.zeros((rows, hidden), dtype)
         d_net_head = np.empty((flat, 4 * size), dtype)
@@ -364,7 +364,7 @@ def slstm_backward(
                         d_net_head[n, gate * size + k] = d_nets[n, gate * hidden + head * size + k]
                 for j in range(size):
                     source_head[n, j] = sources[n, head * size + j]
-            gemm(d_net_head, source_head, d_block, True, False, 0.0)  # (4D, D)
+            sequence_gemm(d_net_head, source_head, d_block, True, False, 0.0)  # (4D, D)
             for gate in range(4):
                 for k in range(size):
                     for j in range(size):
