@@ -82,9 +82,9 @@ ENVIRONMENT_VARIABLE = "CAROUSEL_WAVEFRONT"
 ENABLED = os.environ.get(ENVIRONMENT_VARIABLE, "").strip().lower() in ("1", "true", "on", "yes")
 """Whether stacks may run as a wavefront at all: off unless ``CAROUSEL_WAVEFRONT=1`` is set
 before carousel is imported (or this is set to ``True``). Off by default because on the
-two-CPU machine where it was measured, idle, it was no faster than the layers one after another
-at any tested shape (0.59x-1.15x the better of the sequential path's one and two threads;
-docs/performance.md): there the per-chunk cost and the meetings of the threads outweigh the
+two-CPU machine where it was measured, idle, it ran at 0.59x-1.15x the better of the sequential
+path's one- and two-thread times, below 1x at every tested shape at eight chunks
+(docs/performance.md): there the per-chunk cost and the meetings of the threads outweigh the
 overlap. Where each layer can have a core of its own it is expected to pay (see the projection
 in docs/performance.md); measure with ``carousel bench --layers`` before turning it on."""
 
