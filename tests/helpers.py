@@ -72,3 +72,24 @@ def assert_same(actual, expected, dtype=torch.float32, what=""):
     assert len(actual) == len(expected), what
     for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
         torch.testing.assert_close(a, e, **TOLERANCE[dtype], msg=f"{what} [{i}]")
+
+
+def gradcheck_with_fixed_masks(layer) -> bool:
+    """float64 ``gradcheck`` (fast mode) of ``layer`` on a ``(5, 2, 2)`` input with lengths
+    ``[5, 4]`` and a reset in each sequence, through every parameter and the input; the masks are
+    fixed by reseeding torch's generator before each forward pass."""
+    names = [n for n, _ in layer.named_parameters()]
+    params = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
+    x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
+    reset = torch.zeros(5, 2, dtype=torch.bool)
+    reset[2, 0] = reset[3, 1] = True
+    lengths = torch.tensor([5, 4])
+
+    def run(x, *params):
+        torch.manual_seed(11)
+        output, final = torch.func.functional_call(
+            layer, dict(zip(names, params, strict=True)), (x,), {"lengths": lengths, "reset": reset}
+        )
+        return (output, *flatten(final))
+
+    return torch.autograd.gradcheck(run, (x, *params), eps=1e-6, atol=1e-7, fast_mode=True)

@@ -10,7 +10,7 @@ import torch
 
 import carousel
 from carousel.cells import VARIANTS, make_spec
-from tests.helpers import assert_same, flatten, run_layer
+from tests.helpers import assert_same, gradcheck_with_fixed_masks, run_layer
 
 LSTM_VARIANTS = [name for name in VARIANTS if make_spec(name).family == "lstm"]
 STEPS, BATCH, INPUT = 6, 3, 3
@@ -129,18 +129,4 @@ def test_gradcheck_float64_with_fixed_masks(variant):
         2, 4 if variant == "1997" else 2, variant=variant, backend="numba",
         dtype=torch.float64, bidirectional=True, **options,
     )  # fmt: skip
-    names = [n for n, _ in layer.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
-    x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
-    reset = torch.zeros(5, 2, dtype=torch.bool)
-    reset[2, 0] = reset[3, 1] = True
-    lengths = torch.tensor([5, 4])
-
-    def run(x, *params):
-        torch.manual_seed(11)
-        output, final = torch.func.functional_call(
-            layer, dict(zip(names, params, strict=True)), (x,), {"lengths": lengths, "reset": reset}
-        )
-        return (output, *flatten(final))
-
-    assert torch.autograd.gradcheck(run, (x, *params), eps=1e-6, atol=1e-7, fast_mode=True)
+    assert gradcheck_with_fixed_masks(layer)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import carousel
-from tests.helpers import flatten
+from tests.helpers import gradcheck_with_fixed_masks
 from tests.kernels.test_numba_options import DTYPES, RESET, _compare
 
 OPTIONS = {
@@ -42,21 +42,7 @@ def test_slstm_gradcheck_float64_with_fixed_masks():
         2, 2, variant="slstm", backend="numba", dtype=torch.float64, bidirectional=True,
         weight_drop=0.3,
     )  # fmt: skip
-    names = [n for n, _ in layer.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in layer.parameters()]
-    x = torch.randn(5, 2, 2, dtype=torch.float64, requires_grad=True)
-    reset = torch.zeros(5, 2, dtype=torch.bool)
-    reset[2, 0] = reset[3, 1] = True
-    lengths = torch.tensor([5, 4])
-
-    def run(x, *params):
-        torch.manual_seed(11)
-        output, final = torch.func.functional_call(
-            layer, dict(zip(names, params, strict=True)), (x,), {"lengths": lengths, "reset": reset}
-        )
-        return (output, *flatten(final))
-
-    assert torch.autograd.gradcheck(run, (x, *params), eps=1e-6, atol=1e-7, fast_mode=True)
+    assert gradcheck_with_fixed_masks(layer)
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
