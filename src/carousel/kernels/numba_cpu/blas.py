@@ -113,7 +113,7 @@ def _set_local_threads(typingctx, num_threads):
     return types.int32(types.int64), codegen
 
 
-@kernel
+@kernel(inline="always")
 def gemm(a, b, c, transpose_a, transpose_b, beta):
     """``c = op(a) @ op(b) + beta * c`` on C-contiguous 2-D arrays, by the BLAS of :data:`BLAS`.
 
@@ -123,14 +123,14 @@ def gemm(a, b, c, transpose_a, transpose_b, beta):
     _split_gemm(a, b, c, transpose_a, transpose_b, beta, PARALLEL_WORK)
 
 
-@kernel
+@kernel(inline="always")
 def sequence_gemm(a, b, c, transpose_a, transpose_b, beta):
     """:func:`gemm` for the products over a whole sequence: split over threads only from
     :data:`SEQUENCE_PARALLEL_WORK` multiply-adds."""
     _split_gemm(a, b, c, transpose_a, transpose_b, beta, SEQUENCE_PARALLEL_WORK)
 
 
-@kernel
+@kernel(inline="always")
 def _split_gemm(a, b, c, transpose_a, transpose_b, beta, parallel_work):
     """:func:`_gemm` on the calling thread alone below ``parallel_work`` multiply-adds."""
     rows = a.shape[1] if transpose_a else a.shape[0]
@@ -240,13 +240,13 @@ def matmul(a, b, out):
 
 
 @kernel
-def input_projection(x, weight_ih, bias):
-    """:math:`W_{ih} x_t + b` for all steps in one GEMM.
+def input_projection(x, weight_ih):
+    """:math:`W_{ih} x_t` for all steps in one GEMM. The kernels add the bias where they read a
+    row (:func:`row_bias`): written into every row first, it would cost a pass over the result.
 
     Args:
         x: ``(T, B, I)``.
         weight_ih: ``(G, I)``.
-        bias: ``(G,)``, or ``(0,)`` for none.
 
     Returns:
         ``(T, B, G)``.
@@ -254,12 +254,18 @@ def input_projection(x, weight_ih, bias):
     steps, batch, inputs = x.shape
     rows = weight_ih.shape[0]
     projected = np.empty((steps * batch, rows), x.dtype)  # (T*B, G)
-    for n in range(steps * batch if bias.shape[0] > 0 else 0):
-        for g in range(rows):
-            projected[n, g] = bias[g]
-    beta = 1.0 if bias.shape[0] > 0 else 0.0
-    sequence_gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, beta)
+    sequence_gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, 0.0)
     return projected.reshape((steps, batch, rows))
+
+
+@kernel
+def row_bias(bias, rows, dtype, used):
+    """The bias a kernel adds to each row of :func:`input_projection`: ``bias`` ``(G,)``, or
+    ``rows`` zeros when it has none (``(0,)``) or does not add it (``used`` false: layer norm
+    folds it into a shift)."""
+    if bias.shape[0] > 0 and used:
+        return bias
+    return np.zeros(rows, dtype)
 
 
 @kernel

@@ -4,8 +4,8 @@ time indexing (the GEMMs are in :mod:`.blas`).
 Every function here is compiled with Numba (``@njit(cache=True)``) and works on NumPy arrays of
 float32 or float64; transcendental math is done in float64 whatever the storage type.
 
-Activations are applied by one branch-free loop over a whole row of gates, each element with its own
-function read from a small table (:func:`activation_table`), so that LLVM vectorises it. ``np.exp``
+Activations are applied by one branch-free loop per block of a row of gates that shares an activation,
+its parameters read from a small table (:func:`activation_table`), so that LLVM vectorises it. ``np.exp``
 would call libm once per element (such scalar calls were most of the time of a small LSTM), so
 :func:`exp` evaluates :math:`e^x = 2^n e^r` with :math:`n = \mathrm{round}(x / \ln 2)`,
 :math:`|r| \le \ln 2 / 2` and a degree-13 Taylor polynomial for :math:`e^r`: relative error below
@@ -56,19 +56,28 @@ def _cache_directory() -> str:
 _CACHE_DIRECTORY = _cache_directory()
 
 
-def kernel(function=None, *, fastmath=False):
+def kernel(function=None, *, fastmath=False, inline="never"):
     """Compile ``function`` as a kernel: ``@njit(cache=True, nogil=True)`` into
     :func:`_cache_directory`, with NumPy's float division (no zero check, which would keep LLVM
     from vectorising the loops). ``@kernel(fastmath=...)`` passes numba's ``fastmath`` flags.
 
+    ``@kernel(inline="always")`` marks the small helpers that the kernels call once per row or
+    step (activations, time indexing, masks, the GEMM wrappers): Numba inlines them into the
+    caller. A call that is not inlined passes every array argument on the stack and adds and
+    drops a reference to it, an atomic operation each, which at a row of a few hundred values
+    cost more than the helper's arithmetic. ``matmul`` is not inlined: its plain-loop branch
+    slowed the small GRU and RNN kernels it was inlined into.
+
     ``nogil``: called from Python, a kernel releases the GIL for its whole run, so the batch
     shards of one call (:mod:`.shards`) run their kernels in parallel Python threads."""
     if function is None:
-        return lambda function: kernel(function, fastmath=fastmath)
+        return lambda function: kernel(function, fastmath=fastmath, inline=inline)
     user_directory = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = _CACHE_DIRECTORY  # read when the dispatcher sets up its cache
     try:
-        return njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath)(function)
+        return njit(cache=True, nogil=True, error_model="numpy", fastmath=fastmath, inline=inline)(
+            function
+        )
     finally:
         numba.config.CACHE_DIR = user_directory
 
@@ -149,87 +158,140 @@ def _exp32(x):
     return (low + high * (r2 * r2)) * scale
 
 
-# Rows of an activation table (see activation_table).
+# Columns of an activation table's parameters (see activation_table).
 SCALE, SLOPE, OFFSET, LINEAR, LOW, HIGH, CURVATURE = 0, 1, 2, 3, 4, 5, 6
 
 
 @kernel
 def activation_table(codes, dtype):
-    r"""Per-row parameters that let one branch-free loop apply a different activation to each row.
+    r"""The activations of a row of values, as runs of equal activations with their parameters.
 
-    Every activation is :math:`f(x) = a\,\sigma(s x) + o + \mathrm{clip}(l x, lo, hi)`:
-    sigmoid ``(a, s, o) = (1, 1, 0)``, tanh ``(2, 2, -1)``, g1997 ``(4, 1, -2)``, h1997
-    ``(2, 1, -1)`` with ``l = lo = hi = 0``; hard_sigmoid ``clip(x, 0, 1)``, relu
-    ``clip(x, 0, inf)``, identity ``clip(x, -inf, inf)`` with ``a = s = o = 0``. The added zero
-    terms are exact, so each row gets exactly its own function. ``CURVATURE`` is ``s / a`` (0 for
-    the clipped ones), used by :func:`derivatives`.
+    Every activation is :math:`f(x) = a\,\sigma(s x) + o` or :math:`f(x) = \mathrm{clip}(l x,
+    lo, hi)`: sigmoid ``(a, s, o) = (1, 1, 0)``, tanh ``(2, 2, -1)``, g1997 ``(4, 1, -2)``, h1997
+    ``(2, 1, -1)``; hard_sigmoid ``clip(x, 0, 1)``, relu ``clip(x, 0, inf)``, identity
+    ``clip(x, -inf, inf)`` (``a = 0`` marks the clipped ones). ``CURVATURE`` is ``s / a``, used by
+    :func:`derivatives`. A row of gates holds a few blocks, each with one activation, so
+    :func:`activate` runs one loop per block with its parameters in registers: a table read per
+    value would cost more loads than the arithmetic.
 
     Args:
-        codes: ``(n,)`` int64 activation codes, one per row.
+        codes: ``(n,)`` int64 activation codes, one per value of the row.
         dtype: the dtype of the values it will act on.
 
     Returns:
-        ``(7, n)`` of ``dtype``, rows ``SCALE, SLOPE, OFFSET, LINEAR, LOW, HIGH, CURVATURE``.
+        ``(bounds, parameters)``: ``bounds (S, 2)`` int64, the ``[start, stop)`` of each of the
+        ``S`` runs of equal codes in order; ``parameters (S, 7)`` of ``dtype``, columns ``SCALE,
+        SLOPE, OFFSET, LINEAR, LOW, HIGH, CURVATURE``.
     """
-    table = np.zeros((7, codes.shape[0]), dtype)
-    for j in range(codes.shape[0]):
-        code = codes[j]
-        if code == SIGMOID:
-            table[SCALE, j], table[SLOPE, j] = 1.0, 1.0
-        elif code == TANH:
-            table[SCALE, j], table[SLOPE, j], table[OFFSET, j] = 2.0, 2.0, -1.0
-        elif code == G1997:
-            table[SCALE, j], table[SLOPE, j], table[OFFSET, j] = 4.0, 1.0, -2.0
-        elif code == H1997:
-            table[SCALE, j], table[SLOPE, j], table[OFFSET, j] = 2.0, 1.0, -1.0
-        else:
-            table[LINEAR, j] = 1.0
-            table[LOW, j] = -np.inf if code == IDENTITY else 0.0
-            table[HIGH, j] = 1.0 if code == HARD_SIGMOID else np.inf
-        if table[SCALE, j] != 0.0:
-            table[CURVATURE, j] = table[SLOPE, j] / table[SCALE, j]
-    return table
+    size = codes.shape[0]
+    runs = 0
+    for j in range(size):
+        if j == 0 or codes[j] != codes[j - 1]:
+            runs += 1
+    bounds = np.zeros((runs, 2), np.int64)
+    parameters = np.zeros((runs, 7), dtype)
+    run = -1
+    for j in range(size):
+        if j == 0 or codes[j] != codes[j - 1]:
+            run += 1
+            bounds[run, 0] = j
+            _parameters(codes[j], parameters[run])
+        bounds[run, 1] = j + 1
+    return bounds, parameters
 
 
 @kernel
+def _parameters(code, out):
+    """Write the ``(7,)`` parameters of activation ``code`` into ``out`` (zeros beforehand)."""
+    if code == SIGMOID:
+        out[SCALE], out[SLOPE] = 1.0, 1.0
+    elif code == TANH:
+        out[SCALE], out[SLOPE], out[OFFSET] = 2.0, 2.0, -1.0
+    elif code == G1997:
+        out[SCALE], out[SLOPE], out[OFFSET] = 4.0, 1.0, -2.0
+    elif code == H1997:
+        out[SCALE], out[SLOPE], out[OFFSET] = 2.0, 1.0, -1.0
+    else:
+        out[LINEAR] = 1.0
+        out[LOW] = -np.inf if code == IDENTITY else 0.0
+        out[HIGH] = 1.0 if code == HARD_SIGMOID else np.inf
+    if out[SCALE] != 0.0:
+        out[CURVATURE] = out[SLOPE] / out[SCALE]
+
+
+@kernel(inline="always")
 def activate(values, table, start, stop):
-    """Apply each row's activation to ``values[start:stop]`` in place (see :func:`activation_table`)."""
+    """Apply each value's activation to ``values[start:stop]`` in place (see
+    :func:`activation_table`)."""
+    bounds, parameters = table
+    for run in range(bounds.shape[0]):
+        low, high = max(start, bounds[run, 0]), min(stop, bounds[run, 1])
+        if low < high:
+            _activate_run(values, parameters[run], low, high)
+
+
+@kernel(inline="always")
+def _activate_run(values, parameters, start, stop):
+    """:func:`activate` over ``[start, stop)``, where every value has the activation of
+    ``parameters``."""
     one = values.dtype.type(1.0)  # all arithmetic in the values' precision
     base = np.uint64(start)  # unsigned indices: no wrap-around check, so the loop vectorises
-    for n in range(stop - start):
-        j = base + np.uint64(n)
-        x = values[j]
-        squash = table[SCALE, j] / (one + exp(-table[SLOPE, j] * x)) + table[OFFSET, j]
-        values[j] = squash + min(max(table[LINEAR, j] * x, table[LOW, j]), table[HIGH, j])
+    scale, slope, offset = parameters[SCALE], parameters[SLOPE], parameters[OFFSET]
+    if scale != 0.0:
+        for n in range(stop - start):
+            j = base + np.uint64(n)
+            values[j] = scale / (one + exp(-slope * values[j])) + offset
+    else:
+        linear, low, high = parameters[LINEAR], parameters[LOW], parameters[HIGH]
+        for n in range(stop - start):
+            j = base + np.uint64(n)
+            values[j] = min(max(linear * values[j], low), high)
 
 
-@kernel
+@kernel(inline="always")
 def derivatives(values, table, start, stop, out):
     """``out[j] = f'(x)`` from the output ``y = values[j]``, for ``start <= j < stop``.
 
-    For the squashing part :math:`f' = (s / a)(y - o)(a + o - y)`, which is :math:`y (1 - y)`,
-    :math:`1 - y^2`, :math:`(4 - y^2) / 4`, :math:`(1 - y^2) / 2`; for the clipped part
-    :math:`f' = 1` strictly inside ``(lo, hi)``, else 0 (torch's convention at the kinks).
+    For the squashing activations :math:`f' = (s / a)(y - o)(a + o - y)`, which is
+    :math:`y (1 - y)`, :math:`1 - y^2`, :math:`(4 - y^2) / 4`, :math:`(1 - y^2) / 2`; for the
+    clipped ones :math:`f' = l` strictly inside ``(lo, hi)``, else 0 (torch's convention at the
+    kinks).
     """
+    bounds, parameters = table
+    for run in range(bounds.shape[0]):
+        low, high = max(start, bounds[run, 0]), min(stop, bounds[run, 1])
+        if low < high:
+            _derivatives_run(values, parameters[run], low, high, out)
+
+
+@kernel(inline="always")
+def _derivatives_run(values, parameters, start, stop, out):
+    """:func:`derivatives` over ``[start, stop)``, one activation (see :func:`_activate_run`)."""
     one, zero = values.dtype.type(1.0), values.dtype.type(0.0)
-    base = np.uint64(start)  # see activate
-    for n in range(stop - start):
-        j = base + np.uint64(n)
-        y = values[j]
-        offset = table[OFFSET, j]
-        inside = one if table[LOW, j] < y < table[HIGH, j] else zero
-        squash = table[CURVATURE, j] * (y - offset) * (table[SCALE, j] + offset - y)
-        out[j] = squash + table[LINEAR, j] * inside
+    base = np.uint64(start)
+    scale, offset = parameters[SCALE], parameters[OFFSET]
+    if scale != 0.0:
+        curvature = parameters[CURVATURE]
+        for n in range(stop - start):
+            j = base + np.uint64(n)
+            y = values[j]
+            out[j] = curvature * (y - offset) * (scale + offset - y)
+    else:
+        linear, low, high = parameters[LINEAR], parameters[LOW], parameters[HIGH]
+        for n in range(stop - start):
+            j = base + np.uint64(n)
+            y = values[j]
+            out[j] = linear * (one if low < y < high else zero)
 
 
-@kernel
+@kernel(inline="always")
 def expand(gate, block, out):
     """Gate values per cell: ``out[j] = gate[j // block]`` (one gate unit serves ``block`` cells)."""
     for j in range(out.shape[0]):
         out[j] = gate[j // block]
 
 
-@kernel
+@kernel(inline="always")
 def block_sums(values, block, out):
     """``out[k] = sum(values[k * block : (k + 1) * block])``: per-cell terms summed per gate unit."""
     for k in range(out.shape[0]):
@@ -239,7 +301,7 @@ def block_sums(values, block, out):
         out[k] = total
 
 
-@kernel
+@kernel(inline="always")
 def time_index(step, length, reverse):
     """The time position that processing step ``step`` of a sequence of ``length`` reads.
 
@@ -249,7 +311,7 @@ def time_index(step, length, reverse):
     return length - 1 - step if reverse else step
 
 
-@kernel
+@kernel(inline="always")
 def add_output_error(step, d_output, lengths, reverse, d_h):
     """Backward at processing step ``step``: ``d_h[b] += d_output[tau, b]`` for every sequence
     still active (``tau`` its time position), ``d_output`` ``(T, B, W)``, ``d_h`` ``(B, W)``."""

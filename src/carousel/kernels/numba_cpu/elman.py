@@ -18,6 +18,7 @@ from carousel.kernels.numba_cpu.blas import (
     input_gradients,
     input_projection,
     matmul,
+    row_bias,
     sequence_gemm,
 )
 from carousel.kernels.numba_cpu.common import (
@@ -55,7 +56,8 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
     table = activation_table(np.full(hidden, config[0]), x.dtype)
     dtype = x.dtype
 
-    gates_x = input_projection(x, weight_ih, bias)  # (T, B, H)
+    gates_x = input_projection(x, weight_ih)  # (T, B, H)
+    bias_row = row_bias(bias, hidden, dtype, True)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, H)
     output = time_major(steps, batch, hidden, dtype, lengths)
     h = h0.copy()
@@ -70,7 +72,7 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
                 continue
             tau = time_index(t, lengths[b], reverse)
             for j in range(hidden):
-                act[j] = net[b, j] + gates_x[tau, b, j]
+                act[j] = net[b, j] + gates_x[tau, b, j] + bias_row[j]
             activate(act, table, 0, hidden)
             for j in range(hidden):
                 if keep:

@@ -34,6 +34,7 @@ from carousel.kernels.numba_cpu.blas import (
     input_gradients,
     input_projection,
     matmul,
+    row_bias,
 )
 from carousel.kernels.numba_cpu.common import (
     activate,
@@ -117,7 +118,8 @@ def gru_forward(
 
     norm_at = np.empty((saved if normalized else 0, batch, 2, width), dtype)
     inverse_at = np.empty((saved if normalized else 0, batch, 2), dtype)
-    gates_x = input_projection(x, weight_ih, bias_ih[:0] if normalized else bias_ih)  # (T, B, 3H)
+    gates_x = input_projection(x, weight_ih)  # (T, B, 3H)
+    bias_x = row_bias(bias_ih, width, dtype, not normalized)  # added where a row is read
     # with layer norm the biases are folded into the shifts (b_ih of LN(W x), b_hh of LN(R h)),
     # and each step normalises its own row of the input projections where it reads them
     shifted_ih, shifted_hh = norm_ih.copy(), norm_hh.copy()
@@ -166,11 +168,13 @@ def gru_forward(
                     source_at[tau, b, j] = h[b, j]
                     recurrent_n_at[tau, b, j] = recurrent[b, 2 * hidden + j]
             for g in range(2 * hidden):
-                act[g] = recurrent[b, g] + gates_x[tau, b, g]
+                act[g] = recurrent[b, g] + gates_x[tau, b, g] + bias_x[g]
             activate(act, table, 0, 2 * hidden)  # r, u
             for j in range(hidden):
                 act[2 * hidden + j] = (
-                    gates_x[tau, b, 2 * hidden + j] + act[j] * recurrent[b, 2 * hidden + j]
+                    gates_x[tau, b, 2 * hidden + j]
+                    + bias_x[2 * hidden + j]
+                    + act[j] * recurrent[b, 2 * hidden + j]
                 )
             activate(act, table, 2 * hidden, width)  # n
             candidate_mask = candidate_keep[b] if drop_candidate else ones

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from carousel.kernels.numba_cpu.blas import input_projection, matmul
+from carousel.kernels.numba_cpu.blas import input_projection, matmul, row_bias
 from carousel.kernels.numba_cpu.common import activate, expand, kernel, time_index, time_major
 from carousel.kernels.numba_cpu.layer_norm import normalize
 from carousel.kernels.numba_cpu.lstm_bptt import lstm_backward
@@ -102,7 +102,7 @@ def lstm_forward(
     Returns:
         ``output (T, B, P)`` (zeros past each length), ``h_n (B, P)``, ``c_n (B, H)``,
         ``feedback_n (B, F)``, and the saved arrays: ``gates (T, B, G)`` (activations; the
-        input projections at padded positions), ``cell_prev_at (T, B, H)`` (:math:`c_{t-1}`),
+        input projections without the bias at padded positions), ``cell_prev_at (T, B, H)`` (:math:`c_{t-1}`),
         ``source_at (T, B, R)`` (what ``weight_hh`` read: :math:`[m h_{t-1}, \gamma_{t-1}]`),
         ``y_at (T, B, H)`` (before the projection), ``norm_at (T, B, 2, G)`` (the normalised
         projections, input and recurrent) and ``inverse_at (T, B, 2)`` (their
@@ -130,11 +130,13 @@ def lstm_forward(
     dtype = x.dtype
     saved = steps if keep else 0
 
-    # the input projections (normalised before the bias); each row turns into that step's
+    # the input projections, without the bias (added where a row is read: a bias written into
+    # every row first would cost a pass over (T, B, G)); each row turns into that step's
     # activations, saved for backward
     norm_at = np.empty((saved if normalized else 0, batch, 2, rows), dtype)
     inverse_at = np.empty((saved if normalized else 0, batch, 2), dtype)
-    gates = input_projection(x, weight_ih, bias[:0] if normalized else bias)  # (T, B, G)
+    gates = input_projection(x, weight_ih)  # (T, B, G)
+    bias_row = row_bias(bias, rows, dtype, not normalized)
     shifted_ih = norm_ih.copy()  # with layer norm, b folded into the shift of LN(W x)
     if normalized:
         for g in range(bias.shape[0]):
@@ -200,7 +202,7 @@ def lstm_forward(
                     act[g] += net[b, g]
             else:
                 for g in range(rows):
-                    act[g] = net[b, g] + gates[tau, b, g]
+                    act[g] = net[b, g] + gates[tau, b, g] + bias_row[g]
             if keep:
                 for r in range(source_size):
                     source_at[tau, b, r] = read[b, r]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from carousel.kernels.numba_cpu.common import kernel, time_index
 
 
-@kernel
+@kernel(inline="always")
 def restart(step, reset, lengths, reverse, initial, state, offset):
     """Before processing step ``step``: ``state[b, offset : offset + W] = initial[b]`` (``initial``
     ``(B, W)``) for every sequence ``b`` that resets at the time position of that step."""
@@ -24,7 +24,7 @@ def restart(step, reset, lengths, reverse, initial, state, offset):
                 state[b, offset + j] = initial[b, j]
 
 
-@kernel
+@kernel(inline="always")
 def split_zoneout(step, keep, lengths, reverse, d_state, direct):
     """Backward of zoneout at step ``step`` for every active sequence: ``direct = d * d_state``
     (the error that skips the step), ``d_state *= 1 - d`` (the error into the cell); ``keep``
@@ -38,7 +38,7 @@ def split_zoneout(step, keep, lengths, reverse, d_state, direct):
                 d_state[b, j] *= 1.0 - kept
 
 
-@kernel
+@kernel(inline="always")
 def stop_at_resets(step, reset, lengths, reverse, d_state):
     """Zero the rows of ``d_state`` ``(B, W)`` whose sequence reset at step ``step``: no error
     crosses a reset."""
@@ -48,7 +48,7 @@ def stop_at_resets(step, reset, lengths, reverse, d_state):
                 d_state[b, j] = 0.0
 
 
-@kernel
+@kernel(inline="always")
 def zoneout_update(state, fresh, keep, step, b, zone, output):
     """Row ``b`` at time position ``step``: ``state[b, j] = d state[b, j] + (1 - d) fresh[b, j]``
     with zoneout's ``d = keep[step, b, j]`` (when ``zone``; else ``state[b, j] = fresh[b, j]``),

@@ -41,6 +41,7 @@ from carousel.kernels.numba_cpu.blas import (
     head_matmul_backward,
     input_gradients,
     input_projection,
+    row_bias,
     sequence_gemm,
 )
 from carousel.kernels.numba_cpu.common import (
@@ -120,7 +121,8 @@ def slstm_forward(
     identity_output = config[OUTPUT_ACTIVATION] == IDENTITY
     gate_table, output_table = _tables(config, hidden, dtype)
 
-    gates = input_projection(x, weight_ih, bias)  # (T, B, G); each row turns into activations
+    gates = input_projection(x, weight_ih)  # (T, B, G); each row turns into activations
+    bias_row = row_bias(bias, rows, dtype, True)
     heads = head_count(config[NUM_HEADS], weight_hh)
     size = hidden // heads
     weight_hh_t = np.ascontiguousarray(weight_hh.T) if heads == 1 else np.zeros((0, 0), dtype)
@@ -156,7 +158,7 @@ def slstm_forward(
                 continue
             tau = time_index(t, lengths[b], reverse)
             for g in range(rows):
-                act[g] = net[b, g] + gates[tau, b, g]
+                act[g] = net[b, g] + gates[tau, b, g] + bias_row[g]
             if keep:
                 for j in range(hidden):
                     source_at[tau, b, j] = h[b, j]
