@@ -36,9 +36,13 @@ from carousel.kernels.numba_cpu.blas import BLAS, single_threaded
 MIN_SHARD_ROWS = 4
 """Fewest batch rows per shard: below, a step's GEMM is too thin to run well on one core."""
 
-MIN_SHARD_WORK = 1 << 21
-"""Fewest multiply-adds of the forward GEMMs per shard (``T b G (I + R)`` for ``b`` rows): below,
-handing the shard to another thread (tens of microseconds) costs more than it saves."""
+MIN_SHARD_WORK = 3 << 22
+"""Fewest multiply-adds of the forward GEMMs per shard (``T b G (I + R)`` for ``b`` rows), about
+12.6 million (a shard of 1.5 to 2 ms fwd+bwd): below, two shards on two threads were no faster
+than one call on one thread, or slower (fwd+bwd, three alternated processes each: Elman RNN
+16x100x32x64 2.0-2.1 ms against 1.5-1.6, 32x100x32x64 2.5-2.8 against 2.3-2.4, vanilla LSTM
+8x100x32x64 2.4-2.6 against 2.3-2.4, GRU 8x100x32x64 2.2 against 2.1-2.2), while from
+14.7 million up they gained (GRU 16x100x32x64 1.4x, vanilla LSTM 16x100x32x64 1.13x)."""
 
 Shards = tuple[tuple[int, int], ...]
 
