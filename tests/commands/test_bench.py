@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
+from carousel.benchmarks import floor
+from carousel.benchmarks.layers import cell_spec
 from carousel.cli import main
 
 
@@ -27,7 +32,10 @@ def test_bench_writes_its_table_between_markers(tmp_path, capsys):
     assert vanilla[4].endswith("x") and vanilla[7].endswith("x")  # speed-ups at 1 and 2 threads
     assert vanilla[8].endswith("x") and vanilla[9].endswith("x")  # scaling of numba and torch.nn
     assert cifg[3] == "" and cifg[9] == ""  # torch.nn has no CIFG cell
-    assert cifg[10].endswith("x") and cifg[14].endswith("x")  # vs vanilla, vs the reference
+    assert cifg[10].endswith("x") and cifg[17].endswith("x")  # vs vanilla, vs the reference
+    assert vanilla[14].endswith("ms") or float(vanilla[14]) > 0  # the GEMM floor
+    assert vanilla[15].endswith("x") and vanilla[16].endswith("x")  # numba, torch.nn over it
+    assert cifg[15].endswith("x") and cifg[16] == ""
     assert "numba" in capsys.readouterr().out
 
 
@@ -98,3 +106,37 @@ def test_bench_layers_needs_two_layers_and_two_threads(capsys):
     assert "--layers must be layer counts of 2 or more" in capsys.readouterr().err
     assert main(["bench", "--layers", "2", "--threads", "1"]) == 2
     assert "--layers compares one thread with more" in capsys.readouterr().err
+
+
+def test_gemm_floor_makes_the_products_of_one_forward_and_backward_pass():
+    generator = np.random.default_rng(1)
+    steps, batch, inputs, rows, recurrent = 3, 2, 5, 8, 4
+
+    def array(*size):
+        return generator.standard_normal(size)
+
+    x, weight_ih, weight_hh = (
+        array(steps * batch, inputs),
+        array(rows, inputs),
+        array(rows, recurrent),
+    )
+    state, sources = array(batch, recurrent), array(steps * batch, recurrent)
+    projected, net, d_state = (
+        np.empty((steps * batch, rows)),
+        np.empty((batch, rows)),
+        np.empty((batch, recurrent)),
+    )
+    grads = (
+        np.empty((rows, inputs)),
+        np.empty((rows, recurrent)),
+        np.empty((steps * batch, inputs)),
+    )
+    floor._gemms(x, weight_ih, weight_hh, np.ascontiguousarray(weight_hh.T), projected, state, net, d_state, sources, grads)  # fmt: skip
+    np.testing.assert_allclose(projected, x @ weight_ih.T)
+    np.testing.assert_allclose(net, state @ weight_hh.T)
+    np.testing.assert_allclose(d_state, net @ weight_hh)
+    np.testing.assert_allclose(grads[0], projected.T @ x)
+    np.testing.assert_allclose(grads[1], projected.T @ sources)
+    np.testing.assert_allclose(grads[2], projected @ weight_ih)
+    spec = cell_spec("vanilla")
+    assert floor.gemm_floor(spec, (2, 3, 5, 4), torch.float64, seconds=0.0) > 0

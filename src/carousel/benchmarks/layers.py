@@ -10,7 +10,10 @@ same number of threads. The reference loop is timed at the first thread count on
 
 Achieved GFLOP/s count the GEMM work of forward and backward, :math:`2 T B G (3 I + 3 R)` for
 ``G`` packed rows and ``R`` recurrent inputs, and are compared with the fp32 GEMM throughput of
-this machine measured in the same run at the same thread count (``torch.mm``, 2048^3).
+this machine measured in the same run at the same thread count (``torch.mm``, 2048^3). The GEMM
+floor (:mod:`carousel.benchmarks.floor`) is the time of the same products alone on one thread,
+measured after each shape's interleaved runs: ``torch.nn``'s one-thread time over it bounds the
+one-thread speed-up that any kernel doing these products with this BLAS could reach.
 :func:`compile_times` measures first-call (compile) times per family and dtype with an empty
 Numba cache and start-up times with a warm one, each in a fresh process.
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from carousel.benchmarks.floor import gemm_floor
 from carousel.benchmarks.harness import Runner, gemm_peak, measure, ms, ratio
 
 GRID = ((1, 1000, 2, 8), (1, 100, 8, 32), (16, 100, 32, 64), (32, 100, 32, 128))
@@ -126,7 +130,8 @@ def benchmark(
     per thread count ``n``, the medians ``row[n]["numba"]`` (forward+backward),
     ``row[n]["numba_forward"]``, the same for ``"torch"`` (``None`` without a torch.nn cell) and
     ``"auto"``, the backend ``auto`` picks, and ``"vs_vanilla"``; ``row["reference"]`` is the
-    reference loop's forward+backward at the first count.
+    reference loop's forward+backward at the first count, ``row["floor"]`` the GEMM floor on one
+    thread (:func:`~carousel.benchmarks.floor.gemm_floor`).
     """
     thread_counts = tuple(thread_counts)
     peaks = {n: gemm_peak(dtype, num_threads=n) for n in thread_counts}
@@ -142,6 +147,7 @@ def benchmark(
                 "cell": cell,
                 "shape": shape,
                 "flops": gemm_flops(spec, shape),
+                "floor": gemm_floor(spec, shape, dtype, seconds),
                 "reference": backward.get(f"reference@{thread_counts[0]}"),
                 "repeats": len(timed[0].backward_times),
             }
@@ -184,6 +190,9 @@ def table_header(thread_counts) -> str:
         f"speed-up fwd ({many})",
         f"GFLOP/s ({many})",
         f"of GEMM peak ({many})",
+        f"GEMMs alone ms ({one})",
+        f"numba over GEMMs ({one})",
+        f"torch.nn over GEMMs ({one})",
         f"vs reference ({one})",
         f"auto picks ({many}, time / best)",
     ]
@@ -214,6 +223,9 @@ def line(row: dict, peaks: dict, thread_counts) -> str:
         ratio(_over(last["torch_forward"], last["numba_forward"])),
         f"{gflops:.1f}",
         f"{100 * gflops / peaks[many]:.0f}%",
+        ms(row["floor"]),
+        ratio(_over(row[one]["numba"], row["floor"])),
+        ratio(_over(row[one]["torch"], row["floor"])),
         ratio(_over(row["reference"], row[one]["numba"])),
         f"{last['auto_choice']} ({last['auto_over_best']:.2f})",
     ]
