@@ -42,6 +42,9 @@ class FamilyKernels:
     The backward kernel is ``backward(config, *(inputs[k] for k in backward_inputs), lengths,
     reverse, *saved, *grad_outputs, need_input_grad, workspace)`` and returns one gradient per
     input but the masks. ``workspace_factor`` times ``T * B * G`` elements of scratch serve it.
+    With ``forward_workspace`` the forward kernel takes a trailing ``workspace`` too, ``T * B *
+    G`` elements for the input projections it reads only during its run (one thread's scratch
+    serves its forward and backward calls in turn, :func:`.shards.workspace`).
     """
 
     name: str
@@ -52,6 +55,7 @@ class FamilyKernels:
     backward_inputs: tuple[int, ...]
     workspace_factor: int
     mask_fields: tuple[str, ...] = ()
+    forward_workspace: bool = False
 
     @cached_property
     def weight_ndims(self) -> tuple[int, ...]:
@@ -127,6 +131,7 @@ FAMILIES = {
         backward_inputs=(0, 2, 4, 6, 7, 8, 9, 10, 11),
         workspace_factor=2,
         mask_fields=("recurrent", "candidate", "zoneout_hidden", "reset"),
+        forward_workspace=True,
     ),
     "elman": FamilyKernels(
         "elman",
@@ -136,6 +141,7 @@ FAMILIES = {
         saved=(0, 2),
         backward_inputs=(0, 2, 4),
         workspace_factor=1,
+        forward_workspace=True,
     ),
     "slstm": FamilyKernels(
         "slstm",

@@ -251,9 +251,21 @@ def input_projection(x, weight_ih):
     Returns:
         ``(T, B, G)``.
     """
+    steps, batch, _ = x.shape
+    rows = weight_ih.shape[0]
+    return project_into(x, weight_ih, np.empty(steps * batch * rows, x.dtype))
+
+
+@kernel
+def project_into(x, weight_ih, workspace):
+    """:func:`input_projection` into the start of ``workspace`` (1-D, the dtype), or into a new
+    array when it is too small: a kernel that only reads the projections during its own run
+    reuses one buffer across calls instead of fresh memory (and its page faults) each time."""
     steps, batch, inputs = x.shape
     rows = weight_ih.shape[0]
-    projected = np.empty((steps * batch, rows), x.dtype)  # (T*B, G)
+    size = steps * batch * rows
+    buffer = workspace[:size] if workspace.shape[0] >= size else np.empty(size, x.dtype)
+    projected = buffer.reshape((steps * batch, rows))  # (T*B, G)
     sequence_gemm(x.reshape((steps * batch, inputs)), weight_ih, projected, False, True, 0.0)
     return projected.reshape((steps, batch, rows))
 

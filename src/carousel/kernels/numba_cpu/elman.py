@@ -16,8 +16,8 @@ import numpy as np
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.blas import (
     input_gradients,
-    input_projection,
     matmul,
+    project_into,
     row_bias,
     sequence_gemm,
 )
@@ -38,7 +38,7 @@ def elman_config(spec: CellSpec, hidden_size: int) -> np.ndarray:
 
 
 @kernel
-def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, keep):
+def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, keep, workspace):
     """Run one direction of one Elman layer over a padded batch.
 
     Args:
@@ -46,6 +46,8 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
         x: ``(T, B, I)``; h0: ``(B, H)``; weight_ih: ``(H, I)``; bias: ``(H,)`` or ``(0,)``;
         weight_hh: ``(H, H)``; lengths: ``(B,)`` int64 in ``[1, T]``; reverse, keep: as in
             :func:`carousel.kernels.numba_cpu.lstm.lstm_forward`.
+        workspace: 1-D scratch of the dtype for the ``(T, B, H)`` input projections, reused
+            across calls; length 0 to allocate.
 
     Returns:
         ``output (T, B, H)``, ``h_n (B, H)`` and the saved ``source (T, B, H)``
@@ -56,7 +58,7 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
     table = activation_table(np.full(hidden, config[0]), x.dtype)
     dtype = x.dtype
 
-    gates_x = input_projection(x, weight_ih)  # (T, B, H)
+    gates_x = project_into(x, weight_ih, workspace)  # (T, B, H)
     bias_row = row_bias(bias, hidden, dtype, True)
     weight_hh_t = np.ascontiguousarray(weight_hh.T)  # (H, H)
     output = time_major(steps, batch, hidden, dtype, lengths)

@@ -32,8 +32,8 @@ import numpy as np
 from carousel.cells import ACTIVATIONS, CellSpec
 from carousel.kernels.numba_cpu.blas import (
     input_gradients,
-    input_projection,
     matmul,
+    project_into,
     row_bias,
 )
 from carousel.kernels.numba_cpu.common import (
@@ -83,6 +83,7 @@ def gru_forward(
     lengths,
     reverse,
     keep,
+    workspace,
 ):
     r"""Run one direction of one GRU layer over a padded batch.
 
@@ -98,6 +99,8 @@ def gru_forward(
             before that step (by time position; ``(0, 0)``/``(0, 0, 0)`` when unused).
         lengths: ``(B,)`` int64 in ``[1, T]``; reverse: run each sequence backwards.
         keep: save what :func:`gru_backward` needs.
+        workspace: 1-D scratch of the dtype for the ``(T, B, 3H)`` input projections, reused
+            across calls; length 0 to allocate.
 
     Returns:
         ``output (T, B, H)``, ``h_n (B, H)``, and the saved ``gates (T, B, 3H)`` (``r, u, n``),
@@ -118,7 +121,7 @@ def gru_forward(
 
     norm_at = np.empty((saved if normalized else 0, batch, 2, width), dtype)
     inverse_at = np.empty((saved if normalized else 0, batch, 2), dtype)
-    gates_x = input_projection(x, weight_ih)  # (T, B, 3H)
+    gates_x = project_into(x, weight_ih, workspace)  # (T, B, 3H)
     bias_x = row_bias(bias_ih, width, dtype, not normalized)  # added where a row is read
     # with layer norm the biases are folded into the shifts (b_ih of LN(W x), b_hh of LN(R h)),
     # and each step normalises its own row of the input projections where it reads them

@@ -142,6 +142,15 @@ def _single_threaded(function):
     return run
 
 
+def forward_scratch(kernels: FamilyKernels, inputs) -> tuple[int, np.dtype] | None:
+    """The scratch a forward kernel of ``kernels`` takes for ``inputs = (x, *states, weight_ih,
+    ...)`` (``T B G`` elements, see :class:`FamilyKernels`), or ``None``."""
+    if not kernels.forward_workspace:
+        return None
+    x, rows = inputs[0], inputs[1 + kernels.state_slots].shape[0]
+    return x.shape[0] * x.shape[1] * rows, x.dtype
+
+
 def _call(kernel, args: tuple, scratch: tuple[int, np.dtype] | None = None):
     """A task calling ``kernel(*args)`` (with this thread's :func:`workspace` of ``scratch =
     (size, dtype)`` appended). Its arguments are sliced before: between taking the GIL to start
@@ -173,7 +182,7 @@ def forward(jobs: list[Job], keep: bool) -> list[tuple[list[np.ndarray], list[tu
             )
             lengths = job.lengths if whole else _rows(job.lengths, start, stop, 0)
             args = (job.config, *part, lengths, job.reverse, keep)
-            tasks.append(_call(job.kernels.forward, args))
+            tasks.append(_call(job.kernels.forward, args, forward_scratch(job.kernels, part)))
             parts.append(part[0])
     done = iter(zip(_run(tasks), parts, strict=True))
     results = []

@@ -202,7 +202,9 @@ def forward(call: StackCall, x: np.ndarray, parts: list[tuple], keep: bool):
             if noise:
                 part = part * noise[layer - 1][start:stop]
         inputs = (part, *states[layer], *arrays[layer][1], *masks)
-        result = kernels.forward(call.config, *inputs, call.chunk_lengths[chunk], False, keep)
+        args = (call.config, *inputs, call.chunk_lengths[chunk], False, keep)
+        scratch = shards.forward_scratch(kernels, inputs)
+        result = kernels.forward(*args, *(() if scratch is None else (shards.workspace(*scratch),)))
         outputs[layer][chunk] = result[0]
         states[layer] = list(result[1 : kernels.num_outputs])
         if keep:
