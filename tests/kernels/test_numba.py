@@ -184,6 +184,33 @@ def test_gradcheck_float64(variant, options):
     assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-7)
 
 
+def test_activation_runs_apply_each_values_own_activation_over_any_window():
+    """The kernels' activation table (runs of equal activations) against each activation's own
+    definition, over windows that start and stop inside runs; values outside stay untouched."""
+    from carousel.cells.activations import ACTIVATIONS
+    from carousel.kernels.numba_cpu import common
+
+    names = ["sigmoid", "sigmoid", "tanh", "relu", "relu", "relu", "g1997", "identity"]
+    names += ["hard_sigmoid", "h1997", "h1997", "sigmoid"]
+    codes = np.array([ACTIVATIONS[n].code for n in names], np.int64)
+    bounds, _ = common.activation_table(codes, np.float64)
+    assert bounds.tolist() == [[0, 2], [2, 3], [3, 6], [6, 7], [7, 8], [8, 9], [9, 11], [11, 12]]
+    table = common.activation_table(codes, np.float64)
+    x = np.linspace(-3.0, 3.0, len(names)) + 0.05  # away from the kinks of relu, hard_sigmoid
+    for start, stop in [(0, 12), (1, 10), (4, 5), (3, 3)]:
+        values, slopes = x.copy(), np.full_like(x, 7.0)
+        common.activate(values, table, start, stop)
+        common.derivatives(values, table, start, stop, slopes)
+        for j, name in enumerate(names):
+            if start <= j < stop:
+                y = ACTIVATIONS[name].forward(torch.tensor(x[j])).item()
+                assert values[j] == pytest.approx(y, rel=1e-14, abs=1e-15), (name, j)
+                expected = float(ACTIVATIONS[name].derivative_from_output(np.array(y)))
+                assert slopes[j] == pytest.approx(expected, rel=1e-12, abs=1e-15), (name, j)
+            else:
+                assert values[j] == x[j] and slopes[j] == 7.0
+
+
 def test_plain_kernels_run_inside_a_compiled_training_loop():
     """The njit functions take NumPy arrays, so a compiled loop can train without torch."""
     from numba import njit
