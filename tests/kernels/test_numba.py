@@ -184,6 +184,36 @@ def test_gradcheck_float64(variant, options):
     assert torch.autograd.gradcheck(run, (x, *state, *params), eps=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "variant, options",
+    [("vanilla", {}), ("vanilla", {"proj_size": 2}), ("1997", {}), ("gru", {}), ("elman", {}),
+     ("slstm", {"num_heads": 1})],
+    ids=["vanilla", "vanilla-proj", "1997", "gru", "elman", "slstm"],
+)  # fmt: skip
+@pytest.mark.parametrize("direction", ["forward", "bidirectional-lengths"])
+def test_outputs_changed_in_place_before_backward_do_not_change_the_gradients(
+    variant, options, direction
+):
+    """The caller may change the output and the final states in place before backward (torch.nn
+    allows it): the kernels must not read them back as saved activations."""
+    bidirectional = direction != "forward"
+    layer_options = {"bidirectional": bidirectional, "num_layers": 2}
+    reference, fused = _layers(variant, torch.float64, 4, options, layer_options)
+    lengths = LENGTHS if bidirectional else None
+    results = []
+    for layer in (reference, fused):
+        torch.manual_seed(3)
+        x = torch.randn(STEPS, BATCH, INPUT, dtype=torch.float64, requires_grad=True)
+        output, final = layer(x, lengths=lengths)
+        outputs = flatten((output, final))
+        upstream = [torch.randn_like(o) for o in outputs]
+        for o in outputs:
+            o.mul_(3.0).add_(0.5)  # after the forward pass, before the backward pass
+        sum((o * u).sum() for o, u in zip(outputs, upstream, strict=True)).backward()
+        results.append({"input": x.grad, **{n: p.grad for n, p in layer.named_parameters()}})
+    assert_same(results[1], results[0], torch.float64, f"{variant} {direction}")
+
+
 def test_activation_runs_apply_each_values_own_activation_over_any_window():
     """The kernels' activation table (runs of equal activations) against each activation's own
     definition, over windows that start and stop inside runs; values outside stay untouched."""

@@ -51,7 +51,9 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
 
     Returns:
         ``output (T, B, H)``, ``h_n (B, H)`` and the saved ``source (T, B, H)``
-        (:math:`h_{t-1}`); the output itself is :math:`h_t`.
+        (:math:`h_{t-1}`) and ``last (B, H)`` (each sequence's last :math:`h_t`, a copy): the
+        backward pass reads :math:`h_t` from them, never from the output or ``h_n``, which the
+        caller may change in place before it runs. Without ``keep`` both have a zero axis.
     """
     steps, batch, _ = x.shape
     hidden = h0.shape[1]
@@ -81,7 +83,8 @@ def elman_forward(config, x, h0, weight_ih, bias, weight_hh, lengths, reverse, k
                     source_at[tau, b, j] = h[b, j]
                 h[b, j] = act[j]
                 output[tau, b, j] = act[j]
-    return output, h, source_at
+    last = h.copy() if keep else np.zeros((0, hidden), dtype)
+    return output, h, source_at, last
 
 
 @kernel
@@ -92,14 +95,15 @@ def elman_backward(
     weight_hh,
     lengths,
     reverse,
-    output,
     source_at,
+    last,
     d_output,
     d_h_n,
     need_input_grad,
     workspace,
 ):
-    """Backpropagation through time for :func:`elman_forward` (``output`` is its first result).
+    """Backpropagation through time for :func:`elman_forward` (``source_at`` and ``last`` are its
+    saved results: :math:`h_t` is the source of the next step, or ``last`` at a sequence's end).
 
     ``workspace`` (1-D, the dtype) holds the ``(T, B, H)`` gradient buffer when it has room for
     it; pass length 0 to allocate.
@@ -124,8 +128,12 @@ def elman_backward(
             if t >= lengths[b]:
                 continue
             tau = time_index(t, lengths[b], reverse)
+            if t + 1 < lengths[b]:
+                h_t = source_at[time_index(t + 1, lengths[b], reverse), b]
+            else:
+                h_t = last[b]
             for j in range(hidden):
-                act[j] = output[tau, b, j]
+                act[j] = h_t[j]
             derivatives(act, table, 0, hidden, slope)
             for j in range(hidden):
                 d_net[b, j] = (d_h[b, j] + d_output[tau, b, j]) * slope[j]
