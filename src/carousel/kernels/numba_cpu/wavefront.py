@@ -203,8 +203,7 @@ def forward(call: StackCall, x: np.ndarray, parts: list[tuple], keep: bool):
                 part = part * noise[layer - 1][start:stop]
         inputs = (part, *states[layer], *arrays[layer][1], *masks)
         args = (call.config, *inputs, call.chunk_lengths[chunk], False, keep)
-        scratch = shards.forward_scratch(kernels, inputs)
-        result = kernels.forward(*args, *(() if scratch is None else (shards.workspace(*scratch),)))
+        result = shards._call(kernels.forward, args, shards.forward_scratch(kernels, inputs))()
         outputs[layer][chunk] = result[0]
         states[layer] = list(result[1 : kernels.num_outputs])
         if keep:
